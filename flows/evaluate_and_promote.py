@@ -1,0 +1,21 @@
+"""Stage flow `evaluate-and-promote`: full-list metrics on the held-out window; champion moves only on a win."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.naming import run_name
+from schemas.params import NightlyParams
+from tasks import features, registry
+
+
+@flow(name="evaluate-and-promote", flow_run_name=run_name("evaluate-and-promote"), log_prints=True)
+def evaluate_and_promote(
+    params: NightlyParams = NightlyParams(), retrieval: dict | None = None, ranking: dict | None = None
+) -> dict:
+    """Evaluate challenger, champion and baselines on the held-out window; promote the challenger on a win.
+
+    Without model references (a separate deployment), the registry's `challenger` aliases are evaluated.
+    """
+    params = features.resolve_run_date(params) if params.run_date is None else params
+    return registry.evaluate_and_promote(params, retrieval, ranking)

@@ -1,0 +1,61 @@
+"""`nightly`: every stage in one process (the monolith shape); each stage is also deployable alone."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows import progress
+from flows.build_features import build_features
+from flows.evaluate_and_promote import evaluate_and_promote
+from flows.naming import run_name
+from flows.precompute import precompute
+from flows.publish import publish
+from flows.train_ranking import train_ranking
+from flows.train_retrieval import train_retrieval
+from flows.validate_features import validate_features
+from flows.validate_raw import validate_raw
+from flows.validate_recs import validate_recs
+from schemas.params import NightlyParams
+from tasks import features
+
+STAGES = (
+    "validate_raw",
+    "build_features",
+    "validate_features",
+    "train_retrieval",
+    "train_ranking",
+    "evaluate_and_promote",
+    "precompute",
+    "validate_recs",
+    "publish",
+)
+
+
+@flow(name="nightly", flow_run_name=run_name("nightly"), log_prints=True)
+def nightly(params: NightlyParams = NightlyParams()) -> dict:
+    """Validate, build features, train, evaluate and promote, precompute, validate and publish one night."""
+    params = features.resolve_run_date(params)
+    selected = set(params.stages or STAGES)
+    unknown = selected - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown stages {sorted(unknown)}; choose from {list(STAGES)}")
+    out: dict = {"run_date": params.run_date.isoformat()}
+
+    def run(i: int, name: str, fn, *args):
+        if name not in selected:
+            progress.skipped(name, i, len(STAGES))
+            return None
+        with progress.stage(name, i, len(STAGES)):
+            out[name] = fn(params, *args)
+            return out[name]
+
+    run(1, "validate_raw", validate_raw)
+    run(2, "build_features", build_features)
+    run(3, "validate_features", validate_features)
+    retrieval = run(4, "train_retrieval", train_retrieval)
+    ranking = run(5, "train_ranking", train_ranking)
+    run(6, "evaluate_and_promote", evaluate_and_promote, retrieval, ranking)
+    run(7, "precompute", precompute)
+    run(8, "validate_recs", validate_recs)
+    run(9, "publish", publish, {"promotion": out.get("evaluate_and_promote")})
+    return out

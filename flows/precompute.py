@@ -1,0 +1,16 @@
+"""Stage flow `precompute`: Score every user with the champion models and write the top-K lists to the lake."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.naming import run_name
+from schemas.params import NightlyParams
+from tasks import scoring, features
+
+
+@flow(name="precompute", flow_run_name=run_name("precompute"), log_prints=True)
+def precompute(params: NightlyParams = NightlyParams()) -> dict:
+    """Score every user with the champion models and write the top-K lists to the lake."""
+    params = features.resolve_run_date(params) if params.run_date is None else params
+    return scoring.precompute(params)

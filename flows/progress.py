@@ -1,0 +1,27 @@
+"""A visible, compact progress line per stage (the CLI shows it; Prefect logs stay available with -v)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+
+_console = Console(stderr=True, highlight=False)
+
+
+@contextmanager
+def stage(name: str, index: int, total: int) -> Iterator[None]:
+    start = time.perf_counter()
+    _console.print(f"[bold cyan]▶[/] [{index}/{total}] {name} …")
+    try:
+        yield
+    except BaseException:
+        _console.print(f"[bold red]✘[/] [{index}/{total}] {name} failed after {time.perf_counter() - start:.1f}s")
+        raise
+    _console.print(f"[bold green]✔[/] [{index}/{total}] {name} [dim]{time.perf_counter() - start:.1f}s[/]")
+
+
+def skipped(name: str, index: int, total: int) -> None:
+    _console.print(f"[dim]· [{index}/{total}] {name} skipped (not selected)[/]")

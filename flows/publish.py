@@ -1,0 +1,16 @@
+"""Stage flow `publish`: versioned snapshot + manifest, then the atomic flip of the live pointer."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.naming import run_name
+from schemas.params import NightlyParams
+from tasks import features, publish as publish_tasks
+
+
+@flow(name="publish", flow_run_name=run_name("publish"), log_prints=True)
+def publish(params: NightlyParams = NightlyParams(), meta: dict | None = None) -> dict:
+    """Publish the validated lists of the run date; refuses lists that did not pass validate-recs."""
+    params = features.resolve_run_date(params) if params.run_date is None else params
+    return publish_tasks.publish(params, meta or {})

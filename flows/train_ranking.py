@@ -1,0 +1,16 @@
+"""Stage flow `train-ranking`: Train the DeepFM ranking model and register it as challenger."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.naming import run_name
+from schemas.params import NightlyParams
+from tasks import training, features
+
+
+@flow(name="train-ranking", flow_run_name=run_name("train-ranking"), log_prints=True)
+def train_ranking(params: NightlyParams = NightlyParams()) -> dict:
+    """Train the DeepFM ranking model and register it as challenger."""
+    params = features.resolve_run_date(params) if params.run_date is None else params
+    return training.train_ranking(params)

@@ -1,0 +1,16 @@
+"""Stage flow `train-retrieval`: Train the two-tower retrieval model and register it as challenger."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.naming import run_name
+from schemas.params import NightlyParams
+from tasks import training, features
+
+
+@flow(name="train-retrieval", flow_run_name=run_name("train-retrieval"), log_prints=True)
+def train_retrieval(params: NightlyParams = NightlyParams()) -> dict:
+    """Train the two-tower retrieval model and register it as challenger."""
+    params = features.resolve_run_date(params) if params.run_date is None else params
+    return training.train_retrieval(params)

@@ -1,0 +1,16 @@
+"""Stage flow `validate-features`: Validate every feature table with Great Expectations."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.naming import run_name
+from schemas.params import NightlyParams
+from tasks import validation, features
+
+
+@flow(name="validate-features", flow_run_name=run_name("validate-features"), log_prints=True)
+def validate_features(params: NightlyParams = NightlyParams()) -> dict:
+    """Validate every feature table with Great Expectations."""
+    params = features.resolve_run_date(params) if params.run_date is None else params
+    return validation.validate_features(params)

@@ -1,0 +1,16 @@
+"""Stage flow `validate-raw`: Validate the raw events, items and users with Great Expectations; stop the run on failure."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.naming import run_name
+from schemas.params import NightlyParams
+from tasks import validation, features
+
+
+@flow(name="validate-raw", flow_run_name=run_name("validate-raw"), log_prints=True)
+def validate_raw(params: NightlyParams = NightlyParams()) -> dict:
+    """Validate the raw events, items and users with Great Expectations; stop the run on failure."""
+    params = features.resolve_run_date(params) if params.run_date is None else params
+    return validation.validate_raw(params)

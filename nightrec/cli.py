@@ -1,0 +1,186 @@
+"""The `nightrec` command: the one door in (it starts flows; nothing imports it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nightrec.settings import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="nightrec: nightly recommendations, end to end.")
+console = Console()
+
+DEMO = {"users": 5000, "items": 2000, "days": 60, "events_per_user": 100.0}
+
+
+def _quiet_env(settings: Settings, verbose: bool) -> None:
+    """Embedded defaults for the libraries, set before any of them is imported."""
+    Path(settings.prefect_home).mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", settings.prefect_home)
+    os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(Path(settings.prefect_home) / "results"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "WARNING")
+        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "WARNING")
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option(help="Output folder (events/, items/, users/).")],
+    users: int = 5000,
+    items: int = 2000,
+    days: int = 60,
+    events_per_user: float = 100.0,
+    seed: int = 0,
+    fmt: Annotated[str, typer.Option("--format", help="parquet or csv")] = "parquet",
+) -> None:
+    """Generate seeded synthetic data with planted structure (tastes, power-law popularity, drift)."""
+    from nightrec.data import synthetic
+
+    s = synthetic.generate(users, items, days, out, seed=seed, events_per_user=events_per_user, fmt=fmt)
+    console.print(s)
+
+
+@app.command("import-movielens")
+def import_movielens(src: Path, out: Path) -> None:
+    """Convert a MovieLens folder (ml-100k, ml-1m or ml-latest layout) into the raw contract."""
+    from nightrec.data import movielens
+
+    console.print(movielens.import_movielens(src, out))
+
+
+@app.command()
+def run(
+    data: Annotated[Path | None, typer.Option(help="Raw data folder (events/, items/, users/).")] = None,
+    demo: Annotated[bool, typer.Option(help="Generate (once) and use the demo data set.")] = False,
+    run_date: Annotated[str | None, typer.Option("--date", help="YYYY-MM-DD; default: day after newest event.")] = None,
+    force: Annotated[bool, typer.Option(help="Recompute features even if inputs are unchanged.")] = False,
+    top_k: Annotated[int | None, typer.Option(help="List length (default from settings).")] = None,
+    stages: Annotated[str | None, typer.Option(help="Comma-separated subset of stages.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
+) -> None:
+    """Run the nightly pipeline in this process (every stage, with progress)."""
+    settings = Settings()
+    _quiet_env(settings, verbose)
+    if data is None:
+        data = Path(settings.raw_data)
+        if demo and not (data / "events").exists():
+            from nightrec.data import synthetic
+
+            console.print(f"[cyan]generating demo data in {data} …[/]")
+            synthetic.generate(DEMO["users"], DEMO["items"], DEMO["days"], data, events_per_user=DEMO["events_per_user"])
+        elif not (data / "events").exists():
+            console.print(f"[red]no data at {data}[/]: pass --data PATH or --demo")
+            raise typer.Exit(2)
+    from flows.nightly import nightly
+    from schemas.params import NightlyParams
+
+    params = NightlyParams(
+        run_date=date.fromisoformat(run_date) if run_date else None,
+        data=str(data.resolve()),
+        force=force,
+        top_k=top_k,
+        stages=stages.split(",") if stages else None,
+    )
+    try:
+        result = nightly(params)
+    except Exception as e:  # noqa: BLE001 - the CLI's job is to say what failed, plainly
+        console.print(f"\n[bold red]nightly failed:[/] {type(e).__name__}: {e}")
+        console.print("The live recommendations were not changed.")
+        _write_last_run(settings, {"status": "failed", "error": f"{type(e).__name__}: {e}"[:2000]})
+        raise typer.Exit(1) from None
+    _write_last_run(settings, {"status": "completed", **result})
+    _print_summary(settings, result)
+
+
+def _write_last_run(settings: Settings, body: dict) -> None:
+    from datetime import UTC, datetime
+
+    path = Path(settings.home) / "last_run.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"finished_at": datetime.now(UTC).isoformat(), **body}, indent=2, default=str))
+
+
+def _print_summary(settings: Settings, result: dict) -> None:
+    promo = result.get("evaluate_and_promote") or {}
+    metrics = promo.get("metrics") or {}
+    if metrics:
+        t = Table(title=f"Held-out metrics ({result['run_date']})")
+        cols = ["ndcg_at_10", "recall_at_10", "ndcg_at_20", "recall_at_20", "mrr", "coverage"]
+        t.add_column("lists")
+        for c in cols:
+            t.add_column(c, justify="right")
+        for name, m in metrics.items():
+            t.add_row(name, *[f"{m.get(c, float('nan')):.4f}" for c in cols])
+        console.print(t)
+        console.print(f"promotion: [bold]{promo.get('reason')}[/]")
+    pub = result.get("publish") or {}
+    if pub:
+        console.print(f"\n[bold green]Live recommendations:[/] {settings.store}/{pub.get('manifest_key')}")
+        console.print(f"  users {pub['counts'].get('users')}, fallback {pub['counts'].get('fallback_users')}")
+        console.print("  try: [bold]nightrec recs <USER_ID>[/]")
+    console.print(f"[bold]MLflow UI:[/] mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}")
+    console.print(f"[bold]Data Docs:[/] {Path(settings.data_docs) / 'index.html'}")
+
+
+@app.command()
+def recs(user_id: str) -> None:
+    """Print the live list of one user (follows the live pointer only)."""
+    from nightrec.io.store import open_store
+    from nightrec.publish.reader import LiveRecs
+
+    settings = Settings()
+    rows = LiveRecs(open_store(settings.store)).recs(user_id)
+    if not rows:
+        console.print(f"no recommendations for {user_id!r} in the live snapshot")
+        raise typer.Exit(1)
+    t = Table(title=f"recommendations for {user_id}")
+    for c in ("rank", "item_id", "score", "source"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(str(r["rank"]), str(r["item_id"]), f"{r['score']:.4f}", str(r["source"]))
+    console.print(t)
+
+
+@app.command()
+def status() -> None:
+    """The live snapshot, the champion models and the last run."""
+    settings = Settings()
+    _quiet_env(settings, False)
+    from nightrec.io.store import open_store
+    from nightrec.publish import pointer
+
+    live = pointer.read_live(open_store(settings.store))
+    if live is None:
+        console.print("live snapshot: [yellow]none yet[/]")
+    else:
+        p = live[0]
+        console.print(f"live snapshot: ds={p.ds} generation={p.generation} run={p.run_id} ({p.manifest_key})")
+    from nightrec.training import tracking
+
+    tracking.configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment)
+    for name in ("nightrec-retrieval", "nightrec-ranking"):
+        console.print(f"{name}: champion v{tracking.get_alias_version(name, 'champion')}")
+    last = Path(settings.home) / "last_run.json"
+    console.print(f"last run: {last.read_text() if last.exists() else 'none'}")
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

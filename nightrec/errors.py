@@ -1,0 +1,46 @@
+"""Errors that say what is wrong and where."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def _rows(rows: Sequence[Any], limit: int = 5) -> str:
+    shown = "\n".join(f"    {r}" for r in list(rows)[:limit])
+    return f"\n  offending rows (up to {limit}):\n{shown}" if shown else ""
+
+
+class NightrecError(Exception):
+    """Base of all nightrec errors."""
+
+
+class ContractViolation(NightrecError):
+    """Input that does not match its contract: names the file, column, rule and a few offending rows."""
+
+    def __init__(self, path: str, column: str | None, rule: str, sample_rows: Sequence[Any] = (), count: int | None = None):
+        self.path, self.column, self.rule, self.sample_rows, self.count = path, column, rule, list(sample_rows), count
+        where = f"column {column!r} of " if column else ""
+        n = f" ({count} rows)" if count is not None else ""
+        super().__init__(f"contract violation in {where}{path}: {rule}{n}{_rows(self.sample_rows)}")
+
+
+class GateFailed(NightrecError):
+    """A data gate (Great Expectations suite or volume check) failed; nothing live was changed."""
+
+    def __init__(self, suite: str, failures: list[dict], data_docs: str | None = None, source: str | None = None):
+        self.suite, self.failures, self.data_docs, self.source = suite, failures, data_docs, source
+        lines = [f"gate {suite!r} failed" + (f" on {source}" if source else "") + f": {len(failures)} rule(s) broken"]
+        for f in failures[:10]:
+            col = f" column {f['column']!r}" if f.get("column") else ""
+            cnt = f" ({f['count']} rows)" if f.get("count") is not None else ""
+            lines.append(f"  - {f['rule']}{col}{cnt}{': ' + str(f['detail']) if f.get('detail') else ''}")
+            for r in (f.get("rows") or [])[:5]:
+                lines.append(f"      {r}")
+        if data_docs:
+            lines.append(f"  Data Docs: {data_docs}")
+        super().__init__("\n".join(lines))
+
+
+class StageInputMissing(NightrecError):
+    """A stage's input partition is absent or has no success marker (never read a half-written partition)."""

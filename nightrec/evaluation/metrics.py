@@ -1,0 +1,43 @@
+"""Top-K list metrics, vectorised over users (binary relevance)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def hits_matrix(lists: np.ndarray, relevant_rows: np.ndarray, relevant_items: np.ndarray, n_items: int) -> np.ndarray:
+    """bool [U, K]: is lists[u, r] among user u's relevant items (pairs given as parallel arrays)?"""
+    u = np.repeat(np.arange(lists.shape[0]), lists.shape[1])
+    codes = u.astype(np.int64) * (n_items + 1) + lists.reshape(-1)
+    rel = relevant_rows.astype(np.int64) * (n_items + 1) + relevant_items
+    return np.isin(codes, rel).reshape(lists.shape) & (lists >= 0)
+
+
+def list_metrics(hits: np.ndarray, n_relevant: np.ndarray, ks: list[int]) -> dict[str, float]:
+    """Recall, NDCG and HitRate at each k, and MRR, averaged over users with at least one relevant item.
+
+    Example:
+        >>> h = np.array([[True, False], [False, False]]); list_metrics(h, np.array([1, 2]), [2])["ndcg_at_2"]
+        0.5
+    """
+    users = n_relevant > 0
+    hits, n_rel = hits[users], n_relevant[users]
+    out: dict[str, float] = {"n_eval_users": float(users.sum())}
+    if not len(n_rel):
+        return out | {f"{m}_at_{k}": 0.0 for k in ks for m in ("recall", "ndcg", "hitrate")} | {"mrr": 0.0}
+    discounts = 1.0 / np.log2(np.arange(2, hits.shape[1] + 2))
+    for k in ks:
+        h = hits[:, :k]
+        dcg = (h * discounts[:k]).sum(1)
+        ideal = np.cumsum(discounts[:k])[np.minimum(n_rel, k) - 1]
+        out[f"recall_at_{k}"] = float((h.sum(1) / np.minimum(n_rel, k)).mean())
+        out[f"ndcg_at_{k}"] = float((dcg / ideal).mean())
+        out[f"hitrate_at_{k}"] = float(h.any(1).mean())
+    first = np.where(hits.any(1), hits.argmax(1) + 1, np.inf)
+    out["mrr"] = float((1.0 / first).mean())
+    return out
+
+
+def coverage(lists: np.ndarray, n_items: int) -> float:
+    """Share of the catalog that appears in at least one list."""
+    return float(len(np.unique(lists[lists >= 0])) / max(n_items, 1))

@@ -1,0 +1,52 @@
+"""Clean events: drop what must not reach features, dedupe replays, apply event weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timezone
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from nightrec.settings import FeatureSettings
+
+
+@dataclass(frozen=True)
+class Cutoffs:
+    """The global temporal split: train < valid_start <= valid < eval_start <= holdout < run_date."""
+
+    run_date: date
+    eval_start: date
+    valid_start: date
+
+    @classmethod
+    def for_run(cls, run_date: date, cfg: FeatureSettings) -> Cutoffs:
+        from datetime import timedelta
+
+        eval_start = run_date - timedelta(days=cfg.holdout_days)
+        return cls(run_date, eval_start, eval_start - timedelta(days=cfg.valid_days))
+
+
+def ts_of(d: date) -> datetime:
+    """Midnight UTC of a date, as a naive datetime in the session time zone (UTC)."""
+    return datetime.combine(d, time(0), tzinfo=timezone.utc).replace(tzinfo=None)
+
+
+def weight_column(cfg: FeatureSettings) -> F.Column:
+    """Event weight from its type; ratings below ``min_rating`` weigh 0 (seen but disliked)."""
+    mapping = F.create_map(*[x for k, v in cfg.event_weights.items() for x in (F.lit(k), F.lit(float(v)))])
+    w = F.coalesce(mapping[F.col("event_type")], F.lit(0.0))
+    return F.when((F.col("event_type") == "rating") & (F.col("value") < cfg.min_rating), F.lit(0.0)).otherwise(w)
+
+
+def clean_events(events: DataFrame, items: DataFrame, run_date: date, cfg: FeatureSettings) -> DataFrame:
+    """Events usable as of ``run_date``: before it, known type and item, exact replays removed, weighted."""
+    known_items = items.select("item_id").distinct()
+    return (
+        events.where(F.col("ts") < F.lit(ts_of(run_date)))
+        .where(F.col("event_type").isin(list(cfg.event_weights)))
+        .where(F.col("user_id").isNotNull() & F.col("item_id").isNotNull() & F.col("ts").isNotNull())
+        .dropDuplicates(["user_id", "item_id", "event_type", "ts"])
+        .join(known_items, on="item_id", how="left_semi")
+        .withColumn("weight", weight_column(cfg))
+    )

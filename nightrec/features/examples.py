@@ -1,0 +1,95 @@
+"""Training examples, all from events before the holdout window, split by time (never at random)."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from nightrec.features.events import Cutoffs, ts_of
+
+_SAMPLING_TABLE = 100_000
+
+
+def _split(cut: Cutoffs) -> F.Column:
+    return F.when(F.col("ts") < F.lit(ts_of(cut.valid_start)), "train").otherwise("valid")
+
+
+def build_retrieval_examples(
+    interactions: DataFrame, user_static: DataFrame, item_static: DataFrame, cut: Cutoffs, history_len: int
+) -> DataFrame:
+    """Engaged events with the user's history as it was just before each event (point in time).
+
+    ``user_static``: user_id, user_idx, segment_idx; ``item_static``: item_idx, category_idx.
+    """
+    engaged = interactions.where((F.col("ts") < F.lit(ts_of(cut.eval_start))) & (F.col("weight") > 0))
+    before = Window.partitionBy("user_id").orderBy("ts", "item_idx").rowsBetween(-history_len, -1)
+    return (
+        engaged.withColumn("history", F.reverse(F.collect_list("item_idx").over(before)))
+        .drop("user_idx")
+        .join(user_static, "user_id", "left")
+        .join(F.broadcast(item_static), "item_idx", "left")
+        .select(
+            _split(cut).alias("split"),
+            F.coalesce("user_idx", F.lit(0)).alias("user_idx"),
+            F.coalesce("segment_idx", F.lit(0)).alias("segment_idx"),
+            "history",
+            "item_idx",
+            F.coalesce("category_idx", F.lit(0)).alias("category_idx"),
+            "weight",
+        )
+    )
+
+
+def build_ranking_examples(
+    interactions: DataFrame,
+    user_static: DataFrame,
+    item_static: DataFrame,
+    cut: Cutoffs,
+    negatives_per_positive: int,
+    seed: int,
+) -> DataFrame:
+    """Labelled (user, item, day) pairs: engaged = 1, shown without engagement = 0, plus sampled negatives.
+
+    Negatives are drawn in proportion to popularity (a unigram table joined on a random slot), so the ranker
+    learns more than "popular vs not". ``item_static``: item_idx, category_idx, price_bucket, pop_bucket.
+    """
+    window = interactions.where(F.col("ts") < F.lit(ts_of(cut.eval_start)))
+    pairs = window.groupBy("user_id", "item_idx", F.to_date("ts").alias("day")).agg(
+        F.max((F.col("weight") > 0).cast("float")).alias("label"), F.max("ts").alias("ts")
+    )
+    positives = pairs.where(F.col("label") > 0)
+    examples = pairs
+    if negatives_per_positive > 0:
+        pop = item_static.where(F.col("pop_bucket") > 0).select("item_idx", "pop_bucket")
+        total = F.sum(F.pow(F.lit(2.0), "pop_bucket")).over(Window.partitionBy())
+        # Each item gets slots in proportion to 2**pop_bucket: a unigram table of about _SAMPLING_TABLE slots.
+        table = (
+            pop.withColumn("n", F.greatest(F.lit(1), F.round(F.pow(F.lit(2.0), "pop_bucket") / total * _SAMPLING_TABLE)))
+            .withColumn("slot", F.explode(F.sequence(F.lit(1), F.col("n").cast("int"))))
+            .withColumn("slot", (F.row_number().over(Window.orderBy("item_idx", "slot")) - 1).cast("long"))
+            .select("slot", F.col("item_idx").alias("neg_item"))
+        )
+        n_slots = table.count()
+        sampled = (
+            positives.withColumn("k", F.explode(F.sequence(F.lit(1), F.lit(negatives_per_positive))))
+            .withColumn("slot", F.floor(F.rand(seed) * n_slots).cast("long"))
+            .join(F.broadcast(table), "slot", "inner")
+            .select("user_id", F.col("neg_item").alias("item_idx"), "day", F.lit(0.0).alias("label"), "ts")
+            .join(pairs.select("user_id", "item_idx", "day"), ["user_id", "item_idx", "day"], "left_anti")
+        )
+        examples = pairs.unionByName(sampled)
+    return (
+        examples.join(user_static, "user_id", "left")
+        .join(F.broadcast(item_static), "item_idx", "left")
+        .select(
+            _split(cut).alias("split"),
+            "label",
+            F.coalesce("user_idx", F.lit(0)).alias("user_idx"),
+            F.coalesce("segment_idx", F.lit(0)).alias("segment_idx"),
+            "item_idx",
+            F.coalesce("category_idx", F.lit(0)).alias("category_idx"),
+            F.coalesce("price_bucket", F.lit(0)).alias("price_bucket"),
+            F.coalesce("pop_bucket", F.lit(0)).alias("pop_bucket"),
+        )
+    )

@@ -1,0 +1,33 @@
+"""One SparkSession per process, configured from settings."""
+
+from __future__ import annotations
+
+import os
+
+from pyspark.sql import SparkSession
+
+from nightrec.settings import SparkSettings
+
+
+def get_spark(cfg: SparkSettings, app_name: str = "nightrec") -> SparkSession:
+    """Return the process's SparkSession, creating it on first use (tasks and subflows share it)."""
+    # Without this Spark picks the host's first non-loopback address and warns; clusters set it themselves.
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = (
+        SparkSession.builder.master(cfg.master)
+        .appName(app_name)
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
+        .config("spark.driver.memory", cfg.driver_memory)
+        .config("spark.driver.maxResultSize", cfg.max_result_size)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+    )
+    for k, v in cfg.extra_conf.items():
+        builder = builder.config(k, v)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark

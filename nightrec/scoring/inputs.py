@@ -1,0 +1,150 @@
+"""Load what scoring needs from the lake into numpy, once: users, items and the seen-item index."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from nightrec.features.events import Cutoffs
+from nightrec.io import lake
+from nightrec.settings import FeatureSettings
+from schemas.tables import INTERACTIONS, ITEM_FEATURES, USER_FEATURES
+
+
+@dataclass
+class UserTable:
+    user_id: np.ndarray  # object (str)
+    user_idx: np.ndarray  # int64
+    segment_idx: np.ndarray  # int64
+    history: np.ndarray  # int64 [U, H], 0-padded, most recent first
+    n_events: np.ndarray  # int64
+
+    def __len__(self) -> int:
+        return len(self.user_id)
+
+    def take(self, sl: slice | np.ndarray) -> UserTable:
+        return UserTable(self.user_id[sl], self.user_idx[sl], self.segment_idx[sl], self.history[sl], self.n_events[sl])
+
+
+@dataclass
+class ItemTable:
+    item_id: np.ndarray
+    item_idx: np.ndarray
+    category_idx: np.ndarray
+    price_bucket: np.ndarray
+    pop_bucket: np.ndarray
+    popularity: np.ndarray
+    available: np.ndarray  # bool
+
+    def __len__(self) -> int:
+        return len(self.item_id)
+
+
+@dataclass
+class SeenIndex:
+    """CSR of seen item positions per user row: items ``indices[indptr[u]:indptr[u+1]]``."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+
+    def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """(row offsets within the chunk, item positions) of users start..stop-1."""
+        lo, hi = self.indptr[start], self.indptr[stop]
+        counts = np.diff(self.indptr[start : stop + 1])
+        return np.repeat(np.arange(stop - start), counts), self.indices[lo:hi]
+
+
+def _read(lake_root: str, table, ds: date, role: str | None = None) -> pa.Table:
+    path = lake.require_partition(lake_root, table.name, ds)
+    dataset = pads.dataset(str(path), format="parquet", partitioning="hive", exclude_invalid_files=True)
+    flt = (pc.field("role") == role) if role else None
+    cols = [c for c in table.names if c != "role"]
+    return dataset.to_table(columns=cols, filter=flt)
+
+
+def pad_lists(col: pa.ChunkedArray | pa.Array, width: int) -> np.ndarray:
+    """list<int> -> int64 [n, width], 0-padded, without per-row Python."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    offsets = np.asarray(arr.offsets)
+    values = np.asarray(arr.values.fill_null(0)).astype(np.int64)
+    lengths = np.minimum(np.diff(offsets), width)
+    out = np.zeros((len(arr), width), dtype=np.int64)
+    rows = np.repeat(np.arange(len(arr)), lengths)
+    cols = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out[rows, cols] = values[np.repeat(offsets[:-1], lengths) + cols]
+    return out
+
+
+def load_users(lake_root: str, ds: date, role: str, history_len: int) -> UserTable:
+    t = _read(lake_root, USER_FEATURES, ds, role).sort_by("user_id")
+    return UserTable(
+        user_id=np.asarray(t["user_id"].to_pylist(), dtype=object),
+        user_idx=t["user_idx"].to_numpy().astype(np.int64),
+        segment_idx=t["segment_idx"].to_numpy().astype(np.int64),
+        history=pad_lists(t["history"], history_len),
+        n_events=t["n_events"].to_numpy().astype(np.int64),
+    )
+
+
+def load_items(lake_root: str, ds: date, role: str) -> ItemTable:
+    t = _read(lake_root, ITEM_FEATURES, ds, role).sort_by("item_id")
+    return ItemTable(
+        item_id=np.asarray(t["item_id"].to_pylist(), dtype=object),
+        item_idx=t["item_idx"].to_numpy().astype(np.int64),
+        category_idx=t["category_idx"].to_numpy().astype(np.int64),
+        price_bucket=t["price_bucket"].to_numpy().astype(np.int64),
+        pop_bucket=t["pop_bucket"].to_numpy().astype(np.int64),
+        popularity=t["popularity"].to_numpy().astype(np.float64),
+        available=t["available"].to_numpy(zero_copy_only=False).astype(bool),
+    )
+
+
+def load_interactions(lake_root: str, ds: date, start: date | None, stop: date, cfg: FeatureSettings) -> pd.DataFrame:
+    """Interactions in [start, stop) that mark an item as seen or engaged (user_id, item_id, weight)."""
+    path = lake.require_partition(lake_root, INTERACTIONS.name, ds)
+    dataset = pads.dataset(str(path), format="parquet")
+    ts = pc.field("ts")
+    flt = (ts < _utc(stop)) & ~pc.field("event_type").isin(cfg.unseen_event_types)
+    if start is not None:
+        flt = flt & (ts >= _utc(start))
+    return dataset.to_table(columns=["user_id", "item_id", "weight"], filter=flt).to_pandas()
+
+
+def _utc(d: date) -> pa.Scalar:
+    return pa.scalar(datetime.combine(d, time(0), tzinfo=UTC), pa.timestamp("us", tz="UTC"))
+
+
+def positions(ids: np.ndarray, universe: np.ndarray) -> np.ndarray:
+    """Positions of ``ids`` in the sorted ``universe`` (-1 where absent)."""
+    pos = np.searchsorted(universe, ids)
+    pos = np.clip(pos, 0, max(len(universe) - 1, 0))
+    ok = len(universe) > 0
+    found = (universe[pos] == ids) if ok else np.zeros(len(ids), dtype=bool)
+    return np.where(found, pos, -1)
+
+
+def build_seen(pairs: pd.DataFrame, users: UserTable, items: ItemTable) -> SeenIndex:
+    """CSR index of (user row -> item positions) for the given (user_id, item_id) pairs."""
+    u = positions(pairs["user_id"].to_numpy(dtype=object), users.user_id)
+    i = positions(pairs["item_id"].to_numpy(dtype=object), items.item_id)
+    keep = (u >= 0) & (i >= 0)
+    codes = np.unique(u[keep].astype(np.int64) * len(items) + i[keep])
+    rows, cols = codes // max(len(items), 1), codes % max(len(items), 1)
+    indptr = np.zeros(len(users) + 1, dtype=np.int64)
+    np.add.at(indptr, rows + 1, 1)
+    return SeenIndex(np.cumsum(indptr), cols.astype(np.int64))
+
+
+def scoring_cutoff(run_date: date, role: str, cfg: FeatureSettings) -> date:
+    return Cutoffs.for_run(run_date, cfg).eval_start if role == "eval" else run_date
+
+
+def lake_has(lake_root: str, table: str, ds: date) -> bool:
+    return (Path(lake_root) / table / f"ds={ds.isoformat()}").exists()

@@ -1,0 +1,77 @@
+"""Nightly precompute: every user's top-K, streamed in chunks and written to lake/recs/ds=... as it goes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from nightrec.io import lake
+from nightrec.scoring import inputs
+from nightrec.scoring.score import Scorer, ScoringConfig
+from nightrec.settings import Settings
+from schemas.arrow import to_arrow_schema
+from schemas.tables import RECS
+
+
+@dataclass(frozen=True)
+class PrecomputeSummary:
+    path: str
+    users: int
+    rows: int
+    model_users: int
+    fallback_users: int
+    short_lists: int
+
+
+def _chunk_table(users: inputs.UserTable, items: inputs.ItemTable, res) -> tuple[pa.Table, int]:
+    b, k = res.items.shape
+    valid = res.items >= 0
+    user_ids = np.repeat(users.user_id, k)[valid.reshape(-1)]
+    ranks = np.tile(np.arange(1, k + 1, dtype=np.int32), b)[valid.reshape(-1)]
+    item_ids = items.item_id[res.items[valid]]
+    source = np.where(np.repeat(res.fallback, k)[valid.reshape(-1)], "fallback", "model")
+    tbl = pa.table(
+        {
+            "user_id": pa.array(user_ids, pa.string()),
+            "rank": pa.array(ranks, pa.int32()),
+            "item_id": pa.array(item_ids, pa.string()),
+            "score": pa.array(res.scores[valid].astype(np.float64)),
+            "source": pa.array(source, pa.string()),
+        }
+    )
+    return tbl.cast(to_arrow_schema(RECS)), int((valid.sum(1) < k).sum())
+
+
+def precompute(settings: Settings, ds: date, retrieval, ranking, fingerprint: str) -> PrecomputeSummary:
+    """Score every known user as of ``ds`` and write the RECS table; memory is bounded by the chunk size."""
+    cfg = settings.features
+    users = inputs.load_users(settings.lake, ds, "serve", cfg.history_len)
+    items = inputs.load_items(settings.lake, ds, "serve")
+    seen = inputs.build_seen(inputs.load_interactions(settings.lake, ds, None, ds, cfg), users, items)
+    blocked = np.isin(items.item_id, np.asarray(settings.scoring.blocklist, dtype=object))
+    sc = settings.scoring
+    scorer = Scorer(retrieval, ranking, items, ScoringConfig(sc.top_k, sc.n_candidates, sc.rerank_weight, sc.max_per_category), blocked)
+    staging = lake.staging_path(settings.lake, RECS.name, ds)
+    staging.mkdir(parents=True)
+    rows = fallback = short = 0
+    for part, start in enumerate(range(0, len(users), sc.user_chunk_size)):
+        chunk = users.take(slice(start, start + sc.user_chunk_size))
+        res = scorer.score(chunk, seen, start)
+        tbl, n_short = _chunk_table(chunk, items, res)
+        pq.write_table(tbl, staging / f"part-{part:05d}.parquet")
+        rows += tbl.num_rows
+        fallback += int(res.fallback.sum())
+        short += n_short
+    final = lake.partition_path(settings.lake, RECS.name, ds)
+    lake.commit_staging(staging, final)
+    lake.write_marker(final, fingerprint, table=RECS.name, rows=rows)
+    return PrecomputeSummary(str(final), len(users), rows, len(users) - fallback, fallback, short)
+
+
+def recs_path(settings: Settings, ds: date) -> Path:
+    return lake.require_partition(settings.lake, RECS.name, ds)

@@ -1,0 +1,155 @@
+"""The one typed settings object.
+
+Build it at the edge (CLI command or flow start) with ``Settings()`` and pass it down. Values come from code
+defaults < environment variables / ``.env`` (prefix ``NIGHTREC_``, nested sections with ``__``, e.g.
+``NIGHTREC_TRAIN__EPOCHS=3``). Locations default to the embedded layout under ``./.nightrec/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SparkSettings(BaseModel):
+    master: str = "local[2]"
+    driver_memory: str = "4g"
+    shuffle_partitions: int = 4
+    # Small on purpose in tests: an accidental collect() of large data fails instead of OOMing the driver.
+    max_result_size: str = "512m"
+    extra_conf: dict[str, str] = Field(default_factory=dict)
+
+
+class FeatureSettings(BaseModel):
+    """Temporal split and feature windows (days are whole UTC days before the run date)."""
+
+    holdout_days: int = Field(7, ge=1, description="Held-out evaluation window, just before the run date.")
+    valid_days: int = Field(7, ge=1, description="Validation window (early stopping), before the holdout.")
+    history_len: int = Field(20, ge=1, le=200, description="Last N items kept as the user's history.")
+    popularity_days: int = Field(30, ge=1, description="Window for item popularity.")
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "impression": 0.0,
+            "view": 1.0,
+            "click": 1.0,
+            "rating": 1.0,
+            "cart": 2.0,
+            "purchase": 3.0,
+        },
+        description="Weight of each event type; 0 means 'shown but not engaged' (a ranking negative).",
+    )
+    min_rating: float = Field(3.5, description="Rating events below this value count as weight 0.")
+    unseen_event_types: list[str] = Field(
+        default_factory=lambda: ["impression"],
+        description="Event types that do not make an item 'seen' (seen items are never recommended).",
+    )
+    negatives_per_positive: int = Field(2, ge=0, le=20, description="Sampled negatives per ranking positive.")
+    seed: int = 7
+
+
+class TrainSettings(BaseModel):
+    seed: int = 7
+    device: str = Field("auto", description="auto, cpu or cuda")
+    retrieval_epochs: int = 6
+    retrieval_batch_size: int = 2048
+    retrieval_dim: int = 64
+    retrieval_lr: float = 0.01
+    retrieval_temperature: float = 0.1
+    ranking_epochs: int = 3
+    ranking_batch_size: int = 4096
+    ranking_dim: int = 16
+    ranking_lr: float = 0.003
+    patience: int = 2
+    max_train_rows: int | None = Field(None, description="Cap on examples per model (newest kept); None = all.")
+
+
+class ScoringSettings(BaseModel):
+    top_k: int = Field(20, ge=1, le=1000)
+    n_candidates: int = Field(200, ge=1, le=5000)
+    user_chunk_size: int = Field(4096, ge=1)
+    rerank_weight: float = Field(
+        0.5, ge=0.0, le=1.0, description="Final score = w * ranker + (1 - w) * retrieval (both as rank scores)."
+    )
+    max_per_category: int | None = Field(None, description="Diversity cap per category in a list.")
+    blocklist: list[str] = Field(default_factory=list, description="Item ids never recommended.")
+    shard_count: int = Field(4, ge=1, le=1024, description="Published parts, bucketed by user hash.")
+
+
+class PromotionSettings(BaseModel):
+    metric: str = "ndcg_at_10"
+    tolerance: float = Field(0.005, ge=0.0, description="Challenger may be this much below the champion.")
+    k_eval: list[int] = Field(default_factory=lambda: [10, 20])
+
+
+class PublishSettings(BaseModel):
+    retention: int = Field(5, ge=1, description="Snapshots kept besides the live one.")
+
+
+class Settings(BaseSettings):
+    """All locations and knobs of a nightrec deployment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NIGHTREC_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    home: Path = Field(Path(".nightrec"), description="Root of the embedded default layout.")
+    raw_data: str | None = Field(None, description="Raw input folder (events/, items/, users/). Default: <home>/demo-data")
+    lake: str | None = Field(None, description="Lake root (local path). Default: <home>/lake")
+    store: str | None = Field(None, description="Object store: file://PATH or s3://bucket/prefix")
+    mlflow_tracking_uri: str | None = None
+    mlflow_artifact_root: str | None = None
+    mlflow_experiment: str = "nightrec"
+    data_docs: str | None = None
+    gx_root: str | None = None
+    prefect_home: str | None = None
+    event_types: list[str] = Field(
+        default_factory=lambda: ["impression", "view", "click", "cart", "purchase", "rating"]
+    )
+
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+    promotion: PromotionSettings = Field(default_factory=PromotionSettings)
+    publish: PublishSettings = Field(default_factory=PublishSettings)
+
+    @model_validator(mode="after")
+    def _fill_embedded_defaults(self) -> Settings:
+        home = self.home.resolve()
+        self.home = home
+        self.raw_data = self.raw_data or str(home / "demo-data")
+        self.lake = self.lake or str(home / "lake")
+        self.store = self.store or f"file://{home / 'store'}"
+        self.mlflow_tracking_uri = self.mlflow_tracking_uri or f"sqlite:///{home / 'mlflow.db'}"
+        self.mlflow_artifact_root = self.mlflow_artifact_root or (home / "mlartifacts").as_uri()
+        self.data_docs = self.data_docs or str(home / "data_docs")
+        self.gx_root = self.gx_root or str(home / "gx")
+        self.prefect_home = self.prefect_home or str(home / "prefect")
+        return self
+
+    @property
+    def lake_path(self) -> Path:
+        return Path(self.lake)  # type: ignore[arg-type]
+
+
+def with_run_params(
+    settings: Settings,
+    *,
+    data: str | None = None,
+    top_k: int | None = None,
+    retrieval_epochs: int | None = None,
+    ranking_epochs: int | None = None,
+) -> Settings:
+    """Per-run knobs (flow parameters) on top of env/defaults: code defaults < env/.env < flow parameters."""
+    s = settings.model_copy(deep=True)
+    if data:
+        s.raw_data = str(Path(data).resolve())
+    if top_k:
+        s.scoring.top_k = top_k
+    if retrieval_epochs:
+        s.train.retrieval_epochs = retrieval_epochs
+    if ranking_epochs:
+        s.train.ranking_epochs = ranking_epochs
+    return s

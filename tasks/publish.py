@@ -1,0 +1,25 @@
+"""Publish: snapshot + manifest to the object store, then the conditional flip of the live pointer."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from nightrec.publish import stage
+from schemas.params import NightlyParams
+from tasks.context import run_id, settings_for
+
+
+@task(name="publish-snapshot", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def publish(params: NightlyParams, meta: dict) -> dict:
+    """Write the versioned snapshot and make it live with one atomic pointer flip."""
+    s = settings_for(params)
+    out = stage.publish_recs(s, params.run_date, run_id(), meta)
+    get_run_logger().info("published %s (live pointer %s)", out["manifest_key"], out["pointer_key"])
+    create_markdown_artifact(
+        f"## Live recommendations\n\nstore `{s.store}`\n\nmanifest `{out['manifest_key']}`\n\n"
+        f"users {out['counts'].get('users')}, fallback users {out['counts'].get('fallback_users')}",
+        key="published-snapshot",
+    )
+    return out

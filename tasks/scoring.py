@@ -1,0 +1,21 @@
+"""Precompute: every user's top-K with the champion models, written to the lake."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from nightrec.scoring import stage
+from schemas.params import NightlyParams
+from tasks.context import settings_for
+
+
+@task(name="precompute-recommendations", cache_policy=NO_CACHE)
+def precompute(params: NightlyParams) -> dict:
+    """Score all users with the champions (chunked; seen and unavailable items never returned)."""
+    s = settings_for(params)
+    summary = stage.precompute_with_champions(s, params.run_date)
+    get_run_logger().info("precompute: %s", summary)
+    return summary

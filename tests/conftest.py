@@ -1,0 +1,59 @@
+"""Session fixtures: isolated homes for Prefect/GX/MLflow, one SparkSession, tiny generated data."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Before any library import: never touch ~/.prefect, never phone home.
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="nightrec-tests-"))
+os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = str(_SESSION_HOME / "prefect" / "results")
+os.environ["GX_ANALYTICS_ENABLED"] = "false"
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+os.environ["DO_NOT_TRACK"] = "true"
+os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+for _k in [k for k in os.environ if k.startswith("NIGHTREC_")]:
+    del os.environ[_k]
+
+import pytest  # noqa: E402
+
+from nightrec.settings import Settings, SparkSettings  # noqa: E402
+
+TEST_SPARK = SparkSettings(master="local[2]", driver_memory="2g", shuffle_partitions=2, max_result_size="32m")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from nightrec.io.spark import get_spark
+
+    s = get_spark(TEST_SPARK, app_name="nightrec-tests")
+    yield s
+    s.stop()
+
+
+def make_settings(home: Path, **overrides) -> Settings:
+    s = Settings(home=home, spark=TEST_SPARK, **overrides)
+    s.train.retrieval_epochs = 2
+    s.train.ranking_epochs = 1
+    s.features.holdout_days = 5
+    s.features.valid_days = 5
+    return s
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return make_settings(tmp_path / "home")
+
+
+@pytest.fixture(scope="session")
+def tiny_raw(tmp_path_factory) -> Path:
+    """A small seeded synthetic data set (a few hundred users) shared by feature and flow tests."""
+    from nightrec.data import synthetic
+
+    out = tmp_path_factory.mktemp("raw") / "tiny"
+    synthetic.generate(300, 150, 40, out, seed=3, events_per_user=40.0)
+    return out
