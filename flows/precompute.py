@@ -6,7 +6,7 @@ from prefect import flow
 
 from flows.naming import run_name
 from schemas.params import NightlyParams
-from tasks import scoring, features
+from tasks import features, scoring
 
 
 @flow(name="precompute", flow_run_name=run_name("precompute"), log_prints=True)

@@ -18,7 +18,9 @@ def stage(name: str, index: int, total: int) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        _console.print(f"[bold red]✘[/] [{index}/{total}] {name} failed after {time.perf_counter() - start:.1f}s")
+        _console.print(
+            f"[bold red]✘[/] [{index}/{total}] {name} failed after {time.perf_counter() - start:.1f}s"
+        )
         raise
     _console.print(f"[bold green]✔[/] [{index}/{total}] {name} [dim]{time.perf_counter() - start:.1f}s[/]")
 

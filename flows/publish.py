@@ -6,7 +6,8 @@ from prefect import flow
 
 from flows.naming import run_name
 from schemas.params import NightlyParams
-from tasks import features, publish as publish_tasks
+from tasks import features
+from tasks import publish as publish_tasks
 
 
 @flow(name="publish", flow_run_name=run_name("publish"), log_prints=True)

@@ -6,7 +6,7 @@ from prefect import flow
 
 from flows.naming import run_name
 from schemas.params import NightlyParams
-from tasks import training, features
+from tasks import features, training
 
 
 @flow(name="train-ranking", flow_run_name=run_name("train-ranking"), log_prints=True)

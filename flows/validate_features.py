@@ -6,7 +6,7 @@ from prefect import flow
 
 from flows.naming import run_name
 from schemas.params import NightlyParams
-from tasks import validation, features
+from tasks import features, validation
 
 
 @flow(name="validate-features", flow_run_name=run_name("validate-features"), log_prints=True)

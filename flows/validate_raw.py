@@ -6,7 +6,7 @@ from prefect import flow
 
 from flows.naming import run_name
 from schemas.params import NightlyParams
-from tasks import validation, features
+from tasks import features, validation
 
 
 @flow(name="validate-raw", flow_run_name=run_name("validate-raw"), log_prints=True)

@@ -15,7 +15,9 @@ from rich.table import Table
 
 from nightrec.settings import Settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="nightrec: nightly recommendations, end to end.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="nightrec: nightly recommendations, end to end."
+)
 console = Console()
 
 DEMO = {"users": 5000, "items": 2000, "days": 60, "events_per_user": 100.0}
@@ -66,7 +68,9 @@ def import_movielens(src: Path, out: Path) -> None:
 def run(
     data: Annotated[Path | None, typer.Option(help="Raw data folder (events/, items/, users/).")] = None,
     demo: Annotated[bool, typer.Option(help="Generate (once) and use the demo data set.")] = False,
-    run_date: Annotated[str | None, typer.Option("--date", help="YYYY-MM-DD; default: day after newest event.")] = None,
+    run_date: Annotated[
+        str | None, typer.Option("--date", help="YYYY-MM-DD; default: day after newest event.")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Recompute features even if inputs are unchanged.")] = False,
     top_k: Annotated[int | None, typer.Option(help="List length (default from settings).")] = None,
     stages: Annotated[str | None, typer.Option(help="Comma-separated subset of stages.")] = None,
@@ -81,7 +85,9 @@ def run(
             from nightrec.data import synthetic
 
             console.print(f"[cyan]generating demo data in {data} …[/]")
-            synthetic.generate(DEMO["users"], DEMO["items"], DEMO["days"], data, events_per_user=DEMO["events_per_user"])
+            synthetic.generate(
+                DEMO["users"], DEMO["items"], DEMO["days"], data, events_per_user=DEMO["events_per_user"]
+            )
         elif not (data / "events").exists():
             console.print(f"[red]no data at {data}[/]: pass --data PATH or --demo")
             raise typer.Exit(2)
@@ -171,7 +177,9 @@ def status() -> None:
         console.print(f"live snapshot: ds={p.ds} generation={p.generation} run={p.run_id} ({p.manifest_key})")
     from nightrec.training import tracking
 
-    tracking.configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment)
+    tracking.configure_mlflow(
+        settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
+    )
     for name in ("nightrec-retrieval", "nightrec-ranking"):
         console.print(f"{name}: champion v{tracking.get_alias_version(name, 'champion')}")
     last = Path(settings.home) / "last_run.json"

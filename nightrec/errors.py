@@ -18,8 +18,21 @@ class NightrecError(Exception):
 class ContractViolation(NightrecError):
     """Input that does not match its contract: names the file, column, rule and a few offending rows."""
 
-    def __init__(self, path: str, column: str | None, rule: str, sample_rows: Sequence[Any] = (), count: int | None = None):
-        self.path, self.column, self.rule, self.sample_rows, self.count = path, column, rule, list(sample_rows), count
+    def __init__(
+        self,
+        path: str,
+        column: str | None,
+        rule: str,
+        sample_rows: Sequence[Any] = (),
+        count: int | None = None,
+    ):
+        self.path, self.column, self.rule, self.sample_rows, self.count = (
+            path,
+            column,
+            rule,
+            list(sample_rows),
+            count,
+        )
         where = f"column {column!r} of " if column else ""
         n = f" ({count} rows)" if count is not None else ""
         super().__init__(f"contract violation in {where}{path}: {rule}{n}{_rows(self.sample_rows)}")
@@ -28,9 +41,15 @@ class ContractViolation(NightrecError):
 class GateFailed(NightrecError):
     """A data gate (Great Expectations suite or volume check) failed; nothing live was changed."""
 
-    def __init__(self, suite: str, failures: list[dict], data_docs: str | None = None, source: str | None = None):
+    def __init__(
+        self, suite: str, failures: list[dict], data_docs: str | None = None, source: str | None = None
+    ):
         self.suite, self.failures, self.data_docs, self.source = suite, failures, data_docs, source
-        lines = [f"gate {suite!r} failed" + (f" on {source}" if source else "") + f": {len(failures)} rule(s) broken"]
+        lines = [
+            f"gate {suite!r} failed"
+            + (f" on {source}" if source else "")
+            + f": {len(failures)} rule(s) broken"
+        ]
         for f in failures[:10]:
             col = f" column {f['column']!r}" if f.get("column") else ""
             cnt = f" ({f['count']} rows)" if f.get("count") is not None else ""

@@ -62,7 +62,9 @@ class TrainSettings(BaseModel):
     ranking_dim: int = 16
     ranking_lr: float = 0.003
     patience: int = 2
-    max_train_rows: int | None = Field(None, description="Cap on examples per model (newest kept); None = all.")
+    max_train_rows: int | None = Field(
+        None, description="Cap on examples per model (newest kept); None = all."
+    )
 
 
 class ScoringSettings(BaseModel):
@@ -70,7 +72,10 @@ class ScoringSettings(BaseModel):
     n_candidates: int = Field(200, ge=1, le=5000)
     user_chunk_size: int = Field(4096, ge=1)
     rerank_weight: float = Field(
-        0.5, ge=0.0, le=1.0, description="Final score = w * ranker + (1 - w) * retrieval (both as rank scores)."
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Final score = w * ranker + (1 - w) * retrieval (both as rank scores).",
     )
     max_per_category: int | None = Field(None, description="Diversity cap per category in a list.")
     blocklist: list[str] = Field(default_factory=list, description="Item ids never recommended.")
@@ -95,7 +100,9 @@ class Settings(BaseSettings):
     )
 
     home: Path = Field(Path(".nightrec"), description="Root of the embedded default layout.")
-    raw_data: str | None = Field(None, description="Raw input folder (events/, items/, users/). Default: <home>/demo-data")
+    raw_data: str | None = Field(
+        None, description="Raw input folder (events/, items/, users/). Default: <home>/demo-data"
+    )
     lake: str | None = Field(None, description="Lake root (local path). Default: <home>/lake")
     store: str | None = Field(None, description="Object store: file://PATH or s3://bucket/prefix")
     mlflow_tracking_uri: str | None = None

@@ -32,5 +32,7 @@ def conform_arrow(tbl: pa.Table, table: Table) -> pa.Table:
     """Select and cast an Arrow table into contract order and types."""
     missing = [c for c in table.names if c not in tbl.column_names]
     if missing:
-        raise ValueError(f"cannot write table {table.name!r}: missing columns {missing}; have {tbl.column_names}")
+        raise ValueError(
+            f"cannot write table {table.name!r}: missing columns {missing}; have {tbl.column_names}"
+        )
     return tbl.select(table.names).cast(to_arrow_schema(table))

@@ -19,7 +19,9 @@ def contract_expectations(table: Table, allowed: dict[str, list[str]] | None = N
         if values:
             exps.append(gxe.ExpectColumnValuesToBeInSet(column=c.name, value_set=values))
         if c.min_value is not None or c.max_value is not None:
-            exps.append(gxe.ExpectColumnValuesToBeBetween(column=c.name, min_value=c.min_value, max_value=c.max_value))
+            exps.append(
+                gxe.ExpectColumnValuesToBeBetween(column=c.name, min_value=c.min_value, max_value=c.max_value)
+            )
     keys = table.keys
     # Multi-column keys of partitioned tables include their partition column.
     if len(keys) == 1 and not table.partition_by:
@@ -38,7 +40,9 @@ EXTRA_RULES = {
 }
 
 
-def to_suite(table: Table, allowed: dict[str, list[str]] | None = None, extra: list | None = None) -> gx.ExpectationSuite:
+def to_suite(
+    table: Table, allowed: dict[str, list[str]] | None = None, extra: list | None = None
+) -> gx.ExpectationSuite:
     """The suite named after the table: contract expectations + per-table extra rules + ``extra``."""
     exps = contract_expectations(table, allowed)
     exps += EXTRA_RULES.get(table.name, lambda: [])()

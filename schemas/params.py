@@ -11,16 +11,23 @@ class NightlyParams(BaseModel):
     """Per-run knobs of the nightly pipeline (locations and secrets are settings, not parameters)."""
 
     run_date: date | None = Field(
-        None, description="Date the recommendations are for (events strictly before it are used). "
-        "Default: the day after the newest event."
+        None,
+        description="Date the recommendations are for (events strictly before it are used). "
+        "Default: the day after the newest event.",
     )
     data: str | None = Field(
-        None, description="Raw data folder with events/, items/, users/ (Parquet or CSV). Default: settings.raw_data."
+        None,
+        description="Raw data folder with events/, items/, users/ (Parquet or CSV). Default: settings.raw_data.",
     )
     force: bool = Field(False, description="Recompute features even when their inputs did not change.")
-    top_k: int | None = Field(None, ge=1, le=1000, description="List length. Default: settings.scoring.top_k.")
-    retrieval_epochs: int | None = Field(None, ge=1, le=200, description="Two-tower epochs. Default: settings.")
+    top_k: int | None = Field(
+        None, ge=1, le=1000, description="List length. Default: settings.scoring.top_k."
+    )
+    retrieval_epochs: int | None = Field(
+        None, ge=1, le=200, description="Two-tower epochs. Default: settings."
+    )
     ranking_epochs: int | None = Field(None, ge=1, le=200, description="DeepFM epochs. Default: settings.")
     stages: list[str] | None = Field(
-        None, description="Run only these stages (e.g. ['precompute', 'validate_recs', 'publish']). Default: all."
+        None,
+        description="Run only these stages (e.g. ['precompute', 'validate_recs', 'publish']). Default: all.",
     )

@@ -91,7 +91,9 @@ ITEMS = Table(
         _c("price", "double", "List price.", nullable=True, min_value=0.0),
         _c("available", "bool", "Can be recommended today."),
         _c("created_at", "timestamp", "When the item entered the catalog.", nullable=True),
-        _c("attributes", "map<string,string>", "Any categorical side information (CSV: JSON).", nullable=True),
+        _c(
+            "attributes", "map<string,string>", "Any categorical side information (CSV: JSON).", nullable=True
+        ),
     ),
 )
 
@@ -101,7 +103,12 @@ USERS = Table(
     (
         _c("user_id", "string", "User identifier.", key=True),
         _c("signup_at", "timestamp", "Sign-up time.", nullable=True),
-        _c("attributes", "map<string,string>", "Categorical attributes; 'segment' feeds the models.", nullable=True),
+        _c(
+            "attributes",
+            "map<string,string>",
+            "Categorical attributes; 'segment' feeds the models.",
+            nullable=True,
+        ),
     ),
 )
 
@@ -135,7 +142,9 @@ INTERACTIONS = Table(
     ),
 )
 
-_ROLE = _c("role", "string", "eval = as of the holdout start; serve = as of the run date.", allowed=("eval", "serve"))
+_ROLE = _c(
+    "role", "string", "eval = as of the holdout start; serve = as of the run date.", allowed=("eval", "serve")
+)
 
 USER_FEATURES = Table(
     "user_features",
@@ -159,10 +168,20 @@ ITEM_FEATURES = Table(
     (
         _ROLE,
         _c("item_id", "string", "Item identifier.", key=True),
-        _c("item_idx", "int32", "Vocabulary index (0 = OOV: no engagement before the training cutoff).", min_value=0),
+        _c(
+            "item_idx",
+            "int32",
+            "Vocabulary index (0 = OOV: no engagement before the training cutoff).",
+            min_value=0,
+        ),
         _c("category_idx", "int32", "Vocabulary index of the category.", min_value=0),
         _c("price_bucket", "int32", "Price decile bucket (0 = unknown).", min_value=0, max_value=10),
-        _c("popularity", "double", "Weighted engagement in the popularity window before the cutoff.", min_value=0.0),
+        _c(
+            "popularity",
+            "double",
+            "Weighted engagement in the popularity window before the cutoff.",
+            min_value=0.0,
+        ),
         _c("pop_bucket", "int32", "Popularity bucket, log2 scale (0 = none).", min_value=0, max_value=31),
         _c("available", "bool", "Recommendable."),
     ),

@@ -34,9 +34,16 @@ def resolve_run_date(params: NightlyParams) -> NightlyParams:
 def build_features(params: NightlyParams) -> dict:
     """All feature tables of the run date (skipped when the inputs' fingerprint matches the markers)."""
     s = settings_for(params)
-    summary = build.build_features(get_spark(s.spark), s.raw_data, s.lake, params.run_date, s.features, params.force)
+    summary = build.build_features(
+        get_spark(s.spark), s.raw_data, s.lake, params.run_date, s.features, params.force
+    )
     log = get_run_logger()
-    log.info("features %s (fingerprint %s): %s", "skipped" if summary.skipped else "built", summary.fingerprint, summary.rows)
+    log.info(
+        "features %s (fingerprint %s): %s",
+        "skipped" if summary.skipped else "built",
+        summary.fingerprint,
+        summary.rows,
+    )
     create_table_artifact(
         [{"table": k, "rows": v} for k, v in summary.rows.items()],
         key="feature-tables",

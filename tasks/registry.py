@@ -15,8 +15,14 @@ from tasks.context import run_id, settings_for
 def evaluate_and_promote(params: NightlyParams, retrieval: dict | None, ranking: dict | None) -> dict:
     """Score the held-out window with every candidate; move `champion` only on a win."""
     s = settings_for(params)
-    result = promotion.evaluate_and_promote(s, params.run_date, retrieval, ranking, {"nightrec.flow_run_id": run_id()})
-    rows = [{"candidate": name, **{k: round(v, 4) for k, v in m.items()}} for name, m in result["metrics"].items()]
-    create_table_artifact(rows, key="offline-metrics", description=f"Held-out metrics, {params.run_date}: {result['reason']}")
+    result = promotion.evaluate_and_promote(
+        s, params.run_date, retrieval, ranking, {"nightrec.flow_run_id": run_id()}
+    )
+    rows = [
+        {"candidate": name, **{k: round(v, 4) for k, v in m.items()}} for name, m in result["metrics"].items()
+    ]
+    create_table_artifact(
+        rows, key="offline-metrics", description=f"Held-out metrics, {params.run_date}: {result['reason']}"
+    )
     get_run_logger().info("promotion: %s (%s)", result["promoted"], result["reason"])
     return result

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 

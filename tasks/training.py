@@ -12,7 +12,9 @@ from tasks.context import run_id, settings_for
 
 
 def _report(ref: dict, s) -> dict:
-    get_run_logger().info("registered %s version %s (run %s): %s", ref["name"], ref["version"], ref["run_id"], ref["metrics"])
+    get_run_logger().info(
+        "registered %s version %s (run %s): %s", ref["name"], ref["version"], ref["run_id"], ref["metrics"]
+    )
     create_link_artifact(
         f"{s.mlflow_tracking_uri}#run={ref['run_id']}",
         link_text=f"MLflow run of {ref['name']} v{ref['version']}",

@@ -25,10 +25,14 @@ def _publish(report: GateReport, ds: date) -> dict:
             f"| {r.suite} | {r.success} | {st.get('evaluated_expectations')} | {st.get('unsuccessful_expectations')} |"
         )
         for f in r.failures[:10]:
-            lines.append(f"| ↳ {f['rule']} | `{f.get('column')}` | {f.get('count')} | {json.dumps(f.get('rows'), default=str)[:200]} |")
+            lines.append(
+                f"| ↳ {f['rule']} | `{f.get('column')}` | {f.get('count')} | {json.dumps(f.get('rows'), default=str)[:200]} |"
+            )
     if report.data_docs:
         lines += ["", f"Data Docs: `{report.data_docs}`"]
-    create_markdown_artifact("\n".join(lines), key=f"gate-{report.gate}", description=f"{report.gate} gate, {ds}")
+    create_markdown_artifact(
+        "\n".join(lines), key=f"gate-{report.gate}", description=f"{report.gate} gate, {ds}"
+    )
     get_run_logger().info("gate %s: %s (Data Docs: %s)", report.gate, report.success, report.data_docs)
     report.raise_if_failed()
     return report.summary()

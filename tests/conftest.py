@@ -57,3 +57,33 @@ def tiny_raw(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("raw") / "tiny"
     synthetic.generate(300, 150, 40, out, seed=3, events_per_user=40.0)
     return out
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect API for every flow test of the session (about 6 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def nightrec_env(tmp_path, monkeypatch):
+    """Point every stage (they build Settings() from the environment) at a fresh embedded home."""
+    home = tmp_path / "home"
+    env = {
+        "NIGHTREC_HOME": str(home),
+        "NIGHTREC_SPARK__MASTER": TEST_SPARK.master,
+        "NIGHTREC_SPARK__DRIVER_MEMORY": TEST_SPARK.driver_memory,
+        "NIGHTREC_SPARK__SHUFFLE_PARTITIONS": str(TEST_SPARK.shuffle_partitions),
+        "NIGHTREC_SPARK__MAX_RESULT_SIZE": TEST_SPARK.max_result_size,
+        "NIGHTREC_TRAIN__RETRIEVAL_EPOCHS": "2",
+        "NIGHTREC_TRAIN__RANKING_EPOCHS": "1",
+        "NIGHTREC_FEATURES__HOLDOUT_DAYS": "5",
+        "NIGHTREC_FEATURES__VALID_DAYS": "5",
+        "NIGHTREC_SCORING__TOP_K": "10",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return home

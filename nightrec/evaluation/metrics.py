@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def hits_matrix(lists: np.ndarray, relevant_rows: np.ndarray, relevant_items: np.ndarray, n_items: int) -> np.ndarray:
+def hits_matrix(
+    lists: np.ndarray, relevant_rows: np.ndarray, relevant_items: np.ndarray, n_items: int
+) -> np.ndarray:
     """bool [U, K]: is lists[u, r] among user u's relevant items (pairs given as parallel arrays)?"""
     u = np.repeat(np.arange(lists.shape[0]), lists.shape[1])
     codes = u.astype(np.int64) * (n_items + 1) + lists.reshape(-1)

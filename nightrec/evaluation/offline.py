@@ -77,7 +77,9 @@ def evaluate(lists: np.ndarray, data: EvalData, ks: list[int]) -> dict[str, floa
     out["coverage"] = metrics.coverage(lists, len(data.items))
     pop = data.items.popularity
     valid = lists[lists >= 0]
-    out["mean_popularity_percentile"] = float((np.argsort(np.argsort(pop))[valid] / max(len(pop) - 1, 1)).mean()) if len(valid) else 0.0
+    out["mean_popularity_percentile"] = (
+        float((np.argsort(np.argsort(pop))[valid] / max(len(pop) - 1, 1)).mean()) if len(valid) else 0.0
+    )
     return out
 
 

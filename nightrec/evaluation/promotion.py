@@ -11,8 +11,7 @@ from mlflow import MlflowClient
 from nightrec.evaluation import offline
 from nightrec.settings import Settings
 from nightrec.training import tracking
-
-RETRIEVAL, RANKING = "nightrec-retrieval", "nightrec-ranking"
+from nightrec.training.stages import RANKING, RETRIEVAL
 
 
 @dataclass(frozen=True)
@@ -21,7 +20,9 @@ class Decision:
     reason: str
 
 
-def decide(challenger: dict, champion: dict | None, popularity: dict, metric: str, tolerance: float) -> Decision:
+def decide(
+    challenger: dict, champion: dict | None, popularity: dict, metric: str, tolerance: float
+) -> Decision:
     """Promote iff the challenger beats popularity and is at least the champion's score minus the tolerance.
 
     Example:
@@ -51,7 +52,9 @@ def evaluate_and_promote(
     ``retrieval``/``ranking`` are the training stages' model references; without them the registry's
     ``challenger`` aliases are used (separate deployments).
     """
-    tracking.configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment)
+    tracking.configure_mlflow(
+        settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
+    )
     ch_r = str(retrieval["version"]) if retrieval else tracking.get_alias_version(RETRIEVAL, "challenger")
     ch_k = str(ranking["version"]) if ranking else tracking.get_alias_version(RANKING, "challenger")
     if ch_r is None or ch_k is None:
@@ -65,17 +68,37 @@ def evaluate_and_promote(
     results["challenger"] = offline.evaluate_models(settings, ds, data, *challenger_models)
     no_rerank = settings.model_copy(deep=True)
     no_rerank.scoring.rerank_weight = 0.0
-    results["challenger_retrieval_only"] = offline.evaluate_models(no_rerank, ds, data, challenger_models[0], None)
+    results["challenger_retrieval_only"] = offline.evaluate_models(
+        no_rerank, ds, data, challenger_models[0], None
+    )
     if champ_r is not None and champ_k is not None:
-        results["champion"] = offline.evaluate_models(settings, ds, data, _load(RETRIEVAL, champ_r), _load(RANKING, champ_k))
+        results["champion"] = offline.evaluate_models(
+            settings, ds, data, _load(RETRIEVAL, champ_r), _load(RANKING, champ_k)
+        )
     results["popularity"] = offline.evaluate(offline.popularity_lists(data, max(ks)), data, ks)
     metric = settings.promotion.metric
-    decision = decide(results["challenger"], results.get("champion"), results["popularity"], metric, settings.promotion.tolerance)
+    decision = decide(
+        results["challenger"],
+        results.get("champion"),
+        results["popularity"],
+        metric,
+        settings.promotion.tolerance,
+    )
     if decision.promote:
         tracking.set_alias(RETRIEVAL, "champion", ch_r)
         tracking.set_alias(RANKING, "champion", ch_k)
     lift = results["challenger"][metric] / max(results["popularity"][metric], 1e-12) - 1.0
-    _log(settings, ds, results, decision, lift, tags, {"retrieval": ch_r, "ranking": ch_k}, (champ_r, champ_k), retrieval)
+    _log(
+        settings,
+        ds,
+        results,
+        decision,
+        lift,
+        tags,
+        {"retrieval": ch_r, "ranking": ch_k},
+        (champ_r, champ_k),
+        retrieval,
+    )
     return {
         "promoted": decision.promote,
         "reason": decision.reason,
@@ -92,7 +115,9 @@ def evaluate_and_promote(
 
 
 def _log(settings, ds, results, decision, lift, tags, challenger, previous, retrieval_ref) -> None:
-    with mlflow.start_run(run_name=f"evaluate-{ds}", tags={"nightrec.stage": "evaluate", "nightrec.ds": str(ds), **tags}):
+    with mlflow.start_run(
+        run_name=f"evaluate-{ds}", tags={"nightrec.stage": "evaluate", "nightrec.ds": str(ds), **tags}
+    ):
         mlflow.log_params(
             {
                 "promoted": decision.promote,

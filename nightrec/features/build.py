@@ -49,7 +49,8 @@ def code_fingerprint() -> str:
 
 def fingerprint(raw_root: str | Path, run_date: date, cfg: FeatureSettings) -> str:
     return lake.fingerprint_files(
-        raw.raw_files(raw_root), {"ds": run_date.isoformat(), "cfg": cfg.model_dump(), "code": code_fingerprint()}
+        raw.raw_files(raw_root),
+        {"ds": run_date.isoformat(), "cfg": cfg.model_dump(), "code": code_fingerprint()},
     )
 
 
@@ -77,14 +78,22 @@ def read_table(spark: SparkSession, lake_root: str, table: Table, ds: date) -> D
 
 
 def build_features(
-    spark: SparkSession, raw_root: str | Path, lake_root: str, run_date: date, cfg: FeatureSettings, force: bool = False
+    spark: SparkSession,
+    raw_root: str | Path,
+    lake_root: str,
+    run_date: date,
+    cfg: FeatureSettings,
+    force: bool = False,
 ) -> FeatureSummary:
     """Build every feature table for ``run_date``; skip when all markers match the input fingerprint."""
     cut = ev.Cutoffs.for_run(run_date, cfg)
     cut_info = {k: str(v) for k, v in asdict(cut).items()}
     fp = fingerprint(raw_root, run_date, cfg)
     if not force and all(lake.is_complete(lake_root, t.name, run_date, fp) for t in OUTPUTS):
-        rows = {t.name: lake.read_marker(lake.partition_path(lake_root, t.name, run_date))["rows"] for t in OUTPUTS}
+        rows = {
+            t.name: lake.read_marker(lake.partition_path(lake_root, t.name, run_date))["rows"]
+            for t in OUTPUTS
+        }
         return FeatureSummary(run_date.isoformat(), fp, True, rows, cut_info)
 
     events = raw.read_raw_table(spark, raw_root, "events")
@@ -111,22 +120,30 @@ def build_features(
     category_map = vocab.lookup(voc, "category", "category", "category_idx")
     segment_map = vocab.lookup(voc, "segment", "segment", "segment_idx")
 
-    inter = clean.join(user_map, "user_id", "left").join(item_map, "item_id", "left").fillna(0, ["user_idx", "item_idx"])
+    inter = (
+        clean.join(user_map, "user_id", "left")
+        .join(item_map, "item_id", "left")
+        .fillna(0, ["user_idx", "item_idx"])
+    )
     rows[INTERACTIONS.name] = write_table(inter, INTERACTIONS, lake_root, run_date, fp)
     clean.unpersist()
     inter = read_table(spark, lake_root, INTERACTIONS, run_date).persist()
 
     item_feats = {
-        role: point_in_time.build_item_features(inter, items, item_map, category_map, cutoff, cfg.popularity_days, role)
+        role: point_in_time.build_item_features(
+            inter, items, item_map, category_map, cutoff, cfg.popularity_days, role
+        )
         for role, cutoff in (("eval", cut.eval_start), ("serve", run_date))
     }
     rows[ITEM_FEATURES.name] = write_table(
         item_feats["eval"].unionByName(item_feats["serve"]), ITEM_FEATURES, lake_root, run_date, fp
     )
     item_all = read_table(spark, lake_root, ITEM_FEATURES, run_date)
-    item_static = item_all.where(F.col("role") == "eval").select(
-        "item_idx", "category_idx", "price_bucket", "pop_bucket"
-    ).where(F.col("item_idx") > 0)
+    item_static = (
+        item_all.where(F.col("role") == "eval")
+        .select("item_idx", "category_idx", "price_bucket", "pop_bucket")
+        .where(F.col("item_idx") > 0)
+    )
     item_categories = item_static.select("item_idx", "category_idx")
 
     user_feats = [
@@ -153,7 +170,9 @@ def build_features(
         fp,
     )
     rows[RANKING_EXAMPLES.name] = write_table(
-        examples.build_ranking_examples(inter, user_static, item_static, cut, cfg.negatives_per_positive, cfg.seed),
+        examples.build_ranking_examples(
+            inter, user_static, item_static, cut, cfg.negatives_per_positive, cfg.seed
+        ),
         RANKING_EXAMPLES,
         lake_root,
         run_date,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -29,14 +29,16 @@ class Cutoffs:
 
 def ts_of(d: date) -> datetime:
     """Midnight UTC of a date, as a naive datetime in the session time zone (UTC)."""
-    return datetime.combine(d, time(0), tzinfo=timezone.utc).replace(tzinfo=None)
+    return datetime.combine(d, time(0), tzinfo=UTC).replace(tzinfo=None)
 
 
 def weight_column(cfg: FeatureSettings) -> F.Column:
     """Event weight from its type; ratings below ``min_rating`` weigh 0 (seen but disliked)."""
     mapping = F.create_map(*[x for k, v in cfg.event_weights.items() for x in (F.lit(k), F.lit(float(v)))])
     w = F.coalesce(mapping[F.col("event_type")], F.lit(0.0))
-    return F.when((F.col("event_type") == "rating") & (F.col("value") < cfg.min_rating), F.lit(0.0)).otherwise(w)
+    return F.when(
+        (F.col("event_type") == "rating") & (F.col("value") < cfg.min_rating), F.lit(0.0)
+    ).otherwise(w)
 
 
 def clean_events(events: DataFrame, items: DataFrame, run_date: date, cfg: FeatureSettings) -> DataFrame:

@@ -65,7 +65,9 @@ def build_ranking_examples(
         total = F.sum(F.pow(F.lit(2.0), "pop_bucket")).over(Window.partitionBy())
         # Each item gets slots in proportion to 2**pop_bucket: a unigram table of about _SAMPLING_TABLE slots.
         table = (
-            pop.withColumn("n", F.greatest(F.lit(1), F.round(F.pow(F.lit(2.0), "pop_bucket") / total * _SAMPLING_TABLE)))
+            pop.withColumn(
+                "n", F.greatest(F.lit(1), F.round(F.pow(F.lit(2.0), "pop_bucket") / total * _SAMPLING_TABLE))
+            )
             .withColumn("slot", F.explode(F.sequence(F.lit(1), F.col("n").cast("int"))))
             .withColumn("slot", (F.row_number().over(Window.orderBy("item_idx", "slot")) - 1).cast("long"))
             .select("slot", F.col("item_idx").alias("neg_item"))

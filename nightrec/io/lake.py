@@ -52,7 +52,9 @@ def require_partition(lake: str | Path, table: str, ds: date) -> Path:
     path = partition_path(lake, table, ds)
     if read_marker(path) is None:
         state = "has no completion marker (a killed or failed write?)" if path.exists() else "does not exist"
-        raise StageInputMissing(f"lake table {table!r} partition {path} {state}; run the stage that builds it")
+        raise StageInputMissing(
+            f"lake table {table!r} partition {path} {state}; run the stage that builds it"
+        )
     return path
 
 

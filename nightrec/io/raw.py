@@ -64,17 +64,23 @@ def check_parquet_files(files: list[Path], table: Table) -> None:
         try:
             schema = pq.read_schema(f)
         except (pa.ArrowInvalid, OSError) as e:
-            raise ContractViolation(str(f), None, f"unreadable Parquet file (truncated or corrupt?): {e}") from None
+            raise ContractViolation(
+                str(f), None, f"unreadable Parquet file (truncated or corrupt?): {e}"
+            ) from None
         for col in table.columns:
             if col.name not in schema.names:
                 if col.nullable:
                     continue
                 raise ContractViolation(
-                    str(f), col.name, f"required column missing (expected {col.dtype}); file has {schema.names}"
+                    str(f),
+                    col.name,
+                    f"required column missing (expected {col.dtype}); file has {schema.names}",
                 )
             actual = schema.field(col.name).type
             if not _compatible(actual, arrow_type(col.dtype)):
-                raise ContractViolation(str(f), col.name, f"type mismatch: expected {col.dtype}, found {actual}")
+                raise ContractViolation(
+                    str(f), col.name, f"type mismatch: expected {col.dtype}, found {actual}"
+                )
 
 
 def _read_csv(spark: SparkSession, files: list[Path], table: Table) -> DataFrame:
@@ -84,6 +90,8 @@ def _read_csv(spark: SparkSession, files: list[Path], table: Table) -> DataFrame
         spark.read.schema(string_schema)
         .option("header", True)
         .option("mode", "PERMISSIVE")
+        # RFC 4180 doubles quotes inside quoted fields (JSON attributes); Spark's default escape is a backslash.
+        .option("escape", '"')
         .csv([str(f) for f in files])
     )
     for c in table.columns:

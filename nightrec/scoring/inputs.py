@@ -30,7 +30,9 @@ class UserTable:
         return len(self.user_id)
 
     def take(self, sl: slice | np.ndarray) -> UserTable:
-        return UserTable(self.user_id[sl], self.user_idx[sl], self.segment_idx[sl], self.history[sl], self.n_events[sl])
+        return UserTable(
+            self.user_id[sl], self.user_idx[sl], self.segment_idx[sl], self.history[sl], self.n_events[sl]
+        )
 
 
 @dataclass
@@ -106,7 +108,9 @@ def load_items(lake_root: str, ds: date, role: str) -> ItemTable:
     )
 
 
-def load_interactions(lake_root: str, ds: date, start: date | None, stop: date, cfg: FeatureSettings) -> pd.DataFrame:
+def load_interactions(
+    lake_root: str, ds: date, start: date | None, stop: date, cfg: FeatureSettings
+) -> pd.DataFrame:
     """Interactions in [start, stop) that mark an item as seen or engaged (user_id, item_id, weight)."""
     path = lake.require_partition(lake_root, INTERACTIONS.name, ds)
     dataset = pads.dataset(str(path), format="parquet")

@@ -55,7 +55,13 @@ def precompute(settings: Settings, ds: date, retrieval, ranking, fingerprint: st
     seen = inputs.build_seen(inputs.load_interactions(settings.lake, ds, None, ds, cfg), users, items)
     blocked = np.isin(items.item_id, np.asarray(settings.scoring.blocklist, dtype=object))
     sc = settings.scoring
-    scorer = Scorer(retrieval, ranking, items, ScoringConfig(sc.top_k, sc.n_candidates, sc.rerank_weight, sc.max_per_category), blocked)
+    scorer = Scorer(
+        retrieval,
+        ranking,
+        items,
+        ScoringConfig(sc.top_k, sc.n_candidates, sc.rerank_weight, sc.max_per_category),
+        blocked,
+    )
     staging = lake.staging_path(settings.lake, RECS.name, ds)
     staging.mkdir(parents=True)
     rows = fallback = short = 0

@@ -32,8 +32,15 @@ class ChunkResult:
 class Scorer:
     """Holds the item side (vectors, masks, fallback list) for one scoring pass over many user chunks."""
 
-    def __init__(self, retrieval, ranking, items: ItemTable, cfg: ScoringConfig, blocked: np.ndarray | None = None):
-        self.retrieval, self.ranking, self.items, self.cfg = retrieval.eval(), ranking.eval() if ranking else None, items, cfg
+    def __init__(
+        self, retrieval, ranking, items: ItemTable, cfg: ScoringConfig, blocked: np.ndarray | None = None
+    ):
+        self.retrieval, self.ranking, self.items, self.cfg = (
+            retrieval.eval(),
+            ranking.eval() if ranking else None,
+            items,
+            cfg,
+        )
         with torch.inference_mode():
             self.item_vecs = retrieval.item_vectors(
                 torch.from_numpy(items.item_idx), torch.from_numpy(items.category_idx)
@@ -72,7 +79,9 @@ class Scorer:
     @torch.inference_mode()
     def _score_warm(self, users: UserTable, rows: np.ndarray, cols: np.ndarray, warm: np.ndarray):
         u = self.retrieval.user_vectors(
-            torch.from_numpy(users.user_idx), torch.from_numpy(users.segment_idx), torch.from_numpy(users.history)
+            torch.from_numpy(users.user_idx),
+            torch.from_numpy(users.segment_idx),
+            torch.from_numpy(users.history),
         ).float()
         logits = u @ self.item_vecs.T + self.col_mask
         # Seen items of these users: remap chunk rows to rows of the warm subset, then mask before top-k.
@@ -125,7 +134,9 @@ class Scorer:
         cats_sorted = torch.gather(cats, 1, order)
         onehot = torch.nn.functional.one_hot(cats_sorted, int(cats.max()) + 1)
         seen_before = (onehot.cumsum(1) * onehot).sum(-1)
-        over = torch.zeros_like(final, dtype=torch.bool).scatter(1, order, seen_before > self.cfg.max_per_category)
+        over = torch.zeros_like(final, dtype=torch.bool).scatter(
+            1, order, seen_before > self.cfg.max_per_category
+        )
         return final.masked_fill(over, float("-inf"))
 
 

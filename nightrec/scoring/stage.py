@@ -38,12 +38,21 @@ def champion_refs() -> dict[str, dict]:
 
 
 def precompute_with_champions(settings: Settings, ds: date) -> dict:
-    tracking.configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment)
+    tracking.configure_mlflow(
+        settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
+    )
     refs = champion_refs()
-    models = [mlflow.pytorch.load_model(f"models:/{n}/{refs[n]['version']}", map_location="cpu") for n in (RETRIEVAL, RANKING)]
+    models = [
+        mlflow.pytorch.load_model(f"models:/{n}/{refs[n]['version']}", map_location="cpu")
+        for n in (RETRIEVAL, RANKING)
+    ]
     features = lake.read_marker(lake.partition_path(settings.lake, "interactions", ds)) or {}
     fp = f"{features.get('fingerprint')}:{refs[RETRIEVAL]['version']}:{refs[RANKING]['version']}"
     summary = precompute(settings, ds, *models, fingerprint=fp)
-    body = {"models": refs, "input_fingerprints": {"features": features.get("fingerprint")}, **asdict(summary)}
+    body = {
+        "models": refs,
+        "input_fingerprints": {"features": features.get("fingerprint")},
+        **asdict(summary),
+    }
     (lake.partition_path(settings.lake, "recs", ds) / META).write_text(json.dumps(body, indent=2))
     return body

@@ -67,7 +67,9 @@ def validate_raw(spark: SparkSession, raw_root: str | Path, settings: Settings) 
     for name, table in RAW_TABLES.items():
         df = raw.read_raw_table(spark, raw_root, name)
         results.append(
-            runner.run_suite(ctx, expectations.to_suite(table, allowed), df, engine="spark", asset=f"raw_{name}")
+            runner.run_suite(
+                ctx, expectations.to_suite(table, allowed), df, engine="spark", asset=f"raw_{name}"
+            )
         )
     report = _report("raw", results)
     report.data_docs = _docs_path(report.data_docs)
@@ -90,7 +92,11 @@ def validate_features(spark: SparkSession, settings: Settings, ds: date) -> Gate
             df = df.withColumn("history_len", F.size("history"))
         results.append(
             runner.run_suite(
-                ctx, expectations.to_suite(table, extra=extra), df.drop("history_len"), engine="spark", asset=name
+                ctx,
+                expectations.to_suite(table, extra=extra),
+                df.drop("history_len"),
+                engine="spark",
+                asset=name,
             )
         )
     report = _report("features", results)
@@ -100,7 +106,11 @@ def validate_features(spark: SparkSession, settings: Settings, ds: date) -> Gate
 
 def recs_audit(settings: Settings, ds: date) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The recs table and a per-user audit: list length, duplicates, seen, unavailable and unknown items."""
-    recs = pads.dataset(str(lake.require_partition(settings.lake, RECS.name, ds)), format="parquet").to_table().to_pandas()
+    recs = (
+        pads.dataset(str(lake.require_partition(settings.lake, RECS.name, ds)), format="parquet")
+        .to_table()
+        .to_pandas()
+    )
     users = inputs.load_users(settings.lake, ds, "serve", settings.features.history_len)
     items = inputs.load_items(settings.lake, ds, "serve")
     seen = inputs.load_interactions(settings.lake, ds, None, ds, settings.features)[["user_id", "item_id"]]
@@ -136,8 +146,13 @@ def validate_recs(settings: Settings, ds: date) -> GateReport:
     results = [
         runner.run_suite(ctx, expectations.to_suite(RECS), recs, engine="pandas", asset="recs"),
         runner.run_suite(
-            ctx, expectations.recs_audit_suite(settings.scoring.top_k), audit, engine="pandas", asset="recs_audit",
-            result_format="COMPLETE", index_columns=["user_id"],
+            ctx,
+            expectations.recs_audit_suite(settings.scoring.top_k),
+            audit,
+            engine="pandas",
+            asset="recs_audit",
+            result_format="COMPLETE",
+            index_columns=["user_id"],
         ),
     ]
     report = _report("recommendations", results)
@@ -153,5 +168,8 @@ def _record(settings: Settings, ds: date, report: GateReport) -> None:
     """Leave the verdict beside the lists it judged; publish refuses lists without a passing one."""
     path = lake.partition_path(settings.lake, RECS.name, ds)
     marker = lake.read_marker(path) or {}
-    body = report.summary() | {"recs_fingerprint": marker.get("fingerprint"), "recs_written_at": marker.get("written_at")}
+    body = report.summary() | {
+        "recs_fingerprint": marker.get("fingerprint"),
+        "recs_written_at": marker.get("written_at"),
+    }
     (path / VALIDATION).write_text(json.dumps(body, indent=2, default=str))

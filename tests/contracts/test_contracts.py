@@ -20,7 +20,9 @@ def test_schemas_package_is_the_repo_one_not_a_shadowing_install():
 
 
 def test_generated_table_docs_match_the_committed_copy():
-    assert (ROOT / "docs" / "tables.md").read_text() == docs.render(), "run: python -m schemas.docs > docs/tables.md"
+    assert (ROOT / "docs" / "tables.md").read_text() == docs.render(), (
+        "run: python -m schemas.docs > docs/tables.md"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(ALL_TABLES))

@@ -14,7 +14,9 @@ pytestmark = pytest.mark.spark
 
 
 def _events(spark, rows):
-    return spark.createDataFrame(rows, "user_id string, item_id string, event_type string, ts timestamp, value double")
+    return spark.createDataFrame(
+        rows, "user_id string, item_id string, event_type string, ts timestamp, value double"
+    )
 
 
 def test_clean_events_drops_future_replays_unknown_items_and_types(spark):
@@ -42,7 +44,9 @@ def test_clean_events_drops_future_replays_unknown_items_and_types(spark):
 def test_vocab_keeps_old_indices_and_appends_new_values_sorted(spark):
     first = vocab.extend_vocab(None, spark.createDataFrame([("b",), ("a",)], "value string"), "item_id")
     assert sorted((r.value, r.idx) for r in first.collect()) == [("a", 1), ("b", 2)]
-    second = vocab.extend_vocab(first, spark.createDataFrame([("c",), ("0",), ("a",)], "value string"), "item_id")
+    second = vocab.extend_vocab(
+        first, spark.createDataFrame([("c",), ("0",), ("a",)], "value string"), "item_id"
+    )
     assert sorted((r.value, r.idx) for r in second.collect()) == [("0", 3), ("a", 1), ("b", 2), ("c", 4)]
 
 
@@ -56,13 +60,17 @@ def test_user_history_uses_only_events_before_the_cutoff_most_recent_first(spark
         ],
         "user_id string, item_idx int, ts timestamp, weight double",
     )
-    users = spark.createDataFrame([("u1", {"segment": "s"}), ("u9", None)], "user_id string, attributes map<string,string>")
+    users = spark.createDataFrame(
+        [("u1", {"segment": "s"}), ("u9", None)], "user_id string, attributes map<string,string>"
+    )
     user_map = spark.createDataFrame([("u1", 7)], "user_id string, user_idx int")
     seg = spark.createDataFrame([("s", 1)], "segment string, segment_idx int")
     cats = spark.createDataFrame([(1, 5), (2, 6), (4, 6)], "item_idx int, category_idx int")
     out = {
         r.user_id: r
-        for r in point_in_time.build_user_features(inter, users, user_map, seg, cats, date(2026, 1, 5), 10, "eval").collect()
+        for r in point_in_time.build_user_features(
+            inter, users, user_map, seg, cats, date(2026, 1, 5), 10, "eval"
+        ).collect()
     }
     assert out["u1"].history == [2, 1]
     assert out["u1"].n_events == 2 and out["u1"].user_idx == 7 and out["u1"].segment_idx == 1

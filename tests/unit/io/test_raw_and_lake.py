@@ -15,7 +15,11 @@ from schemas.tables import EVENTS
 
 def _events_file(folder, ts_type="timestamp"):
     (folder / "events").mkdir(parents=True)
-    ts = ["2026-01-01T00:00:00"] if ts_type == "string" else pa.array([1_700_000_000_000_000], pa.timestamp("us", tz="UTC"))
+    ts = (
+        ["2026-01-01T00:00:00"]
+        if ts_type == "string"
+        else pa.array([1_700_000_000_000_000], pa.timestamp("us", tz="UTC"))
+    )
     tbl = pa.table({"user_id": ["u1"], "item_id": ["i1"], "event_type": ["click"], "ts": ts})
     path = folder / "events" / "part-0.parquet"
     pq.write_table(tbl, path)

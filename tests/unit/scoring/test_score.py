@@ -55,9 +55,9 @@ def test_seen_and_unavailable_items_are_never_returned_and_cold_users_get_popula
     avail[3] = False
     items, users = _items(available=avail), _users([1, 2, 1], [5, 5, 0])
     seen = inputs.build_seen(pd.DataFrame({"user_id": ["u0", "u0"], "item_id": ["i2", "i1"]}), users, items)
-    res = Scorer(CategoryModel(), None, items, ScoringConfig(top_k=3, n_candidates=8, rerank_weight=0.0)).score(
-        users, seen, 0
-    )
+    res = Scorer(
+        CategoryModel(), None, items, ScoringConfig(top_k=3, n_candidates=8, rerank_weight=0.0)
+    ).score(users, seen, 0)
     assert res.items[0].tolist() == [0, 7, 6]  # i1, i2 seen and i3 unavailable: only i0 left in category 1
     assert res.items[1].tolist() == [7, 6, 5]  # category 2, id tilt decides the order
     assert res.fallback.tolist() == [False, False, True]

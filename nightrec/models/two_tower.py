@@ -1,0 +1,160 @@
+"""Two-tower retrieval model: a user tower and an item tower whose dot product scores (user, item) pairs.
+
+Both towers end in an L2-normalised vector, so a score is a cosine and the in-batch softmax temperature sets
+its scale. Ids beyond a table (users or items newer than the model) are read as 0, the out-of-vocabulary row,
+so an older champion keeps working on a newer, larger vocabulary.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nightrec.models.configs import TwoTowerConfig
+
+
+def _oov(idx: torch.Tensor, size: int) -> torch.Tensor:
+    """Map indices outside ``[0, size)`` to 0 (OOV) instead of failing on a newer vocabulary."""
+    return idx.masked_fill((idx >= size) | (idx < 0), 0)
+
+
+def _mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(in_dim, width), nn.ReLU()]
+        in_dim = width
+    layers.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+class UserTower(nn.Module):
+    """User id + segment + mean of the history's item embeddings -> MLP -> unit vector.
+
+    Padding (item 0) is left out of the mean; an empty history pools to zeros.
+
+    Example::
+
+        tower = UserTower(TwoTowerConfig(n_users=10, n_items=20, n_categories=3, n_segments=2, dim=8))
+        u = tower(torch.tensor([1, 2]), torch.tensor([0, 1]), torch.tensor([[3, 4, 0], [0, 0, 0]]))
+        u.shape  # torch.Size([2, 8]), rows of norm 1
+    """
+
+    def __init__(self, cfg: TwoTowerConfig) -> None:
+        super().__init__()
+        self.n_users, self.n_segments, self.n_items = cfg.n_users, cfg.n_segments, cfg.n_items
+        self.user_embedding = nn.Embedding(cfg.n_users, cfg.dim, sparse=cfg.use_sparse)
+        # Segments are a handful of rows: a dense table costs nothing and trains with Adam.
+        self.segment_embedding = nn.Embedding(cfg.n_segments, cfg.dim)
+        self.history_embedding = nn.EmbeddingBag(
+            cfg.n_items, cfg.dim, mode="mean", padding_idx=0, sparse=cfg.use_sparse
+        )
+        self.mlp = _mlp(3 * cfg.dim, cfg.hidden, cfg.dim)
+
+    def forward(
+        self, user_idx: torch.Tensor, segment_idx: torch.Tensor, history: torch.Tensor
+    ) -> torch.Tensor:
+        parts = [
+            self.user_embedding(_oov(user_idx, self.n_users)),
+            self.segment_embedding(_oov(segment_idx, self.n_segments)),
+            self.history_embedding(_oov(history, self.n_items)),
+        ]
+        return F.normalize(self.mlp(torch.cat(parts, dim=1)), dim=1)
+
+
+class ItemTower(nn.Module):
+    """Item id + category -> MLP -> unit vector.
+
+    Example::
+
+        tower = ItemTower(TwoTowerConfig(n_users=10, n_items=20, n_categories=3, n_segments=2, dim=8))
+        v = tower(torch.arange(20), torch.randint(0, 3, (20,)))
+        v.shape  # torch.Size([20, 8])
+    """
+
+    def __init__(self, cfg: TwoTowerConfig) -> None:
+        super().__init__()
+        self.n_items, self.n_categories = cfg.n_items, cfg.n_categories
+        self.item_embedding = nn.Embedding(cfg.n_items, cfg.dim, sparse=cfg.use_sparse)
+        self.category_embedding = nn.Embedding(cfg.n_categories, cfg.dim)
+        self.mlp = _mlp(2 * cfg.dim, cfg.hidden, cfg.dim)
+
+    def forward(self, item_idx: torch.Tensor, category_idx: torch.Tensor) -> torch.Tensor:
+        parts = [
+            self.item_embedding(_oov(item_idx, self.n_items)),
+            self.category_embedding(_oov(category_idx, self.n_categories)),
+        ]
+        return F.normalize(self.mlp(torch.cat(parts, dim=1)), dim=1)
+
+
+class TwoTower(nn.Module):
+    """The retrieval model: ``score(user, item) = user_vectors(...) @ item_vectors(...).T``.
+
+    ``forward`` takes the packed input ``[user_idx, segment_idx, history...]`` (what an MLflow signature can
+    describe as one int64 tensor) and returns user vectors.
+
+    Example::
+
+        cfg = TwoTowerConfig(n_users=10, n_items=20, n_categories=3, n_segments=2, dim=8, history_len=3)
+        model = TwoTower(cfg)
+        u = model(torch.tensor([[1, 0, 3, 4, 0]]))  # [1, 8]
+        v = model.item_vectors(torch.arange(20), torch.zeros(20, dtype=torch.long))  # [20, 8]
+        scores = u @ v.T  # [1, 20]
+    """
+
+    def __init__(self, cfg: TwoTowerConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.user_tower = UserTower(cfg)
+        self.item_tower = ItemTower(cfg)
+
+    def user_vectors(
+        self, user_idx: torch.Tensor, segment_idx: torch.Tensor, history: torch.Tensor
+    ) -> torch.Tensor:
+        """Unit user vectors ``[B, D]`` from ``[B]``, ``[B]`` and a 0-padded ``[B, H]`` history."""
+        return self.user_tower(user_idx, segment_idx, history)
+
+    def item_vectors(self, item_idx: torch.Tensor, category_idx: torch.Tensor) -> torch.Tensor:
+        """Unit item vectors ``[N, D]`` from ``[N]`` item and category indices."""
+        return self.item_tower(item_idx, category_idx)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """User vectors from the packed input ``[B, 2 + H]`` = ``[user_idx, segment_idx, history...]``."""
+        return self.user_vectors(x[:, 0], x[:, 1], x[:, 2:])
+
+
+def in_batch_softmax_loss(
+    user_vecs: torch.Tensor,
+    item_vecs: torch.Tensor,
+    item_idx: torch.Tensor,
+    temperature: float,
+    weight: torch.Tensor | None = None,
+    log_q: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Sampled softmax over the batch's items, each user's own item being the positive.
+
+    Args:
+        user_vecs: ``[B, D]`` user vectors.
+        item_vecs: ``[B, D]`` vectors of each row's positive item.
+        item_idx: ``[B]`` item indices of the positives (finds in-batch duplicates, indexes ``log_q``).
+        temperature: Logits are ``u . v / temperature``.
+        weight: ``[B]`` example weights; the loss is their weighted mean. None = all 1.
+        log_q: ``[n_items]`` log sampling probability of each item. In-batch negatives are drawn in proportion
+            to popularity, so without this correction popular items are over-penalised (Yi et al., 2019).
+
+    Returns:
+        The scalar loss (float32, also under bf16 autocast).
+    """
+    logits = (user_vecs @ item_vecs.T).float() / temperature
+    if log_q is not None:
+        logits = logits - log_q[_oov(item_idx, log_q.shape[0])].unsqueeze(0)
+    # Another row with the same item is the user's positive too, not a negative: mask it out.
+    dup = item_idx.unsqueeze(0) == item_idx.unsqueeze(1)
+    dup.fill_diagonal_(False)
+    logits = logits.masked_fill(dup, float("-inf"))
+    target = torch.arange(logits.shape[0], device=logits.device)
+    ce = F.cross_entropy(logits, target, reduction="none")
+    if weight is None:
+        return ce.mean()
+    weight = weight.float()
+    return (ce * weight).sum() / weight.sum().clamp_min(1e-12)

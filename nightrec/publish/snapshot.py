@@ -1,0 +1,214 @@
+"""Write a versioned, immutable snapshot of the recommendation lists: parts first, the manifest last.
+
+Layout (keys relative to the store root)::
+
+    recs/ds=YYYY-MM-DD/run=<run_id>/part-00000.parquet   user_id, rank, item_id, score, source
+    recs/ds=YYYY-MM-DD/run=<run_id>/manifest.json
+
+Part ``i`` holds exactly the users with ``user_bucket(user_id, len(parts)) == i``, sorted by (user_id, rank),
+so a reader fetches one part per user. A snapshot without a manifest is invisible (write-audit-publish).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import zlib
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from nightrec.io.store import KeyNotFound, ObjectStore, PreconditionFailed
+from schemas.arrow import conform_arrow, to_arrow_schema
+from schemas.manifest import Manifest, PartInfo
+from schemas.tables import RECS
+
+log = logging.getLogger(__name__)
+
+RECS_PREFIX = "recs"
+SHARDING = "zlib.crc32(utf8(user_id)) % len(parts)"
+
+
+def user_bucket(user_id: str, shard_count: int) -> int:
+    """The part a user's list lives in: stable across processes, machines and Python versions."""
+    return zlib.crc32(user_id.encode("utf-8")) % shard_count
+
+
+def ds_prefix(ds: date) -> str:
+    return f"{RECS_PREFIX}/ds={ds.isoformat()}/"
+
+
+def run_prefix(ds: date, run_id: str) -> str:
+    return f"{ds_prefix(ds)}run={run_id}/"
+
+
+def manifest_key(ds: date, run_id: str) -> str:
+    return f"{run_prefix(ds, run_id)}manifest.json"
+
+
+def part_key(ds: date, run_id: str, index: int) -> str:
+    return f"{run_prefix(ds, run_id)}part-{index:05d}.parquet"
+
+
+def load_manifest(store: ObjectStore, key: str) -> Manifest:
+    return Manifest.from_json(store.get_bytes(key))
+
+
+def list_manifests(store: ObjectStore, prefix: str = f"{RECS_PREFIX}/ds=") -> list[str]:
+    """Keys of every manifest under ``prefix`` (all published snapshots by default)."""
+    return [k for k in store.list(prefix) if k.endswith("/manifest.json")]
+
+
+def next_generation(store: ObjectStore, ds: date) -> int:
+    """1 + the highest generation already published for ``ds`` (1 for a new date)."""
+    gens = [load_manifest(store, k).generation for k in list_manifests(store, ds_prefix(ds))]
+    return max(gens, default=0) + 1
+
+
+def _bucket_ids(user_ids: pa.Array, shard_count: int) -> np.ndarray:
+    # crc32 once per distinct user, then broadcast back: a batch holds K rows per user.
+    uniques = pc.unique(user_ids)
+    buckets = np.fromiter((user_bucket(u, shard_count) for u in uniques.to_pylist()), np.int64, len(uniques))
+    return buckets[pc.index_in(user_ids, uniques).to_numpy()]
+
+
+def _spill_by_bucket(recs_dir: Path, tmp: Path, shard_count: int) -> list[Path]:
+    """Stream the dataset once, appending each row to its bucket's Arrow file; memory stays one batch."""
+    schema = to_arrow_schema(RECS)
+    paths = [tmp / f"bucket-{i:05d}.arrow" for i in range(shard_count)]
+    writers = [ipc.new_file(str(p), schema) for p in paths]
+    try:
+        for batch in pads.dataset(str(recs_dir), format="parquet").to_batches():
+            tbl = conform_arrow(pa.Table.from_batches([batch]), RECS)
+            if tbl.column("user_id").null_count:
+                raise ValueError(
+                    f"recs in {recs_dir} have null user_id values; the RECS contract forbids them"
+                )
+            buckets = _bucket_ids(tbl.column("user_id").combine_chunks(), shard_count)
+            for i in np.unique(buckets):
+                writers[i].write_table(tbl.filter(pa.array(buckets == i)))
+    finally:
+        for w in writers:
+            w.close()
+    return paths
+
+
+def _part_counts(tbl: pa.Table) -> tuple[dict[str, int], dict[int, int]]:
+    """Counts of one part, plus its histogram of list lengths (length -> users) for the short-list count."""
+    lengths = pc.value_counts(tbl.column("user_id")).field("counts").to_numpy()
+    fallback = tbl.filter(pc.equal(tbl.column("source"), "fallback")).column("user_id")
+    n_users, n_fallback = len(lengths), pc.count_distinct(fallback).as_py()
+    counts = {
+        "users": n_users,
+        "rows": tbl.num_rows,
+        "model_users": n_users - n_fallback,
+        "fallback_users": n_fallback,
+    }
+    values, freq = np.unique(lengths, return_counts=True)
+    return counts, dict(zip(values.tolist(), freq.tolist(), strict=True))
+
+
+def _write_part(store: ObjectStore, tbl: pa.Table, key: str, tmp: Path) -> PartInfo:
+    local = tmp / Path(key).name
+    pq.write_table(tbl.sort_by([("user_id", "ascending"), ("rank", "ascending")]), local)
+    data = local.read_bytes()
+    store.put_file(key, local)
+    local.unlink()  # the temp folder would otherwise grow to the whole snapshot
+    return PartInfo(key=key, rows=tbl.num_rows, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+
+
+def _existing(store: ObjectStore, ds: date, run_id: str) -> Manifest | None:
+    try:
+        return load_manifest(store, manifest_key(ds, run_id))
+    except KeyNotFound:
+        return None
+
+
+def write_snapshot(
+    recs_dir: Path, store: ObjectStore, *, ds: date, run_id: str, shard_count: int, meta: dict
+) -> Manifest:
+    """Publish the lists of ``recs_dir`` as a hidden snapshot: every part, then the manifest.
+
+    Nothing becomes live here; ``pointer.flip_live`` does that. Re-running with the same ``run_id`` after the
+    manifest was written returns that manifest unchanged (a retried task must not rewrite a live snapshot).
+
+    Args:
+        recs_dir: A local Parquet dataset with the RECS contract columns (Spark output with ``_SUCCESS``
+            is fine).
+        store: Where to write.
+        ds: The run date.
+        run_id: Unique id of this run (the flow run id); names the snapshot folder.
+        shard_count: Number of parts (>= 1); users are hashed into them with ``user_bucket``.
+        meta: Manifest fields known to the caller: ``top_k``, ``models``, ``mlflow_run_ids``,
+            ``input_fingerprints``, ``validation``, ``code_version``, ``extra``.
+
+    Returns:
+        The manifest as written.
+
+    Raises:
+        ValueError: ``shard_count`` < 1.
+        ValueError: no rows, null user ids, or columns missing from the RECS contract (pyarrow's
+            ArrowInvalid for a value that cannot be cast to its contract type).
+        StoreError: a write failed (the snapshot stays invisible; retention reaps its parts).
+    """
+    if shard_count < 1:
+        raise ValueError(f"shard_count must be >= 1, got {shard_count}")
+    if (done := _existing(store, ds, run_id)) is not None:
+        log.info(
+            "snapshot %s already written (generation %d); reusing it", run_prefix(ds, run_id), done.generation
+        )
+        return done
+    if pads.dataset(str(recs_dir), format="parquet").count_rows() == 0:
+        raise ValueError(f"refusing to publish an empty snapshot: no rows in {recs_dir}")
+    generation = next_generation(store, ds)
+    parts, counts, lengths = [], dict.fromkeys(("users", "rows", "model_users", "fallback_users"), 0), {}
+    with tempfile.TemporaryDirectory(prefix="nightrec-snapshot-") as tmp_name:
+        tmp = Path(tmp_name)
+        for i, spill in enumerate(_spill_by_bucket(Path(recs_dir), tmp, shard_count)):
+            with ipc.open_file(str(spill)) as f:
+                tbl = f.read_all()
+            spill.unlink()
+            parts.append(_write_part(store, tbl, part_key(ds, run_id, i), tmp))
+            part_counts, part_lengths = _part_counts(tbl)
+            counts = {k: counts[k] + part_counts[k] for k in counts}
+            for n, users in part_lengths.items():
+                lengths[n] = lengths.get(n, 0) + users
+    top_k = int(meta.get("top_k") or max(lengths))
+    counts["short_lists"] = sum(users for n, users in lengths.items() if n < top_k)
+    manifest = Manifest(
+        ds=ds,
+        run_id=run_id,
+        generation=generation,
+        created_at=datetime.now(UTC),
+        top_k=top_k,
+        counts=counts,
+        parts=parts,
+        models=meta.get("models", {}),
+        mlflow_run_ids=meta.get("mlflow_run_ids", {}),
+        input_fingerprints=meta.get("input_fingerprints", {}),
+        validation=meta.get("validation", {}),
+        code_version=meta.get("code_version", "unknown"),
+        extra={"sharding": SHARDING, **meta.get("extra", {})},
+    )
+    return _write_manifest(store, manifest)
+
+
+def _write_manifest(store: ObjectStore, manifest: Manifest) -> Manifest:
+    key = manifest_key(manifest.ds, manifest.run_id)
+    try:
+        store.put_if(key, manifest.to_json(), if_none_match=True)
+    except PreconditionFailed:
+        # Ambiguous success of our own earlier attempt, or a concurrent writer with the same run id.
+        existing = load_manifest(store, key)
+        if existing.run_id != manifest.run_id or existing.parts != manifest.parts:
+            raise
+        return existing
+    log.info("wrote snapshot %s: %s", key, manifest.counts)
+    return manifest

@@ -1,0 +1,173 @@
+"""Example tables from the lake -> tensors, loaded once; batches by a seeded shuffled index permutation.
+
+A whole night's examples fit in memory as a few int tensors (400k retrieval rows with a 20-item history are
+~70 MB), so there is no per-row Dataset/DataLoader: a batch is one ``index_select`` per column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import torch
+
+from nightrec.io import lake
+from schemas.tables import RANKING_EXAMPLES, RANKING_FIELDS, RETRIEVAL_EXAMPLES, VOCAB
+
+VOCAB_FIELDS = ("user_id", "item_id", "category", "segment")
+
+
+class _Columns:
+    """Shared behaviour of the tensor bundles: every field is a tensor with the same first dimension."""
+
+    def __len__(self) -> int:
+        return int(getattr(self, fields(self)[0].name).shape[0])  # type: ignore[arg-type]
+
+    def take(self, idx: torch.Tensor):
+        """The rows at ``idx`` (a LongTensor), as the same type."""
+        return type(self)(**{f.name: getattr(self, f.name).index_select(0, idx) for f in fields(self)})  # type: ignore[arg-type]
+
+    def to(self, device: torch.device | str):
+        return type(self)(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})  # type: ignore[arg-type]
+
+
+@dataclass
+class RetrievalTensors(_Columns):
+    """Retrieval examples: one weighted positive (user, item) per row."""
+
+    user_idx: torch.Tensor  # int64 [N]
+    segment_idx: torch.Tensor  # int64 [N]
+    history: torch.Tensor  # int64 [N, H], 0-padded, most recent first
+    item_idx: torch.Tensor  # int64 [N]
+    category_idx: torch.Tensor  # int64 [N]
+    weight: torch.Tensor  # float32 [N]
+
+    def packed_users(self) -> torch.Tensor:
+        """``[N, 2 + H]`` = ``[user_idx, segment_idx, history...]``: the two-tower ``forward`` input."""
+        return torch.cat([self.user_idx[:, None], self.segment_idx[:, None], self.history], dim=1)
+
+
+@dataclass
+class RankingTensors(_Columns):
+    """Ranking examples: fields in ``RANKING_FIELDS`` order and a 0/1 label."""
+
+    x: torch.Tensor  # int64 [N, len(RANKING_FIELDS)]
+    label: torch.Tensor  # float32 [N]
+
+
+def iter_batches(n: int, batch_size: int, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+    """Index batches over ``range(n)``: shuffled by ``generator`` when given, in order otherwise.
+
+    The last batch may be smaller; nothing is dropped.
+    """
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    yield from order.split(batch_size)
+
+
+def pad_lists(col: pa.ChunkedArray | pa.Array, width: int) -> np.ndarray:
+    """``list<int>`` -> int64 ``[n, width]``, 0-padded and truncated to ``width``, via the list offsets."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    n = len(arr)
+    out = np.zeros((n, width), dtype=np.int64)
+    if n == 0:
+        return out
+    # Offsets index ``arr.values`` absolutely (also for a sliced array); a null list reads as empty.
+    offsets = np.asarray(arr.offsets, dtype=np.int64)
+    values = np.asarray(arr.values.fill_null(0), dtype=np.int64)
+    valid = np.asarray(arr.is_valid(), dtype=bool)
+    lengths = np.where(valid, np.minimum(np.diff(offsets), width), 0)
+    rows = np.repeat(np.arange(n), lengths)
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    cols = np.arange(int(lengths.sum())) - starts
+    out[rows, cols] = values[np.repeat(offsets[:-1], lengths) + cols]
+    return out
+
+
+def _as_date(ds: date | str) -> date:
+    return ds if isinstance(ds, date) else date.fromisoformat(ds)
+
+
+def _read_split(
+    lake_root: str | Path, table: str, ds: date | str, split: str, columns: list[str]
+) -> pa.Table:
+    path = lake.require_partition(lake_root, table, _as_date(ds))
+    dataset = pads.dataset(str(path), format="parquet", partitioning="hive")
+    return dataset.to_table(columns=columns, filter=pc.field("split") == split)
+
+
+def _ints(t: pa.Table, name: str) -> torch.Tensor:
+    return torch.from_numpy(t[name].to_numpy().astype(np.int64))
+
+
+def load_retrieval_examples(
+    lake_root: str | Path, ds: date | str, split: str, history_len: int
+) -> RetrievalTensors:
+    """Load one split of ``retrieval_examples/ds=<ds>`` into tensors.
+
+    Args:
+        lake_root: Lake root folder.
+        ds: Partition date (``date`` or ``YYYY-MM-DD``).
+        split: ``train`` or ``valid``.
+        history_len: Width of the padded history (longer histories keep their most recent items).
+
+    Returns:
+        The examples; empty tensors when the split has no rows.
+
+    Raises:
+        StageInputMissing: the partition is absent or incomplete.
+    """
+    cols = [c for c in RETRIEVAL_EXAMPLES.names if c != "split"]
+    t = _read_split(lake_root, RETRIEVAL_EXAMPLES.name, ds, split, cols)
+    return RetrievalTensors(
+        user_idx=_ints(t, "user_idx"),
+        segment_idx=_ints(t, "segment_idx"),
+        history=torch.from_numpy(pad_lists(t["history"], history_len)),
+        item_idx=_ints(t, "item_idx"),
+        category_idx=_ints(t, "category_idx"),
+        weight=torch.from_numpy(t["weight"].to_numpy().astype(np.float32)),
+    )
+
+
+def load_ranking_examples(lake_root: str | Path, ds: date | str, split: str) -> RankingTensors:
+    """Load one split of ``ranking_examples/ds=<ds>`` into tensors (fields in ``RANKING_FIELDS`` order).
+
+    Raises:
+        StageInputMissing: the partition is absent or incomplete.
+    """
+    t = _read_split(lake_root, RANKING_EXAMPLES.name, ds, split, [*RANKING_FIELDS, "label"])
+    x = np.stack([t[f].to_numpy().astype(np.int64) for f in RANKING_FIELDS], axis=1) if t.num_rows else None
+    return RankingTensors(
+        x=torch.from_numpy(x) if x is not None else torch.zeros((0, len(RANKING_FIELDS)), dtype=torch.long),
+        label=torch.from_numpy(t["label"].to_numpy().astype(np.float32)),
+    )
+
+
+def vocab_sizes(lake_root: str | Path, ds: date | str) -> dict[str, int]:
+    """Table size per vocabulary field: ``max idx + 1`` (1 for a field with no values: only the OOV row).
+
+    Raises:
+        StageInputMissing: the partition is absent or incomplete.
+    """
+    path = lake.require_partition(lake_root, VOCAB.name, _as_date(ds))
+    t = pads.dataset(str(path), format="parquet").to_table(columns=["field", "idx"])
+    grouped = t.group_by("field").aggregate([("idx", "max")])
+    found = dict(zip(grouped["field"].to_pylist(), grouped["idx_max"].to_pylist(), strict=True))
+    return {f: int(found.get(f) or 0) + 1 for f in VOCAB_FIELDS}
+
+
+def item_categories(n_items: int, *examples: RetrievalTensors) -> torch.Tensor:
+    """``[n_items]`` category of each item index, as seen in the examples (0 where never seen).
+
+    The retrieval metric scores every item through the item tower, which needs each item's category.
+    """
+    cats = torch.zeros(n_items, dtype=torch.long)
+    for ex in examples:
+        keep = ex.item_idx < n_items
+        cats[ex.item_idx[keep]] = ex.category_idx[keep]
+    return cats

@@ -1,0 +1,277 @@
+"""MLflow calls: one run per trained model, the registry, and aliases (``challenger``, ``champion``).
+
+Models are logged with ``serialization_format="pickle"`` so the loaded object is our ``nn.Module`` with its
+``user_vectors``/``item_vectors`` methods (the default pt2 format returns a bare GraphModule). Pickle refers
+to the classes by import path, so the loading process needs a compatible ``nightrec`` installed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.telemetry import set_telemetry_client
+from torch import nn
+
+from nightrec.training.loop import TrainResult
+
+CHALLENGER = "challenger"
+_CURVES = (("train_loss", "train loss"), ("valid_loss", "valid loss"), ("logloss", "valid logloss"))
+_QUALITY = ("recall_at_50", "auc")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A registered model version and the run that produced it."""
+
+    name: str
+    version: str
+    run_id: str
+
+
+def configure_mlflow(tracking_uri: str, artifact_root: str, experiment: str) -> str:
+    """Point MLflow at a tracking store and an experiment whose artifacts live under ``artifact_root``.
+
+    Without an explicit artifact location a sqlite store puts artifacts in ``./mlruns`` of whatever the
+    current directory is, so the experiment is created with one.
+
+    Returns:
+        The experiment id.
+    """
+    # mlflow starts its telemetry client at import; with the variable set, re-initialising drops it.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    set_telemetry_client()
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    exp_id = (
+        found.experiment_id
+        if found
+        else mlflow.create_experiment(experiment, artifact_location=artifact_root)
+    )
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+def code_version() -> str:
+    """The git commit of the checkout this package runs from, else the installed package version."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        try:
+            return f"nightrec=={metadata.version('nightrec')}"
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+
+@contextmanager
+def training_run(model_name: str, *, tags: dict, log_system_metrics: bool = True) -> Iterator[str]:
+    """Open (or join) the MLflow run of one model's training; yields its run id.
+
+    Wrap the training itself in it so that a failure (e.g. ``TrainingDiverged``) ends the run FAILED with the
+    error as a tag, instead of leaving no trace or a run stuck RUNNING. Inside, :func:`log_training_run` logs
+    into this run.
+    """
+    active = mlflow.active_run()
+    if active is not None:
+        yield active.info.run_id
+        return
+    all_tags = {"nightrec.model": model_name, "nightrec.code_version": code_version(), **tags}
+    with mlflow.start_run(
+        run_name=model_name, tags=_str(all_tags), log_system_metrics=log_system_metrics
+    ) as run:
+        try:
+            yield run.info.run_id
+        except BaseException as err:
+            mlflow.set_tag("nightrec.error", f"{type(err).__name__}: {err}"[:5000])
+            raise  # mlflow.start_run's context manager ends the run FAILED (KILLED on Ctrl-C)
+
+
+def log_training_run(
+    result: TrainResult,
+    *,
+    model_name: str,
+    params: dict,
+    dataset_sources: dict[str, str],
+    fingerprints: dict,
+    tags: dict,
+    input_example: np.ndarray,
+    log_system_metrics: bool = True,
+) -> ModelRef:
+    """Log a trained model's run and register it; the new version gets the ``challenger`` alias.
+
+    Logs into the active run when called inside :func:`training_run`, else starts its own.
+
+    Args:
+        result: What ``train_retrieval``/``train_ranking`` returned.
+        model_name: Registered model name (``nightrec-retrieval`` or ``nightrec-ranking``).
+        params: Hyperparameters (model config and train settings), logged as run params.
+        dataset_sources: Dataset name (``train``, ``valid``) -> lake path, logged as run inputs.
+        fingerprints: Input/parameter fingerprints, logged as ``fingerprint.<key>`` tags and dataset digests.
+        tags: Extra run tags (flow run id, run date).
+        input_example: A few rows of model input (int64), used for the signature and the example.
+        log_system_metrics: Sample CPU/memory while the run is open (needs psutil).
+
+    Returns:
+        The registered version and run id.
+    """
+    run_tags = {**tags, **{f"fingerprint.{k}": v for k, v in fingerprints.items()}}
+    with training_run(model_name, tags=run_tags, log_system_metrics=log_system_metrics) as run_id:
+        mlflow.set_tags(_str(run_tags))
+        mlflow.log_params(_str(params))
+        _log_history(run_id, result)
+        _log_inputs(dataset_sources, fingerprints, input_example)
+        mlflow.log_figure(learning_curve(result.history, model_name), "learning_curve.png")
+        example = np.ascontiguousarray(input_example, dtype=np.int64)
+        version = _log_model(result.model, model_name, example)
+    set_alias(model_name, CHALLENGER, version)
+    return ModelRef(name=model_name, version=str(version), run_id=run_id)
+
+
+def _str(d: dict) -> dict[str, str]:
+    return {str(k): str(v) for k, v in d.items()}
+
+
+def log_epoch(epoch: int, metrics: dict) -> None:
+    """An ``on_epoch`` callback for the training loops: live per-epoch metrics in the active run.
+
+    :func:`log_training_run` then skips the keys already logged.
+    """
+    finite = {k: float(v) for k, v in metrics.items() if k != "epoch" and np.isfinite(v)}
+    mlflow.log_metrics(finite, step=epoch)
+
+
+def _log_history(run_id: str, result: TrainResult) -> None:
+    """Per-epoch metrics with ``step=epoch`` in batches (one call per metric costs ~16 ms on sqlite)."""
+    already = set(MlflowClient().get_run(run_id).data.metrics)  # logged live by log_epoch
+    now = int(pd.Timestamp.now().timestamp() * 1000)
+    batch = [
+        Metric(key=k, value=float(v), timestamp=now, step=int(row["epoch"]))
+        for row in result.history
+        for k, v in row.items()
+        if k != "epoch" and k not in already and np.isfinite(v)
+    ]
+    for i in range(0, len(batch), 1000):  # MLflow's log_batch limit
+        MlflowClient().log_batch(run_id, metrics=batch[i : i + 1000])
+    # The best epoch's figures under best_* keys: reusing the per-epoch keys would splice a step-0 point into
+    # each learning curve and make "latest value" ambiguous in the runs table.
+    final = {
+        k if k in ("best_epoch", "epochs_run") else f"best_{k}": float(v) for k, v in result.metrics.items()
+    }
+    mlflow.log_metrics({k: v for k, v in final.items() if np.isfinite(v)})
+
+
+@contextmanager
+def _known_mlflow_warnings_silenced() -> Iterator[None]:
+    with warnings.catch_warnings():
+        # Ids are never missing, so the "integer columns cannot represent missing values" hint does not apply.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+        # A local path matches two equivalent dataset source types; MLflow picks one and warns.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        yield
+
+
+def _log_inputs(sources: dict[str, str], fingerprints: dict, input_example: np.ndarray) -> None:
+    sample = pd.DataFrame(np.asarray(input_example, dtype=np.int64)).add_prefix("x")
+    for name, source in sources.items():
+        digest = str(fingerprints[name])[:36] if name in fingerprints else None
+        with _known_mlflow_warnings_silenced():  # the dataset's schema is inferred lazily, in log_input
+            ds = mlflow.data.from_pandas(sample, source=source, name=name, digest=digest)
+            mlflow.log_input(ds, context="training" if name == "train" else name)
+
+
+def _log_model(model: nn.Module, model_name: str, example: np.ndarray) -> int:
+    model = model.to("cpu").eval()
+    with torch.no_grad():
+        output = model(torch.from_numpy(example)).float().numpy()
+    with _known_mlflow_warnings_silenced():
+        signature = infer_signature(example, output)
+        info = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            serialization_format="pickle",
+            signature=signature,
+            input_example=example,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            registered_model_name=model_name,
+        )
+    return int(info.registered_model_version)
+
+
+def learning_curve(history: list[dict], title: str) -> Figure:
+    """Losses per epoch (left axis) and the ranking-quality metric (right axis) as a matplotlib figure."""
+    # Figure() without pyplot: no global backend or figure registry, renders headless.
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    epochs = [row["epoch"] for row in history]
+    for key, label in _CURVES:
+        if any(key in row for row in history):
+            ax.plot(epochs, [row.get(key, np.nan) for row in history], marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    quality = next((k for k in _QUALITY if any(k in row for row in history)), None)
+    if quality:
+        ax2 = ax.twinx()
+        ax2.plot(epochs, [row.get(quality, np.nan) for row in history], color="black", ls="--", label=quality)
+        ax2.set_ylabel(quality)
+        ax2.legend(loc="lower right")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def _alias_version(name: str, alias: str):
+    try:
+        return MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(err).lower():
+            return None
+        raise
+
+
+def get_alias_version(name: str, alias: str) -> str | None:
+    """The version the alias points at, or None when the model or the alias does not exist."""
+    mv = _alias_version(name, alias)
+    return str(mv.version) if mv is not None else None
+
+
+def set_alias(name: str, alias: str, version: str | int) -> None:
+    """Point ``name@alias`` at ``version`` (the rollback handle: setting it back is a rollback)."""
+    MlflowClient().set_registered_model_alias(name, alias, str(version))
+
+
+def load_model(name: str, alias: str) -> tuple[nn.Module, str, str] | None:
+    """Load ``models:/name@alias`` on CPU in eval mode.
+
+    Returns:
+        ``(model, version, run_id)``, or None when the model or the alias does not exist.
+    """
+    mv = _alias_version(name, alias)
+    if mv is None:
+        return None
+    model = mlflow.pytorch.load_model(f"models:/{name}/{mv.version}", map_location="cpu")
+    return model.eval(), str(mv.version), mv.run_id

@@ -1,0 +1,119 @@
+"""Two-tower model: shapes per Arch, padding and OOV handling, and the in-batch loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nightrec.models.configs import TwoTowerConfig
+from nightrec.models.two_tower import ItemTower, TwoTower, UserTower, in_batch_softmax_loss
+from nightrec.training.loop import SparseDenseOptimizer
+
+CFG = TwoTowerConfig(n_users=10, n_items=20, n_categories=4, n_segments=3, dim=8, history_len=5, hidden=(16,))
+
+
+@pytest.fixture
+def model() -> TwoTower:
+    torch.manual_seed(0)
+    return TwoTower(CFG).eval()
+
+
+def test_user_tower_gives_unit_vectors_of_dim():
+    u = UserTower(CFG)(torch.tensor([1, 2, 3]), torch.tensor([0, 1, 2]), torch.randint(0, 20, (3, 5)))
+    assert u.shape == (3, 8)
+    torch.testing.assert_close(u.norm(dim=1), torch.ones(3))
+
+
+def test_item_tower_gives_unit_vectors_of_dim():
+    v = ItemTower(CFG)(torch.arange(20), torch.randint(0, 4, (20,)))
+    assert v.shape == (20, 8)
+    torch.testing.assert_close(v.norm(dim=1), torch.ones(20))
+
+
+def test_forward_is_user_vectors_on_packed_input(model):
+    user, seg, hist = torch.tensor([1, 4]), torch.tensor([2, 0]), torch.tensor([[3, 4, 0, 0, 0], [0] * 5])
+    packed = torch.cat([user[:, None], seg[:, None], hist], dim=1)
+    torch.testing.assert_close(model(packed), model.user_vectors(user, seg, hist))
+
+
+def test_history_padding_is_left_out_of_the_mean(model):
+    user, seg = torch.tensor([1]), torch.tensor([1])
+    short = model.user_vectors(user, seg, torch.tensor([[3, 7]]))
+    padded = model.user_vectors(user, seg, torch.tensor([[3, 7, 0, 0, 0]]))
+    torch.testing.assert_close(short, padded)
+    empty = model.user_vectors(user, seg, torch.zeros(1, 5, dtype=torch.long))
+    assert torch.isfinite(empty).all()
+
+
+def test_ids_newer_than_the_model_are_read_as_oov(model):
+    hist = torch.tensor([[3, 25, 0, 0, 0]])  # 25 >= n_items
+    newer = model.user_vectors(torch.tensor([99]), torch.tensor([7]), hist)
+    oov = model.user_vectors(torch.tensor([0]), torch.tensor([0]), torch.tensor([[3, 0, 0, 0, 0]]))
+    torch.testing.assert_close(newer, oov)
+    torch.testing.assert_close(
+        model.item_vectors(torch.tensor([20, 500, -1]), torch.tensor([9, 1, 1])),
+        model.item_vectors(torch.tensor([0, 0, 0]), torch.tensor([0, 1, 1])),
+    )
+
+
+def _vecs(b: int, d: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return (
+        torch.nn.functional.normalize(torch.randn(b, d, generator=g), dim=1),
+        torch.nn.functional.normalize(torch.randn(b, d, generator=g), dim=1),
+    )
+
+
+def test_in_batch_duplicates_of_the_positive_are_not_negatives():
+    u, v = _vecs(4)
+    same = torch.full((4,), 5)
+    # Every other row holds the same item: all are masked, only the positive is left, the loss is 0.
+    assert in_batch_softmax_loss(u, v, same, temperature=0.1).item() == pytest.approx(0.0, abs=1e-6)
+    assert in_batch_softmax_loss(u, v, torch.arange(4), temperature=0.1).item() > 0.0
+
+
+def test_logq_correction_matters_only_when_popularity_differs():
+    u, v = _vecs(6)
+    items = torch.arange(6)
+    plain = in_batch_softmax_loss(u, v, items, 0.1)
+    uniform = in_batch_softmax_loss(u, v, items, 0.1, log_q=torch.full((6,), -2.0))
+    skewed = in_batch_softmax_loss(
+        u, v, items, 0.1, log_q=torch.log(torch.tensor([0.5, 0.3, 0.1, 0.05, 0.03, 0.02]))
+    )
+    torch.testing.assert_close(plain, uniform)
+    assert not torch.isclose(plain, skewed)
+
+
+def test_example_weights_give_a_weighted_mean():
+    u, v = _vecs(4)
+    items = torch.arange(4)
+    full = in_batch_softmax_loss(u, v, items, 0.1, weight=torch.tensor([1.0, 1.0, 1.0, 1.0]))
+    doubled = in_batch_softmax_loss(u, v, items, 0.1, weight=torch.tensor([2.0, 2.0, 2.0, 2.0]))
+    torch.testing.assert_close(full, doubled)
+    first_only = in_batch_softmax_loss(u, v, items, 0.1, weight=torch.tensor([1.0, 0.0, 0.0, 0.0]))
+    logits = u @ v.T / 0.1
+    expected = torch.nn.functional.cross_entropy(logits[:1], torch.tensor([0]))
+    torch.testing.assert_close(first_only, expected)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_overfits_one_batch(sparse):
+    torch.manual_seed(0)
+    cfg = TwoTowerConfig(
+        n_users=40, n_items=40, n_categories=4, n_segments=3, dim=16, hidden=(32,), sparse=sparse
+    )
+    model = TwoTower(cfg)
+    user, item = torch.arange(1, 33), torch.randperm(39)[:32] + 1
+    seg, cat, hist = user % 3, item % 4, torch.randint(0, 40, (32, 5))
+    opt = SparseDenseOptimizer(model, lr=0.02)  # SparseAdam for the sparse tables, Adam for the rest
+    assert len(opt.optimizers) == (2 if sparse else 1)
+    losses = []
+    for _ in range(150):
+        loss = in_batch_softmax_loss(
+            model.user_vectors(user, seg, hist), model.item_vectors(item, cat), item, 0.1
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0]
