@@ -79,7 +79,6 @@ class ScoringSettings(BaseModel):
     )
     max_per_category: int | None = Field(None, description="Diversity cap per category in a list.")
     blocklist: list[str] = Field(default_factory=list, description="Item ids never recommended.")
-    shard_count: int = Field(4, ge=1, le=1024, description="Published parts, bucketed by user hash.")
 
 
 class PromotionSettings(BaseModel):
@@ -90,6 +89,7 @@ class PromotionSettings(BaseModel):
 
 class PublishSettings(BaseModel):
     retention: int = Field(5, ge=1, description="Snapshots kept besides the live one.")
+    shard_count: int = Field(4, ge=1, description="Parquet parts per snapshot (users hashed into them).")
 
 
 class Settings(BaseSettings):

@@ -1,0 +1,104 @@
+"""The publish stage: validated lake lists -> snapshot in the object store -> conditional pointer flip.
+
+Publish trusts nothing it is handed: it re-reads the recs gate's verdict from the lake and checks that the
+verdict was given on exactly the lists now in the partition (same marker fingerprint), so a partition rewritten
+after validation, or never validated, cannot go live.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import date
+
+from nightrec.errors import GateFailed, StageInputMissing
+from nightrec.io import lake
+from nightrec.io.store import open_store, probe_conditional_writes
+from nightrec.publish import pointer, snapshot
+from nightrec.scoring.stage import META
+from nightrec.settings import Settings
+from nightrec.training import tracking
+from nightrec.validation.gates import VALIDATION
+from schemas.tables import RECS
+
+log = logging.getLogger(__name__)
+
+
+def validated_recs(settings: Settings, ds: date) -> tuple[dict, dict]:
+    """The recs partition's (validation verdict, precompute metadata), refusing anything not proven good.
+
+    Raises:
+        StageInputMissing: no complete recs partition, or it was never validated.
+        GateFailed: the verdict is a failure, or it judged other lists than those now in the partition.
+    """
+    path = lake.require_partition(settings.lake, RECS.name, ds)
+    marker = lake.read_marker(path) or {}
+    verdict_file = path / VALIDATION
+    if not verdict_file.exists():
+        raise StageInputMissing(
+            f"{path} has no {VALIDATION}: the lists were never validated; run validate_recs before publish"
+        )
+    verdict = json.loads(verdict_file.read_text())
+    if not verdict.get("success"):
+        raise GateFailed(
+            "recommendations",
+            [{"rule": "validate_recs verdict was a failure"}],
+            verdict.get("data_docs"),
+            str(verdict_file),
+        )
+    if verdict.get("recs_fingerprint") != marker.get("fingerprint"):
+        raise GateFailed(
+            "recommendations",
+            [
+                {
+                    "rule": "the verdict judged other lists (fingerprint mismatch: the partition was "
+                    "rewritten after validation); re-run validate_recs"
+                }
+            ],
+            verdict.get("data_docs"),
+            str(verdict_file),
+        )
+    meta_file = path / META
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    return verdict, meta
+
+
+def publish_recs(settings: Settings, ds: date, run_id: str, extra: dict | None = None) -> dict:
+    """Write the validated lists of ``ds`` as a snapshot, make it live, then apply retention.
+
+    Returns:
+        ``manifest_key``, ``pointer_key``, ``generation``, ``counts``, ``previous`` and ``deleted``.
+    """
+    verdict, meta = validated_recs(settings, ds)
+    store = open_store(settings.store)
+    probe_conditional_writes(store)
+    models = meta.get("models", {})
+    manifest = snapshot.write_snapshot(
+        lake.partition_path(settings.lake, RECS.name, ds),
+        store,
+        ds=ds,
+        run_id=run_id,
+        shard_count=settings.publish.shard_count,
+        meta={
+            "top_k": settings.scoring.top_k,
+            "models": models,
+            "mlflow_run_ids": {name: ref.get("run_id", "") for name, ref in models.items()},
+            "input_fingerprints": {k: v for k, v in meta.get("input_fingerprints", {}).items() if v},
+            "validation": {k: verdict.get(k) for k in ("success", "suites", "data_docs")},
+            "code_version": tracking.code_version(),
+            "extra": extra or {},
+        },
+    )
+    key = snapshot.manifest_key(ds, run_id)
+    live = pointer.flip_live(store, manifest, key)
+    deleted = pointer.apply_retention(store, settings.publish.retention)
+    log.info("live pointer now at %s (generation %d)", key, live.generation)
+    return {
+        "store": settings.store,
+        "manifest_key": key,
+        "pointer_key": pointer.POINTER_KEY,
+        "generation": live.generation,
+        "previous": live.previous,
+        "counts": manifest.counts,
+        "deleted": deleted,
+    }
