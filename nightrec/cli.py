@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
-from datetime import date
 from pathlib import Path
 from typing import Annotated
 
@@ -37,6 +37,8 @@ def _quiet_env(settings: Settings, verbose: bool) -> None:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "WARNING")
         os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "WARNING")
+        # MLflow narrates every table creation and model registration at INFO; the progress lines say enough.
+        logging.getLogger("mlflow").setLevel(logging.ERROR)
 
 
 @app.command()
@@ -91,16 +93,22 @@ def run(
         elif not (data / "events").exists():
             console.print(f"[red]no data at {data}[/]: pass --data PATH or --demo")
             raise typer.Exit(2)
+    from pydantic import ValidationError
+
     from flows.nightly import nightly
     from schemas.params import NightlyParams
 
-    params = NightlyParams(
-        run_date=date.fromisoformat(run_date) if run_date else None,
-        data=str(data.resolve()),
-        force=force,
-        top_k=top_k,
-        stages=stages.split(",") if stages else None,
-    )
+    try:
+        params = NightlyParams(
+            run_date=run_date,
+            data=str(data.resolve()),
+            force=force,
+            top_k=top_k,
+            stages=[s.strip() for s in stages.split(",")] if stages else None,
+        )
+    except ValidationError as e:
+        console.print(f"[red]invalid option[/]: {e}")
+        raise typer.Exit(2) from None
     try:
         result = nightly(params)
     except Exception as e:  # noqa: BLE001 - the CLI's job is to say what failed, plainly
@@ -124,14 +132,23 @@ def _print_summary(settings: Settings, result: dict) -> None:
     promo = result.get("evaluate_and_promote") or {}
     metrics = promo.get("metrics") or {}
     if metrics:
-        t = Table(title=f"Held-out metrics ({result['run_date']})")
+        t = Table(title=f"Held-out metrics of the final lists ({result['run_date']})")
         cols = ["ndcg_at_10", "recall_at_10", "ndcg_at_20", "recall_at_20", "mrr", "coverage"]
-        t.add_column("lists")
+        t.add_column("lists", no_wrap=True)
         for c in cols:
-            t.add_column(c, justify="right")
+            t.add_column(
+                c.replace("_at_", "@").replace("ndcg", "NDCG").replace("recall", "Recall"), justify="right"
+            )
         for name, m in metrics.items():
             t.add_row(name, *[f"{m.get(c, float('nan')):.4f}" for c in cols])
         console.print(t)
+        metric = promo.get("metric", "ndcg_at_10")
+        if "challenger" in metrics and "popularity" in metrics:
+            ours, pop = metrics["challenger"][metric], metrics["popularity"][metric]
+            console.print(
+                f"held-out {metric}: challenger {ours:.4f} vs popularity {pop:.4f} "
+                f"([bold]{ours / max(pop, 1e-12) - 1:+.0%}[/])"
+            )
         console.print(f"promotion: [bold]{promo.get('reason')}[/]")
     pub = result.get("publish") or {}
     if pub:

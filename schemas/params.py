@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Literal, get_args
 
 from pydantic import BaseModel, Field
+
+StageName = Literal[
+    "validate_raw",
+    "build_features",
+    "validate_features",
+    "train_retrieval",
+    "train_ranking",
+    "evaluate_and_promote",
+    "precompute",
+    "validate_recs",
+    "publish",
+]
+STAGES: tuple[str, ...] = get_args(StageName)  # DAG order
 
 
 class NightlyParams(BaseModel):
@@ -27,7 +41,7 @@ class NightlyParams(BaseModel):
         None, ge=1, le=200, description="Two-tower epochs. Default: settings."
     )
     ranking_epochs: int | None = Field(None, ge=1, le=200, description="DeepFM epochs. Default: settings.")
-    stages: list[str] | None = Field(
+    stages: list[StageName] | None = Field(
         None,
         description="Run only these stages (e.g. ['precompute', 'validate_recs', 'publish']). Default: all.",
     )

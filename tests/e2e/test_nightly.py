@@ -1,0 +1,133 @@
+"""The whole nightly pipeline twice on tiny generated data: real Spark, GE, torch, MLflow (SQLite), Prefect.
+
+The first night goes through the CLI exactly as a user runs it; the second calls the `nightly` flow directly
+and must move the live pointer to a new snapshot while keeping the first.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from nightrec.data import synthetic
+from nightrec.io.store import open_store
+from nightrec.publish import pointer, snapshot
+from nightrec.publish.reader import LiveRecs, verify_live
+from nightrec.settings import Settings
+from nightrec.training import tracking
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+TOP_K = 10
+RUN_DATE = "2026-11-22"
+
+
+@pytest.fixture(scope="module")
+def e2e_raw(tmp_path_factory):
+    # Big enough that two short trainings beat popularity reliably, small enough for ~1 min a night.
+    out = tmp_path_factory.mktemp("e2e") / "raw"
+    synthetic.generate(600, 200, 40, out, seed=11, events_per_user=50.0)
+    return out
+
+
+@pytest.fixture
+def e2e_env(nightrec_env, monkeypatch):
+    monkeypatch.setenv("NIGHTREC_TRAIN__RETRIEVAL_EPOCHS", "4")
+    monkeypatch.setenv("NIGHTREC_TRAIN__RANKING_EPOCHS", "2")
+    monkeypatch.setenv("NIGHTREC_SCORING__TOP_K", str(TOP_K))
+    monkeypatch.setenv("NIGHTREC_SCORING__RERANK_WEIGHT", "0.0")
+    return nightrec_env
+
+
+def _seen(raw) -> pd.DataFrame:
+    ev = pd.read_parquet(raw / "events")
+    ev = ev[(ev["event_type"] != "impression") & (ev["ts"] < pd.Timestamp(RUN_DATE, tz="UTC"))]
+    return ev[["user_id", "item_id"]].drop_duplicates()
+
+
+def test_two_nights_publish_validated_lists_and_keep_history(prefect_harness, e2e_env, e2e_raw):
+    from flows.nightly import nightly
+    from nightrec.cli import app
+    from schemas.params import NightlyParams
+
+    settings = Settings()
+    runner = CliRunner()
+
+    # Night 1, as a user runs it.
+    res = runner.invoke(app, ["run", "--data", str(e2e_raw), "--date", RUN_DATE])
+    assert res.exit_code == 0, res.output
+    assert "Live recommendations" in res.output and "mlflow ui --backend-store-uri" in res.output
+    assert "Data Docs" in res.output
+    assert (Path(settings.data_docs) / "index.html").exists()
+    last = json.loads((settings.home / "last_run.json").read_text())
+    assert last["status"] == "completed"
+    first_key = last["publish"]["manifest_key"]
+
+    store = open_store(settings.store)
+    live, _ = pointer.read_live(store)
+    assert live.manifest_key == first_key and live.generation == 1 and live.previous is None
+    manifest = verify_live(store)  # every part present with its checksum
+
+    # Every user with history has exactly K unseen, available recommendations; cold users get the fallback.
+    recs = pd.concat(pd.read_parquet(io.BytesIO(store.get_bytes(p.key))) for p in manifest.parts)
+    users = pd.read_parquet(e2e_raw / "users")
+    assert set(recs["user_id"]) == set(users["user_id"])
+    per_user = recs.groupby("user_id").size()
+    assert (per_user == TOP_K).all()
+    assert not recs.duplicated(["user_id", "item_id"]).any()
+    seen = _seen(e2e_raw)
+    clash = recs.merge(seen, on=["user_id", "item_id"])
+    assert clash.empty, clash.head()
+    items = pd.read_parquet(e2e_raw / "items")
+    assert set(recs["item_id"]) <= set(items.loc[items["available"], "item_id"])
+    active = set(pd.read_parquet(e2e_raw / "events")["user_id"])
+    cold = set(users["user_id"]) - active
+    assert cold, "the generator plants users without history"
+    fallback_users = set(recs.loc[recs["source"] == "fallback", "user_id"])
+    assert fallback_users == cold
+    assert manifest.counts["fallback_users"] == len(cold)
+    assert manifest.counts["users"] == len(users)
+    assert LiveRecs(store).recs(sorted(active)[0])[0]["rank"] == 1
+
+    # MLflow: a run per model with per-epoch curves and a logged model; champions registered.
+    tracking.configure_mlflow(
+        settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
+    )
+    client = MlflowClient()
+    for name, epochs in (("nightrec-retrieval", 4), ("nightrec-ranking", 2)):
+        version = tracking.get_alias_version(name, "champion")
+        assert version is not None, f"{name} has no champion"
+        run = client.get_run(client.get_model_version(name, str(version)).run_id)
+        assert run.data.params, name
+        history = client.get_metric_history(run.info.run_id, "train_loss")
+        assert 1 <= len(history) <= epochs
+    evaluation = mlflow.search_runs(
+        experiment_names=[settings.mlflow_experiment], filter_string="tags.`nightrec.stage` = 'evaluate'"
+    )
+    assert len(evaluation) == 1
+    ndcg, pop = (
+        evaluation.iloc[0]["metrics.challenger.ndcg_at_10"],
+        evaluation.iloc[0]["metrics.popularity.ndcg_at_10"],
+    )
+    assert ndcg > pop
+
+    # Night 2: features are reused, the champion is kept or replaced by the gate, the pointer moves forward.
+    out = nightly(NightlyParams(data=str(e2e_raw), run_date=RUN_DATE))
+    assert out["build_features"]["skipped"] is True
+    promo = out["evaluate_and_promote"]
+    assert "champion" in promo["metrics"]
+    expected = promo["challenger"] if promo["promoted"] else promo["previous_champion"]
+    assert {k: str(v) for k, v in promo["champion"].items()} == {k: str(v) for k, v in expected.items()}
+    live2, _ = pointer.read_live(store)
+    assert live2.generation == 2 and live2.manifest_key != first_key
+    assert live2.previous == first_key
+    assert store.head(first_key) is not None, "the previous snapshot must stay"
+    assert snapshot.load_manifest(store, first_key).generation == 1
+    verify_live(store)

@@ -1,0 +1,53 @@
+"""prefect.yaml is what operators deploy: every entrypoint must load, and the UI form must stay typed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.flows import load_flow_from_entrypoint
+from pydantic import ValidationError
+
+from schemas.params import STAGES, NightlyParams
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def deployments() -> dict[str, dict]:
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    return {d["name"]: d for d in spec["deployments"]}
+
+
+def test_nightly_deployment_is_scheduled_at_two_utc_one_at_a_time(deployments):
+    nightly = deployments["nightly"]
+    (schedule,) = nightly["schedules"]
+    cron = CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
+    assert (cron.cron, cron.timezone) == ("0 2 * * *", "UTC")
+    assert nightly["concurrency_limit"] == 1
+    assert nightly["work_pool"]["name"]
+
+
+def test_every_entrypoint_loads_a_flow_with_a_typed_params_form(deployments, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    for name, dep in deployments.items():
+        flow = load_flow_from_entrypoint(dep["entrypoint"])
+        schema = flow.parameters.model_dump()
+        assert schema["properties"]["params"]["$ref"].endswith("/NightlyParams"), name
+        form = schema["definitions"]["NightlyParams"]["properties"]
+        assert {"run_date", "data", "force", "top_k", "stages"} <= set(form), name
+        assert all(field.get("description") for field in form.values()), f"{name}: undocumented field"
+        # The UI offers the stage names as choices, in DAG order.
+        assert form["stages"]["anyOf"][0]["items"]["enum"] == list(STAGES)
+
+
+def test_params_reject_what_the_server_would_reject():
+    assert NightlyParams(run_date="2026-11-22", stages=["precompute", "publish"]).run_date.day == 22
+    with pytest.raises(ValidationError, match="stages"):
+        NightlyParams(stages=["train"])
+    with pytest.raises(ValidationError, match="top_k"):
+        NightlyParams(top_k=0)
+    with pytest.raises(ValidationError, match="run_date"):
+        NightlyParams(run_date="22/11/2026")
