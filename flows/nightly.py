@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prefect import flow
 
 from flows import progress
@@ -24,15 +26,17 @@ def nightly(params: NightlyParams = NightlyParams()) -> dict:
     """Validate, build features, train, evaluate and promote, precompute, validate and publish one night."""
     params = features.resolve_run_date(params)
     selected = set(params.stages or STAGES)
-    out: dict = {"run_date": params.run_date.isoformat()}
+    out: dict = {"run_date": params.run_date.isoformat(), "seconds": {}}
 
     def run(i: int, name: str, fn, *args):
         if name not in selected:
             progress.skipped(name, i, len(STAGES))
             return None
+        start = time.perf_counter()
         with progress.stage(name, i, len(STAGES)):
             out[name] = fn(params, *args)
-            return out[name]
+        out["seconds"][name] = round(time.perf_counter() - start, 2)
+        return out[name]
 
     run(1, "validate_raw", validate_raw)
     run(2, "build_features", build_features)

@@ -131,3 +131,12 @@ def test_two_nights_publish_validated_lists_and_keep_history(prefect_harness, e2
     assert store.head(first_key) is not None, "the previous snapshot must stay"
     assert snapshot.load_manifest(store, first_key).generation == 1
     verify_live(store)
+
+    # The reader commands follow the pointer to the new snapshot.
+    user = sorted(active)[0]
+    shown = runner.invoke(app, ["recs", user])
+    assert shown.exit_code == 0, shown.output
+    assert LiveRecs(store).recs(user)[0]["item_id"] in shown.output
+    status = runner.invoke(app, ["status"])
+    assert status.exit_code == 0 and "generation=2" in status.output, status.output
+    assert runner.invoke(app, ["recs", "no-such-user"]).exit_code == 1
