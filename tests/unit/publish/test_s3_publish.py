@@ -20,6 +20,7 @@ from nightrec.io.store import LocalStore, StoreError, open_store, probe_conditio
 from nightrec.publish import pointer, reader, snapshot
 from schemas.manifest import LivePointer
 from tests.unit.publish import publish, write_recs
+from tests.unit.publish.seaweedfs import seaweedfs_server
 
 DS = date(2026, 11, 22)
 
@@ -37,11 +38,17 @@ def moto_endpoint():
     access_log.setLevel(level)
 
 
-@pytest.fixture
-def s3_store(moto_endpoint, monkeypatch, tmp_path):
-    """A fresh bucket per test; boto3 finds the endpoint and dummy credentials in the environment."""
+@pytest.fixture(scope="module")
+def seaweedfs_endpoint(tmp_path_factory):
+    with seaweedfs_server(tmp_path_factory.mktemp("seaweedfs")) as endpoint:
+        yield endpoint
+
+
+def _bucket_store(endpoint: str, monkeypatch, tmp_path, *, shared_bucket: str | None = None):
+    """A fresh bucket (or a fresh prefix in ``shared_bucket``) per test; boto3 finds the endpoint and dummy
+    credentials in the environment."""
     env = {
-        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
@@ -50,16 +57,35 @@ def s3_store(moto_endpoint, monkeypatch, tmp_path):
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
+    if shared_bucket:
+        store = open_store(f"s3://{shared_bucket}/t-{uuid.uuid4().hex[:12]}/recs-store", max_attempts=3)
+        try:
+            store.client.create_bucket(Bucket=shared_bucket)
+        except store.client.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        return store
     bucket = f"nightrec-{uuid.uuid4().hex[:12]}"
     store = open_store(f"s3://{bucket}/team/recs-store", max_attempts=3)
     store.client.create_bucket(Bucket=bucket)
     return store
 
 
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
+@pytest.fixture
+def s3_store(moto_endpoint, monkeypatch, tmp_path):
+    return _bucket_store(moto_endpoint, monkeypatch, tmp_path)
+
+
+@pytest.fixture(
+    params=["local", "s3", pytest.param("seaweedfs", marks=pytest.mark.slow)],
+)
+def store(request, tmp_path, monkeypatch):
+    """The protocol tests run on the local folder, moto's S3 and a real SeaweedFS server."""
     if request.param == "local":
         return open_store((tmp_path / "store").as_uri())
+    if request.param == "seaweedfs":
+        # SeaweedFS grows volumes per bucket (collection): one bucket, a prefix per test.
+        endpoint = request.getfixturevalue("seaweedfs_endpoint")
+        return _bucket_store(endpoint, monkeypatch, tmp_path, shared_bucket="nightrec-tests")
     return request.getfixturevalue("s3_store")
 
 
