@@ -179,6 +179,26 @@ def recs(user_id: str) -> None:
 
 
 @app.command()
+def rollback(
+    to: Annotated[
+        str | None, typer.Option(help="Manifest key to make live; default: the live pointer's previous.")
+    ] = None,
+) -> None:
+    """Move the live pointer back to an earlier snapshot (a conditional write, like every flip)."""
+    from nightrec.errors import NightrecError
+    from nightrec.io.store import open_store
+    from nightrec.publish import pointer
+
+    settings = Settings()
+    try:
+        live = pointer.rollback(open_store(settings.store), to)
+    except NightrecError as e:
+        console.print(f"[red]rollback refused:[/] {e}")
+        raise typer.Exit(1) from None
+    console.print(f"live snapshot: ds={live.ds} generation={live.generation} ({live.manifest_key})")
+
+
+@app.command()
 def status() -> None:
     """The live snapshot, the champion models and the last run."""
     settings = Settings()

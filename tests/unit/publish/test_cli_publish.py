@@ -1,0 +1,52 @@
+"""The operator commands on a published store: recs, status and rollback follow the pointer only."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from typer.testing import CliRunner
+
+from nightrec.cli import app
+from nightrec.io.store import open_store
+from nightrec.publish import pointer
+from tests.unit.publish import publish, write_recs
+
+DS = date(2026, 11, 22)
+
+
+@pytest.fixture
+def two_snapshots(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("NIGHTREC_HOME", str(home))
+    store = open_store((home / "store").as_uri())
+    keys = []
+    for run_id, ds in (("run-1", DS), ("run-2", DS.replace(day=23))):
+        manifest, key = publish(store, write_recs(tmp_path / run_id, n_users=6, k=3), ds, run_id)
+        pointer.flip_live(store, manifest, key)
+        keys.append(key)
+    return store, keys
+
+
+def test_rollback_moves_the_pointer_back_and_refuses_past_the_first(two_snapshots):
+    store, (first, second) = two_snapshots
+    runner = CliRunner()
+    assert pointer.read_live(store)[0].manifest_key == second
+    res = runner.invoke(app, ["rollback"])
+    assert res.exit_code == 0, res.output
+    assert "ds=2026-11-22" in res.output
+    assert pointer.read_live(store)[0].manifest_key == first
+    res = runner.invoke(app, ["rollback"])
+    assert res.exit_code == 1 and "no previous snapshot" in res.output
+    assert pointer.read_live(store)[0].manifest_key == first
+
+
+def test_rollback_to_a_named_manifest_and_reader_follows(two_snapshots):
+    store, (first, second) = two_snapshots
+    runner = CliRunner()
+    runner.invoke(app, ["rollback"])
+    res = runner.invoke(app, ["rollback", "--to", second])
+    assert res.exit_code == 0, res.output
+    assert pointer.read_live(store)[0].manifest_key == second
+    shown = runner.invoke(app, ["recs", "u1"])
+    assert shown.exit_code == 0 and "u1" in shown.output
