@@ -9,7 +9,10 @@ def run_name(stage: str) -> Callable[[], str]:
     def _name() -> str:
         from prefect.runtime import flow_run
 
-        p = flow_run.parameters.get("params") if flow_run.parameters else None
+        given = flow_run.parameters or {}
+        if given.get("start") and given.get("end"):
+            return f"{stage}-{given['start']}..{given['end']}"
+        p = given.get("params")
         ds = p.get("run_date") if isinstance(p, dict) else getattr(p, "run_date", None)
         return f"{stage}-{ds or 'latest'}"
 

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -151,7 +152,12 @@ def _print_summary(settings: Settings, result: dict) -> None:
             )
         console.print(f"promotion: [bold]{promo.get('reason')}[/]")
     pub = result.get("publish") or {}
-    if pub:
+    if pub and not pub.get("live", True):
+        console.print(
+            f"\n[yellow]Snapshot published but not live[/] (a newer date is live): "
+            f"{settings.store}/{pub.get('manifest_key')}"
+        )
+    elif pub:
         console.print(f"\n[bold green]Live recommendations:[/] {settings.store}/{pub.get('manifest_key')}")
         console.print(f"  users {pub['counts'].get('users')}, fallback {pub['counts'].get('fallback_users')}")
         console.print("  try: [bold]nightrec recs <USER_ID>[/]")
@@ -176,6 +182,28 @@ def recs(user_id: str) -> None:
     for r in rows:
         t.add_row(str(r["rank"]), str(r["item_id"]), f"{r['score']:.4f}", str(r["source"]))
     console.print(t)
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="Prefect API and UI port.")] = 4200,
+) -> None:
+    """A local Prefect server with the UI, every deployment of prefect.yaml and a worker per pool."""
+    from nightrec.ops.local_stack import local_stack
+
+    settings = Settings()
+    console.print(f"starting Prefect on 127.0.0.1:{port} (logs in {Path(settings.home) / 'logs'}) …")
+    with local_stack(Path(settings.home), port=port, ui=True) as stack:
+        console.print(f"[bold green]Prefect UI:[/] {stack.ui_url}  (Deployments → nightly → Run)")
+        console.print(f"  PREFECT_API_URL={stack.api_url}")
+        console.print(stack.prefect("deployment", "ls"))
+        console.print("workers are polling; Ctrl-C stops the server and the workers")
+        try:
+            while all(p.poll() is None for p in stack.processes):
+                time.sleep(1)
+            console.print("[red]a Prefect process exited[/]; see the logs above")
+        except KeyboardInterrupt:
+            console.print("stopping …")
 
 
 @app.command()

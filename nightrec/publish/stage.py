@@ -66,8 +66,11 @@ def validated_recs(settings: Settings, ds: date) -> tuple[dict, dict]:
 def publish_recs(settings: Settings, ds: date, run_id: str, extra: dict | None = None) -> dict:
     """Write the validated lists of ``ds`` as a snapshot, make it live, then apply retention.
 
+    A date older than the live snapshot's is published as a snapshot but not made live (the pointer only moves
+    forward); ``live`` in the result says which happened.
+
     Returns:
-        ``manifest_key``, ``pointer_key``, ``generation``, ``counts``, ``previous`` and ``deleted``.
+        ``manifest_key``, ``pointer_key``, ``live``, ``generation``, ``counts``, ``previous`` and ``deleted``.
     """
     verdict, meta = validated_recs(settings, ds)
     store = open_store(settings.store)
@@ -90,15 +93,34 @@ def publish_recs(settings: Settings, ds: date, run_id: str, extra: dict | None =
         },
     )
     key = snapshot.manifest_key(ds, run_id)
-    live = pointer.flip_live(store, manifest, key)
+    try:
+        live = pointer.flip_live(store, manifest, key)
+    except pointer.PointerConflict as e:
+        # An older date (a backfill, or a re-run of a past night) is kept as a snapshot, but the pointer only
+        # moves forward: readers keep the newer lists. `nightrec rollback --to KEY` can still make it live.
+        log.warning("snapshot %s published but not made live: %s", key, e)
+        return _result(settings, key, manifest, live=False, generation=manifest.generation, previous=None)
     deleted = pointer.apply_retention(store, settings.publish.retention)
     log.info("live pointer now at %s (generation %d)", key, live.generation)
+    return _result(
+        settings,
+        key,
+        manifest,
+        live=True,
+        generation=live.generation,
+        previous=live.previous,
+        deleted=deleted,
+    )
+
+
+def _result(settings: Settings, key: str, manifest, *, live: bool, generation: int, previous, deleted=()):
     return {
         "store": settings.store,
         "manifest_key": key,
         "pointer_key": pointer.POINTER_KEY,
-        "generation": live.generation,
-        "previous": live.previous,
+        "live": live,
+        "generation": generation,
+        "previous": previous,
         "counts": manifest.counts,
-        "deleted": deleted,
+        "deleted": list(deleted),
     }

@@ -51,3 +51,27 @@ def test_params_reject_what_the_server_would_reject():
         NightlyParams(top_k=0)
     with pytest.raises(ValidationError, match="run_date"):
         NightlyParams(run_date="22/11/2026")
+
+
+def test_modular_chain_runs_every_stage_once_in_dag_order_on_its_pool(deployments):
+    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+
+    names = [s.replace("_", "-") for s in STAGES]
+    assert set(names) <= set(deployments)
+    pools = {"spark": set(), "gpu": set(), "batch": set()}
+    for previous, name in zip(names, names[1:], strict=False):
+        (trigger,) = deployments[name]["triggers"]
+        parsed = DeploymentEventTrigger(**{k: v for k, v in trigger.items() if k != "type"})
+        assert parsed.expect == {"prefect.flow-run.Completed"}
+        # Match the previous *deployment*, so stage subflows of `nightly` never start the chain.
+        related = trigger["match_related"]
+        assert related == {"prefect.resource.role": "deployment", "prefect.resource.name": previous}
+        assert trigger["parameters"] == {"params": "{{ flow_run.parameters['params'] }}"}
+    for name in names:
+        pools[deployments[name]["work_pool"]["name"]].add(name)
+    assert "triggers" not in deployments[names[0]]
+    assert pools == {
+        "spark": {"validate-raw", "build-features", "validate-features"},
+        "gpu": {"train-retrieval", "train-ranking"},
+        "batch": {"evaluate-and-promote", "precompute", "validate-recs", "publish"},
+    }

@@ -64,3 +64,19 @@ def test_refuses_a_partition_without_a_completion_marker(settings):
     write_recs(path, n_users=3, k=2)
     with pytest.raises(StageInputMissing, match="no completion marker"):
         publish_recs(settings, DS, "run-c", {})
+
+
+def test_an_older_date_is_published_but_never_moves_the_pointer_back(settings):
+    settings.scoring.top_k = 3
+    newer = DS.replace(day=23)
+    for ds in (newer, DS):
+        path = lake.partition_path(settings.lake, "recs", ds)
+        write_recs(path, n_users=4, k=3)
+        lake.write_marker(path, f"fp-{ds}")
+        (path / VALIDATION).write_text(json.dumps({"success": True, "recs_fingerprint": f"fp-{ds}"}))
+    first = publish_recs(settings, newer, "run-new", {})
+    older = publish_recs(settings, DS, "run-old", {})
+    store = open_store(settings.store)
+    assert first["live"] is True and older["live"] is False
+    assert pointer.read_live(store)[0].manifest_key == first["manifest_key"]
+    assert store.head(older["manifest_key"]) is not None

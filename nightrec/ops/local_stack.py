@@ -1,0 +1,176 @@
+"""A real Prefect stack on loopback: server, work pools, `prefect deploy --all`, one process worker per pool.
+
+It drives the `prefect` command line in subprocesses (this package never imports Prefect), so what runs is
+exactly what an operator runs by hand. Used by `nightrec serve` and by the deployment integration tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class LocalStack:
+    api_url: str
+    ui_url: str
+    env: dict[str, str]
+    logs: Path
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def prefect(self, *args: str, timeout: float = 120) -> str:
+        """Run a `prefect` CLI command against this stack; raise with its output if it fails."""
+        proc = subprocess.run(
+            [_prefect_bin(), "--no-prompt", *args],
+            env=self.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"prefect {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+            )
+        return proc.stdout
+
+
+def _prefect_bin() -> str:
+    beside = Path(sys.executable).with_name("prefect")
+    return str(beside) if beside.exists() else "prefect"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def work_pools(prefect_yaml: Path = REPO / "prefect.yaml") -> list[str]:
+    """The work pools the deployments of prefect.yaml use, in first-use order."""
+    spec = yaml.safe_load(prefect_yaml.read_text())
+    pools: list[str] = []
+    for d in spec["deployments"]:
+        name = d["work_pool"]["name"]
+        if name not in pools:
+            pools.append(name)
+    return pools
+
+
+def _wait_healthy(api_url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {proc.returncode}; see {log}")
+        try:
+            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"prefect server did not become healthy within {timeout_s}s; see {log}")
+
+
+def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    out = open(log, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+    return subprocess.Popen(
+        cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+@contextmanager
+def local_stack(
+    home: Path,
+    *,
+    port: int | None = None,
+    pools: list[str] | None = None,
+    extra_env: dict[str, str] | None = None,
+    ui: bool = False,
+    startup_timeout_s: float = 120,
+) -> Iterator[LocalStack]:
+    """Start server + pools + deployments + workers; stop everything on exit (also on errors).
+
+    Args:
+        home: NIGHTREC_HOME for the flows the workers run; Prefect's own home goes under it.
+        port: API port (default: a free one).
+        pools: Pools to start a worker for (default: every pool prefect.yaml uses).
+        extra_env: More environment for the deploy and the workers (settings such as NIGHTREC_TRAIN__...).
+        ui: Serve the Prefect UI too.
+    """
+    home = Path(home).resolve()
+    logs = home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    port = port or _free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
+        "PREFECT_HOME": str(home / "prefect-server"),
+        "PREFECT_API_URL": api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "true" if ui else "false",
+        # Workers poll every second so a chain of short stages does not wait 10 s between stages.
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "2",
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(home / "prefect-server" / "results"),
+        "NIGHTREC_HOME": str(home),
+        "NIGHTREC_REPO": str(REPO),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        **(extra_env or {}),
+    }
+    stack = LocalStack(api_url, f"http://127.0.0.1:{port}", env, logs)
+    try:
+        server_log = logs / "server.log"
+        stack.processes.append(
+            _spawn(
+                [_prefect_bin(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                env,
+                server_log,
+            )
+        )
+        _wait_healthy(api_url, stack.processes[0], server_log, startup_timeout_s)
+        wanted = pools or work_pools()
+        for pool in work_pools():
+            stack.prefect("work-pool", "create", pool, "--type", "process", "--overwrite")
+        stack.prefect("deploy", "--all")
+        for pool in wanted:
+            stack.processes.append(
+                _spawn(
+                    [
+                        _prefect_bin(),
+                        "worker",
+                        "start",
+                        "--pool",
+                        pool,
+                        "--type",
+                        "process",
+                        "--name",
+                        f"{pool}-1",
+                    ],
+                    env,
+                    logs / f"worker-{pool}.log",
+                )
+            )
+        yield stack
+    finally:
+        for proc in reversed(stack.processes):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in reversed(stack.processes):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)

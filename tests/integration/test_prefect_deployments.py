@@ -1,0 +1,120 @@
+"""Both deployment shapes on a real Prefect server: `prefect deploy --all`, process workers, UI-style triggers.
+
+Monolith: `prefect deployment run nightly/nightly` (what the UI's Run button does) completes and publishes.
+Modular: triggering the first stage's deployment runs every stage deployment in DAG order on its own pool,
+each started by the previous one's completion event, and publishes the next snapshot generation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from nightrec.data import synthetic
+from nightrec.io.store import open_store
+from nightrec.ops.local_stack import local_stack
+from nightrec.publish import pointer
+from nightrec.settings import Settings
+from schemas.params import STAGES
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+
+RUN_DATE = "2026-11-22"
+STAGE_DEPLOYMENTS = [s.replace("_", "-") for s in STAGES]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("live")
+    raw = root / "raw"
+    synthetic.generate(600, 200, 40, raw, seed=11, events_per_user=50.0)
+    env = {
+        "NIGHTREC_SPARK__MASTER": "local[2]",
+        "NIGHTREC_SPARK__DRIVER_MEMORY": "2g",
+        "NIGHTREC_SPARK__SHUFFLE_PARTITIONS": "2",
+        "NIGHTREC_TRAIN__RETRIEVAL_EPOCHS": "4",
+        "NIGHTREC_TRAIN__RANKING_EPOCHS": "2",
+        "NIGHTREC_FEATURES__HOLDOUT_DAYS": "5",
+        "NIGHTREC_FEATURES__VALID_DAYS": "5",
+        "NIGHTREC_SCORING__TOP_K": "10",
+        "NIGHTREC_SCORING__RERANK_WEIGHT": "0.0",
+    }
+    with local_stack(root / "home", extra_env=env) as s:
+        s.raw, s.home = raw, root / "home"
+        yield s
+
+
+def _trigger(stack, deployment: str) -> str:
+    """Start a run the way the UI does: the server validates the parameters against the flow's schema."""
+    params = json.dumps({"data": str(stack.raw), "run_date": RUN_DATE})
+    out = stack.prefect("deployment", "run", deployment, "--param", f"params={params}")
+    return re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
+
+
+def _runs_of(client, deployment: str):
+    name = deployment.split("/")[-1]
+    return client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[name])))
+
+
+def _wait(stack, predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    with temporary_settings({PREFECT_API_URL: stack.api_url}), get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            found = predicate(client)
+            if found:
+                return found
+            time.sleep(2)
+    logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(stack.logs.glob("*.log")))
+    raise AssertionError(f"timed out waiting for {what}\n{logs}")
+
+
+def _live(stack):
+    return pointer.read_live(open_store(Settings(home=stack.home).store))
+
+
+def test_ui_trigger_of_nightly_runs_on_a_worker_and_publishes(stack):
+    run_id = _trigger(stack, "nightly/nightly")
+
+    def finished(client):
+        run = client.read_flow_run(run_id)
+        return run if run.state.is_final() else None
+
+    run = _wait(stack, finished, 600, "nightly to finish")
+    assert run.state.is_completed(), run.state
+    assert run.name == f"nightly-{RUN_DATE}"
+    live, _ = _live(stack)
+    assert live.generation == 1 and str(live.ds) == RUN_DATE
+
+
+def test_modular_chain_runs_each_stage_deployment_in_order_and_publishes(stack):
+    before, _ = _live(stack)
+    _trigger(stack, "validate-raw/validate-raw")
+
+    def published(client):
+        runs = _runs_of(client, "publish")
+        return runs if runs and runs[0].state.is_final() else None
+
+    def failed_stage(client):
+        for name in STAGE_DEPLOYMENTS:
+            for r in _runs_of(client, name):
+                if r.state.is_final() and not r.state.is_completed():
+                    raise AssertionError(f"stage deployment {name} ended {r.state.type}: {r.state.message}")
+        return published(client)
+
+    (publish_run,) = _wait(stack, failed_stage, 900, "the modular chain to reach publish")
+    assert publish_run.state.is_completed(), publish_run.state
+    with temporary_settings({PREFECT_API_URL: stack.api_url}), get_client(sync_client=True) as client:
+        runs = {name: _runs_of(client, name) for name in STAGE_DEPLOYMENTS}
+    assert all(len(r) == 1 and r[0].state.is_completed() for r in runs.values()), runs
+    starts = [runs[name][0].start_time for name in STAGE_DEPLOYMENTS]
+    assert starts == sorted(starts), "stages must start in DAG order"
+    # Each stage got the same typed parameters from the previous one's completion event.
+    assert {runs[n][0].parameters["params"]["run_date"] for n in STAGE_DEPLOYMENTS} == {RUN_DATE}
+    live, _ = _live(stack)
+    assert live.generation == before.generation + 1 and live.previous == before.manifest_key
