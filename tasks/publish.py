@@ -6,7 +6,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from nightrec.publish import stage
+from nightrec.publish import diff, stage
 from schemas.params import NightlyParams
 from tasks.context import run_id, settings_for
 
@@ -18,8 +18,8 @@ def publish(params: NightlyParams, meta: dict) -> dict:
     out = stage.publish_recs(s, params.run_date, run_id(), meta)
     get_run_logger().info("published %s (live pointer %s)", out["manifest_key"], out["pointer_key"])
     create_markdown_artifact(
-        f"## Live recommendations\n\nstore `{s.store}`\n\nmanifest `{out['manifest_key']}`\n\n"
-        f"users {out['counts'].get('users')}, fallback users {out['counts'].get('fallback_users')}",
-        key="published-snapshot",
+        diff.night_summary_markdown(out, meta.get("promotion")),
+        key="night-summary",
+        description=f"What went live for {params.run_date} and what changed",
     )
     return out

@@ -13,8 +13,8 @@ from datetime import date
 
 from nightrec.errors import GateFailed, StageInputMissing
 from nightrec.io import lake
-from nightrec.io.store import open_store, probe_conditional_writes
-from nightrec.publish import pointer, snapshot
+from nightrec.io.store import StoreError, open_store, probe_conditional_writes
+from nightrec.publish import diff, pointer, snapshot
 from nightrec.scoring.stage import META
 from nightrec.settings import Settings
 from nightrec.training import tracking
@@ -100,9 +100,16 @@ def publish_recs(settings: Settings, ds: date, run_id: str, extra: dict | None =
         # moves forward: readers keep the newer lists. `nightrec rollback --to KEY` can still make it live.
         log.warning("snapshot %s published but not made live: %s", key, e)
         return _result(settings, key, manifest, live=False, generation=manifest.generation, previous=None)
+    changes = None
+    if live.previous:
+        try:
+            old = snapshot.load_manifest(store, live.previous)
+            changes = diff.diff_snapshots(store, manifest, old).as_dict()
+        except (ValueError, StoreError) as e:  # a summary must never fail a publish that already happened
+            log.warning("could not compare with the previous snapshot: %s", e)
     deleted = pointer.apply_retention(store, settings.publish.retention)
     log.info("live pointer now at %s (generation %d)", key, live.generation)
-    return _result(
+    out = _result(
         settings,
         key,
         manifest,
@@ -111,6 +118,7 @@ def publish_recs(settings: Settings, ds: date, run_id: str, extra: dict | None =
         previous=live.previous,
         deleted=deleted,
     )
+    return out | {"changes": changes}
 
 
 def _result(settings: Settings, key: str, manifest, *, live: bool, generation: int, previous, deleted=()):

@@ -128,6 +128,8 @@ def test_two_nights_publish_validated_lists_and_keep_history(prefect_harness, e2
     live2, _ = pointer.read_live(store)
     assert live2.generation == 2 and live2.manifest_key != first_key
     assert live2.previous == first_key
+    changes = out["publish"]["changes"]
+    assert changes["users_compared"] > 0 and 0.0 <= changes["mean_overlap_at_k"] <= 1.0
     assert store.head(first_key) is not None, "the previous snapshot must stay"
     assert snapshot.load_manifest(store, first_key).generation == 1
     verify_live(store)

@@ -1,0 +1,110 @@
+"""What changed between the new snapshot and the one it replaces: the night's summary for the on-call engineer.
+
+Both snapshots hash users into parts the same way, so part i of each holds the same users; comparing the first
+``max_parts`` parts is a uniform user sample at bounded cost, whatever the number of users.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+
+from nightrec.io.store import ObjectStore
+from schemas.manifest import Manifest
+
+
+@dataclass(frozen=True)
+class SnapshotDiff:
+    users_compared: int
+    users_only_new: int
+    users_only_old: int
+    mean_overlap_at_k: float  # |new ∩ old| / K per user present in both, averaged
+    identical_lists: float  # share of common users whose list did not change at all (same items, same order)
+    distinct_items_new: int
+    distinct_items_old: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _read(store: ObjectStore, manifest: Manifest, max_parts: int) -> pd.DataFrame:
+    frames = [
+        pd.read_parquet(io.BytesIO(store.get_bytes(p.key)), columns=["user_id", "rank", "item_id"])
+        for p in manifest.parts[:max_parts]
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def diff_snapshots(store: ObjectStore, new: Manifest, old: Manifest, *, max_parts: int = 1) -> SnapshotDiff:
+    """Compare two published snapshots on the users of their first ``max_parts`` parts.
+
+    Raises:
+        ValueError: the snapshots are sharded differently (their parts hold different users).
+    """
+    if len(new.parts) != len(old.parts):
+        raise ValueError(
+            f"snapshots have {len(new.parts)} and {len(old.parts)} parts: their users are bucketed differently"
+        )
+    a, b = _read(store, new, max_parts), _read(store, old, max_parts)
+    users_a, users_b = set(a["user_id"]), set(b["user_id"])
+    common = users_a & users_b
+    k = max(new.top_k, 1)
+    a_c, b_c = a[a["user_id"].isin(common)], b[b["user_id"].isin(common)]
+    shared = a_c.merge(b_c, on=["user_id", "item_id"]).groupby("user_id").size()
+    overlap = shared.reindex(sorted(common), fill_value=0) / k
+    lists_a = a_c.sort_values(["user_id", "rank"]).groupby("user_id")["item_id"].agg(tuple)
+    lists_b = b_c.sort_values(["user_id", "rank"]).groupby("user_id")["item_id"].agg(tuple)
+    same = (lists_a == lists_b.reindex(lists_a.index)).mean() if common else 0.0
+    return SnapshotDiff(
+        users_compared=len(common),
+        users_only_new=len(users_a - users_b),
+        users_only_old=len(users_b - users_a),
+        mean_overlap_at_k=float(overlap.mean()) if common else 0.0,
+        identical_lists=float(same),
+        distinct_items_new=int(a["item_id"].nunique()),
+        distinct_items_old=int(b["item_id"].nunique()),
+    )
+
+
+def night_summary_markdown(published: dict, promotion: dict | None) -> str:
+    """The night in one Markdown page: what went live, what changed against the previous lists, the champions."""
+    counts = published.get("counts", {})
+    state = "live" if published.get("live", True) else "published, not live (a newer date is live)"
+    lines = [
+        f"## Night summary: `{published['manifest_key']}` ({state})",
+        "",
+        f"Store `{published['store']}`, generation {published['generation']}.",
+        "",
+        "| users | model lists | fallback lists | short lists | rows |",
+        "| --- | --- | --- | --- | --- |",
+        f"| {counts.get('users', 0)} | {counts.get('model_users', 0)} | {counts.get('fallback_users', 0)} "
+        f"| {counts.get('short_lists', 0)} | {counts.get('rows', 0)} |",
+        "",
+    ]
+    ch = published.get("changes")
+    if ch:
+        lines += [
+            "### Against the previous live snapshot (one part: a uniform user sample)",
+            "",
+            "| users compared | mean overlap@K | identical lists | new users | gone users | distinct items new / old |",
+            "| --- | --- | --- | --- | --- | --- |",
+            f"| {ch['users_compared']} | {ch['mean_overlap_at_k']:.1%} | {ch['identical_lists']:.1%} "
+            f"| {ch['users_only_new']} | {ch['users_only_old']} "
+            f"| {ch['distinct_items_new']} / {ch['distinct_items_old']} |",
+            "",
+        ]
+    elif published.get("live", True):
+        lines += ["First snapshot: nothing to compare with.", ""]
+    if promotion:
+        before, after = promotion.get("previous_champion", {}), promotion.get("champion", {})
+        moved = {k: (before.get(k), after.get(k)) for k in after if str(before.get(k)) != str(after.get(k))}
+        change = ", ".join(f"{k} v{b} → v{a}" for k, (b, a) in moved.items()) or "unchanged"
+        lines += [
+            f"### Models: champion {change}",
+            "",
+            f"Decision: {promotion.get('reason')}. Lift over popularity on "
+            f"{promotion.get('metric')}: {promotion.get('lift_over_popularity', 0):+.1%}.",
+        ]
+    return "\n".join(lines)
