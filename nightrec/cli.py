@@ -189,9 +189,13 @@ def serve(
     port: Annotated[int, typer.Option(help="Prefect API and UI port.")] = 4200,
 ) -> None:
     """A local Prefect server with the UI, every deployment of prefect.yaml and a worker per pool."""
+    import signal
+
     from nightrec.ops.local_stack import local_stack
 
     settings = Settings()
+    # A SIGTERM must unwind the stack like Ctrl-C does, or the server and workers outlive us.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     console.print(f"starting Prefect on 127.0.0.1:{port} (logs in {Path(settings.home) / 'logs'}) …")
     with local_stack(Path(settings.home), port=port, ui=True) as stack:
         console.print(f"[bold green]Prefect UI:[/] {stack.ui_url}  (Deployments → nightly → Run)")

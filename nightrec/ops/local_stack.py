@@ -59,6 +59,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        # Like the server itself: connections lingering in TIME_WAIT do not make the port busy, a listener does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def work_pools(prefect_yaml: Path = REPO / "prefect.yaml") -> list[str]:
     """The work pools the deployments of prefect.yaml use, in first-use order."""
     spec = yaml.safe_load(prefect_yaml.read_text())
@@ -113,6 +124,11 @@ def local_stack(
     home = Path(home).resolve()
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    if port is not None and not _port_free(port):
+        # Else the health check would pass against whatever already listens there.
+        raise RuntimeError(
+            f"port {port} on 127.0.0.1 is already in use (another Prefect server?); pick --port"
+        )
     port = port or _free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     env = {
@@ -165,12 +181,19 @@ def local_stack(
             )
         yield stack
     finally:
-        for proc in reversed(stack.processes):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in reversed(stack.processes):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        # Workers first, while the server can still take their last events; then the server.
+        _stop(stack.processes[1:])
+        _stop(stack.processes[:1])
+
+
+def _stop(processes: list[subprocess.Popen], grace_s: float = 20) -> None:
+    for proc in processes:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for proc in processes:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
