@@ -57,10 +57,18 @@ class TrainSettings(BaseModel):
     retrieval_dim: int = 64
     retrieval_lr: float = 0.01
     retrieval_temperature: float = 0.1
-    ranking_epochs: int = 3
+    ranking_epochs: int = 6
     ranking_batch_size: int = 4096
     ranking_dim: int = 16
     ranking_lr: float = 0.003
+    ranking_candidate_negatives: int = Field(
+        4, ge=0, le=50, description="Negatives per positive drawn from the retrieval candidates."
+    )
+    ranking_valid_days: int = Field(
+        2,
+        ge=1,
+        description="Last days of the validation window that early-stop the ranker (it trains on the rest).",
+    )
     patience: int = 2
     max_train_rows: int | None = Field(
         None, description="Cap on examples per model (newest kept); None = all."
@@ -71,11 +79,12 @@ class ScoringSettings(BaseModel):
     top_k: int = Field(20, ge=1, le=1000)
     n_candidates: int = Field(200, ge=1, le=5000)
     user_chunk_size: int = Field(4096, ge=1)
-    rerank_weight: float = Field(
-        0.5,
+    rerank_weight: float | None = Field(
+        None,
         ge=0.0,
         le=1.0,
-        description="Final score = w * ranker + (1 - w) * retrieval (both as rank scores).",
+        description="Final score = w * ranker + (1 - w) * retrieval (both standardised per user); "
+        "None = the weight chosen on the validation window when the ranker was trained.",
     )
     max_per_category: int | None = Field(None, description="Diversity cap per category in a list.")
     blocklist: list[str] = Field(default_factory=list, description="Item ids never recommended.")

@@ -217,6 +217,12 @@ RANKING_EXAMPLES = Table(
         _c("category_idx", "int32", "Item category index.", min_value=0),
         _c("price_bucket", "int32", "Item price bucket.", min_value=0),
         _c("pop_bucket", "int32", "Item popularity bucket.", min_value=0),
+        _c(
+            "history",
+            "array<int32>",
+            "Last N engaged items before the example's day (point in time), most recent first.",
+        ),
+        _c("ts", "timestamp", "Last event of the pair that day (a sampled negative: its positive's)."),
     ),
     partition_by=("split",),
 )

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
+import pandas as pd
 
-from nightrec.evaluation import metrics
+from nightrec.evaluation import ease, metrics
 from nightrec.features.events import Cutoffs
 from nightrec.scoring import inputs
 from nightrec.scoring.score import Scorer, ScoringConfig
@@ -22,6 +23,7 @@ class EvalData:
     rel_rows: np.ndarray
     rel_items: np.ndarray
     n_relevant: np.ndarray
+    before: pd.DataFrame | None = None  # every user's seen (user_id, item_id, weight) before the holdout
 
 
 def load_eval_data(settings: Settings, ds: date) -> EvalData:
@@ -46,7 +48,9 @@ def load_eval_data(settings: Settings, ds: date) -> EvalData:
     remap[keep] = np.arange(len(keep))
     sub_users = users.take(keep)
     seen_sub = inputs.build_seen(seen_pairs, sub_users, items)
-    return EvalData(sub_users, items, seen_sub, remap[t_rows[fresh]], truth.indices[fresh], n_rel[keep])
+    return EvalData(
+        sub_users, items, seen_sub, remap[t_rows[fresh]], truth.indices[fresh], n_rel[keep], seen_pairs
+    )
 
 
 def score_lists(scorer: Scorer, data: EvalData, chunk: int) -> np.ndarray:
@@ -69,6 +73,22 @@ def popularity_lists(data: EvalData, k: int) -> np.ndarray:
         cand = cand[~np.isin(cand, s)][:k]
         lists[u, : len(cand)] = cand
     return lists
+
+
+def ease_lists(data: EvalData, k: int, l2: float) -> np.ndarray:
+    """The EASE baseline's lists, fit on every user's engagement before the holdout (as the models are).
+
+    Raises:
+        ease.CatalogTooLarge: the catalog exceeds ``ease.MAX_ITEMS``.
+    """
+    if data.before is None:
+        raise ValueError("EvalData without the pre-holdout interactions: build it with load_eval_data")
+    engaged = data.before[data.before["weight"] > 0]
+    cols = inputs.positions(engaged["item_id"].to_numpy(dtype=object), data.items.item_id)
+    users, keep = pd.factorize(engaged["user_id"])[0], cols >= 0
+    weights = ease.fit(users[keep], cols[keep], int(users.max(initial=-1)) + 1, len(data.items), l2)
+    rows = np.repeat(np.arange(len(data.users)), np.diff(data.seen.indptr))
+    return ease.recommend(weights, rows, data.seen.indices, len(data.users), k, data.items.available)
 
 
 def evaluate(lists: np.ndarray, data: EvalData, ks: list[int]) -> dict[str, float]:

@@ -8,7 +8,7 @@ from datetime import date
 import mlflow
 from mlflow import MlflowClient
 
-from nightrec.evaluation import offline
+from nightrec.evaluation import ease, offline
 from nightrec.settings import Settings
 from nightrec.training import tracking
 from nightrec.training.stages import RANKING, RETRIEVAL
@@ -47,7 +47,10 @@ def _load(name: str, version: str | int):
 def evaluate_and_promote(
     settings: Settings, ds: date, retrieval: dict | None, ranking: dict | None, tags: dict[str, str]
 ) -> dict:
-    """Evaluate challenger, champion and popularity on the held-out window, then apply the gate.
+    """Evaluate challenger, champion, popularity and EASE on the held-out window, then apply the gate.
+
+    EASE is reported beside the others (where the catalog allows its dense inverse); the gate itself stays
+    challenger vs champion and popularity.
 
     ``retrieval``/``ranking`` are the training stages' model references; without them the registry's
     ``challenger`` aliases are used (separate deployments).
@@ -76,6 +79,8 @@ def evaluate_and_promote(
             settings, ds, data, _load(RETRIEVAL, champ_r), _load(RANKING, champ_k)
         )
     results["popularity"] = offline.evaluate(offline.popularity_lists(data, max(ks)), data, ks)
+    if len(data.items) <= ease.MAX_ITEMS:
+        results["ease"] = offline.evaluate(offline.ease_lists(data, max(ks), ease.DEFAULT_L2), data, ks)
     metric = settings.promotion.metric
     decision = decide(
         results["challenger"],

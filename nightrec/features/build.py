@@ -171,7 +171,7 @@ def build_features(
     )
     rows[RANKING_EXAMPLES.name] = write_table(
         examples.build_ranking_examples(
-            inter, user_static, item_static, cut, cfg.negatives_per_positive, cfg.seed
+            inter, user_static, item_static, cut, cfg.negatives_per_positive, cfg.seed, cfg.history_len
         ),
         RANKING_EXAMPLES,
         lake_root,

@@ -41,6 +41,37 @@ def build_retrieval_examples(
     )
 
 
+def _history_before_day(engaged: DataFrame, days: DataFrame, history_len: int) -> DataFrame:
+    """(user_id, day, history): the last ``history_len`` engaged items strictly before each day, newest first.
+
+    Each engaged event carries the history ending with itself; a marker row at the day's midnight then takes
+    the last such history before it. One sort per user instead of a range join of days against events; at
+    an equal timestamp the marker sorts first, so an event at exactly midnight belongs to the day it opens.
+    """
+    upto = Window.partitionBy("user_id").orderBy("ts", "item_idx").rowsBetween(1 - history_len, 0)
+    events = engaged.where(F.col("item_idx") > 0).select(
+        "user_id",
+        "ts",
+        F.lit(1).alias("order"),
+        F.lit(None).cast("date").alias("day"),
+        F.reverse(F.collect_list("item_idx").over(upto)).alias("history"),
+    )
+    markers = days.select(
+        "user_id",
+        F.to_timestamp("day").alias("ts"),
+        F.lit(0).alias("order"),
+        "day",
+        F.lit(None).cast("array<int>").alias("history"),
+    )
+    before = Window.partitionBy("user_id").orderBy("ts", "order").rowsBetween(Window.unboundedPreceding, -1)
+    return (
+        events.unionByName(markers)
+        .withColumn("history", F.last("history", ignorenulls=True).over(before))
+        .where(F.col("order") == 0)
+        .select("user_id", "day", F.coalesce("history", F.array().cast("array<int>")).alias("history"))
+    )
+
+
 def build_ranking_examples(
     interactions: DataFrame,
     user_static: DataFrame,
@@ -48,11 +79,14 @@ def build_ranking_examples(
     cut: Cutoffs,
     negatives_per_positive: int,
     seed: int,
+    history_len: int = 20,
 ) -> DataFrame:
     """Labelled (user, item, day) pairs: engaged = 1, shown without engagement = 0, plus sampled negatives.
 
     Negatives are drawn in proportion to popularity (a unigram table joined on a random slot), so the ranker
     learns more than "popular vs not". ``item_static``: item_idx, category_idx, price_bucket, pop_bucket.
+    Each example carries the user's history as of the start of its day (only events before that day), which
+    is what the scorer sees for the days after its cutoff: the ranker derives its user-context inputs from it.
     """
     window = interactions.where(F.col("ts") < F.lit(ts_of(cut.eval_start)))
     pairs = window.groupBy("user_id", "item_idx", F.to_date("ts").alias("day")).agg(
@@ -81,8 +115,11 @@ def build_ranking_examples(
             .join(pairs.select("user_id", "item_idx", "day"), ["user_id", "item_idx", "day"], "left_anti")
         )
         examples = pairs.unionByName(sampled)
+    engaged = window.where(F.col("weight") > 0)
+    history = _history_before_day(engaged, examples.select("user_id", "day").distinct(), history_len)
     return (
-        examples.join(user_static, "user_id", "left")
+        examples.join(history, ["user_id", "day"], "left")
+        .join(user_static, "user_id", "left")
         .join(F.broadcast(item_static), "item_idx", "left")
         .select(
             _split(cut).alias("split"),
@@ -93,5 +130,7 @@ def build_ranking_examples(
             F.coalesce("category_idx", F.lit(0)).alias("category_idx"),
             F.coalesce("price_bucket", F.lit(0)).alias("price_bucket"),
             F.coalesce("pop_bucket", F.lit(0)).alias("pop_bucket"),
+            F.coalesce("history", F.array().cast("array<int>")).alias("history"),
+            "ts",
         )
     )

@@ -10,11 +10,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from nightrec.models.ranker_inputs import AFFINITY_BUCKETS, RETRIEVAL_BUCKETS
 from schemas.tables import RANKING_FIELDS
 
 # Bucketed item features have fixed ranges (schemas.tables.ITEM_FEATURES): price 0..10, popularity 0..31.
 PRICE_BUCKETS = 11
 POP_BUCKETS = 32
+
+# DeepFM's input fields: the ranking examples' fields, then the ones derived from the user's history
+# (nightrec.models.ranker_inputs). A ranker trained before the derived fields existed reads the first six.
+RANKER_FIELDS = (*RANKING_FIELDS, "retrieval_bucket", "affinity_bucket")
 
 # Measured on the 2-core CPU (two-tower, batch 2048): sparse id tables + SparseAdam lose ~15% at 7k id rows,
 # break even near 60k and win 2x at 250k (ECOSYSTEM 6). ``sparse=None`` picks by this threshold.
@@ -28,6 +33,8 @@ _FIELD_VOCAB = {
     "category_idx": "category",
     "price_bucket": "price_bucket",
     "pop_bucket": "pop_bucket",
+    "retrieval_bucket": "retrieval_bucket",
+    "affinity_bucket": "affinity_bucket",
 }
 
 
@@ -91,7 +98,7 @@ class DeepFMConfig:
     """DeepFM ranking model.
 
     Attributes:
-        field_dims: Table size of each field, in ``schemas.tables.RANKING_FIELDS`` order.
+        field_dims: Table size of each field, in ``RANKER_FIELDS`` order.
         embed_dim: Shared field embedding dimension (FM and deep part).
         hidden: Hidden layer widths of the deep MLP.
         dropout: Dropout after each hidden layer.
@@ -106,10 +113,10 @@ class DeepFMConfig:
     sparse: bool | None = None
 
     def __post_init__(self) -> None:
-        if len(self.field_dims) != len(RANKING_FIELDS):
+        if len(self.field_dims) != len(RANKER_FIELDS):
             raise ValueError(
-                f"DeepFMConfig.field_dims has {len(self.field_dims)} entries, expected {len(RANKING_FIELDS)} "
-                f"({', '.join(RANKING_FIELDS)})"
+                f"DeepFMConfig.field_dims has {len(self.field_dims)} entries, expected {len(RANKER_FIELDS)} "
+                f"({', '.join(RANKER_FIELDS)})"
             )
         if min(self.field_dims) < 1:
             raise ValueError(f"DeepFMConfig.field_dims must all be >= 1, got {self.field_dims}")
@@ -121,8 +128,13 @@ class DeepFMConfig:
     @classmethod
     def from_vocab(cls, sizes: dict[str, int], **kwargs: Any) -> DeepFMConfig:
         """Config sized from ``vocab_sizes()`` output (bucket fields use their fixed ranges)."""
-        fixed = {"price_bucket": PRICE_BUCKETS, "pop_bucket": POP_BUCKETS}
-        dims = tuple({**fixed, **sizes}[_FIELD_VOCAB[f]] for f in RANKING_FIELDS)
+        fixed = {
+            "price_bucket": PRICE_BUCKETS,
+            "pop_bucket": POP_BUCKETS,
+            "retrieval_bucket": RETRIEVAL_BUCKETS,
+            "affinity_bucket": AFFINITY_BUCKETS,
+        }
+        dims = tuple({**fixed, **sizes}[_FIELD_VOCAB[f]] for f in RANKER_FIELDS)
         return cls(field_dims=dims, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 ``logit = bias + first_order + FM second order + OverArch(DeepArch(field embeddings))``; the FM and the deep
 part share the field embeddings. Input is one int64 row per (user, item) pair in
-``schemas.tables.RANKING_FIELDS`` order; an index beyond its field's table (an id newer than the model) is
+``nightrec.models.configs.RANKER_FIELDS`` order; an index beyond its field's table (an id newer than the model) is
 read as 0 (OOV).
 """
 
@@ -111,6 +111,9 @@ class DeepFM(nn.Module):
         self.deep = DeepArch(len(cfg.field_dims) * cfg.embed_dim, cfg.hidden, cfg.dropout)
         self.over = OverArch(self.deep.out_features)
         self.bias = nn.Parameter(torch.zeros(()))
+        # Set after training: the re-rank blend weight that did best on the validation window; travels with
+        # the pickled model so the scorer blends as it was validated.
+        self.blend_weight: float | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         emb, first_order = self.features(x)

@@ -11,14 +11,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from nightrec.models import ranker_inputs
 from nightrec.scoring.inputs import ItemTable, SeenIndex, UserTable
+
+DEFAULT_RERANK_WEIGHT = 0.5  # for a ranker trained before blend weights were chosen on validation
 
 
 @dataclass(frozen=True)
 class ScoringConfig:
     top_k: int
     n_candidates: int
-    rerank_weight: float = 0.5
+    rerank_weight: float | None = None  # None = the ranker's own ``blend_weight`` (chosen on validation)
     max_per_category: int | None = None
 
 
@@ -52,6 +55,22 @@ class Scorer:
         self.col_mask = torch.where(self.allowed, 0.0, float("-inf"))
         order = np.lexsort((items.item_id, -items.popularity))
         self.popular = order[ok[order]]
+        self.item_fields = torch.from_numpy(
+            np.stack([items.item_idx, items.category_idx, items.price_bucket, items.pop_bucket], axis=1)
+        ).long()
+        # Category by item index, for the ranker's history affinity; index 0 (OOV) has no category.
+        known = items.item_idx > 0
+        category_of = np.zeros(int(items.item_idx.max(initial=0)) + 1, dtype=np.int64)
+        category_of[items.item_idx[known]] = items.category_idx[known]
+        self.category_of = torch.from_numpy(category_of)
+        # None = the weight chosen on the validation window when the ranker was trained.
+        chosen = getattr(self.ranking, "blend_weight", None)
+        self.rerank_weight = cfg.rerank_weight if cfg.rerank_weight is not None else chosen
+        if self.rerank_weight is None:
+            self.rerank_weight = DEFAULT_RERANK_WEIGHT
+        config = getattr(self.ranking, "config", None)
+        # A ranker from before the derived fields reads only the leading table fields.
+        self.n_fields = len(config.field_dims) if config is not None else None
 
     def score(self, users: UserTable, seen: SeenIndex, start: int) -> ChunkResult:
         """Score users ``start .. start+len(users)-1`` of the table the seen index was built for."""
@@ -107,25 +126,23 @@ class Scorer:
         return out_items, out_scores
 
     def _blend(self, users: UserTable, cand: torch.Tensor, cand_scores: torch.Tensor) -> torch.Tensor:
-        w = self.cfg.rerank_weight
+        w = self.rerank_weight
         if self.ranking is None or w == 0.0:
             return cand_scores
         b, c = cand.shape
-        it = self.items
-        ci = cand.numpy()
-        fields = np.stack(
-            [
-                np.repeat(users.user_idx, c),
-                np.repeat(users.segment_idx, c),
-                it.item_idx[ci].reshape(-1),
-                it.category_idx[ci].reshape(-1),
-                it.price_bucket[ci].reshape(-1),
-                it.pop_bucket[ci].reshape(-1),
-            ],
-            axis=1,
+        # Candidates come sorted by retrieval score, seen and unavailable items already masked out: the
+        # position is the rank among the recommendable items, as in training (nightrec.training.ranker_examples).
+        rank = torch.arange(1, c + 1).expand(b, c)
+        fields = ranker_inputs.ranker_fields(
+            torch.from_numpy(users.user_idx),
+            torch.from_numpy(users.segment_idx),
+            torch.from_numpy(users.history),
+            self.item_fields[cand],
+            rank,
+            self.category_of,
         )
-        rank_logits = self.ranking(torch.from_numpy(fields)).float().reshape(b, c)
-        return w * _zscore(rank_logits, cand_scores) + (1 - w) * _zscore(cand_scores, cand_scores)
+        rank_logits = self.ranking(fields[:, : self.n_fields]).float().reshape(b, c)
+        return ranker_inputs.blend(rank_logits, cand_scores, w)
 
     def _cap_categories(self, cand: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
         # Greedy per-category cap: the n-th best candidate of a category beyond the cap drops out.
@@ -138,12 +155,3 @@ class Scorer:
             1, order, seen_before > self.cfg.max_per_category
         )
         return final.masked_fill(over, float("-inf"))
-
-
-def _zscore(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    finite = torch.isfinite(ref)
-    xs = torch.where(finite, x, torch.zeros_like(x))
-    n = finite.sum(1, keepdim=True).clamp(min=1)
-    mean = xs.sum(1, keepdim=True) / n
-    var = (torch.where(finite, x - mean, torch.zeros_like(x)) ** 2).sum(1, keepdim=True) / n
-    return (x - mean) / (var.sqrt() + 1e-6)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from datetime import date
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 import numpy as np
@@ -18,23 +18,27 @@ import pyarrow.dataset as pads
 import torch
 
 from nightrec.io import lake
-from schemas.tables import RANKING_EXAMPLES, RANKING_FIELDS, RETRIEVAL_EXAMPLES, VOCAB
+from schemas.tables import ITEM_FEATURES, RANKING_EXAMPLES, RANKING_FIELDS, RETRIEVAL_EXAMPLES, VOCAB
 
 VOCAB_FIELDS = ("user_id", "item_id", "category", "segment")
 
 
 class _Columns:
-    """Shared behaviour of the tensor bundles: every field is a tensor with the same first dimension."""
+    """Shared behaviour of the tensor bundles: every field is a tensor (or None) with the same first dimension."""
 
     def __len__(self) -> int:
         return int(getattr(self, fields(self)[0].name).shape[0])  # type: ignore[arg-type]
 
+    def _map(self, fn):
+        values = {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        return type(self)(**{k: fn(v) if v is not None else None for k, v in values.items()})
+
     def take(self, idx: torch.Tensor):
         """The rows at ``idx`` (a LongTensor), as the same type."""
-        return type(self)(**{f.name: getattr(self, f.name).index_select(0, idx) for f in fields(self)})  # type: ignore[arg-type]
+        return self._map(lambda t: t.index_select(0, idx))
 
     def to(self, device: torch.device | str):
-        return type(self)(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})  # type: ignore[arg-type]
+        return self._map(lambda t: t.to(device))
 
 
 @dataclass
@@ -55,10 +59,12 @@ class RetrievalTensors(_Columns):
 
 @dataclass
 class RankingTensors(_Columns):
-    """Ranking examples: fields in ``RANKING_FIELDS`` order and a 0/1 label."""
+    """Ranking examples: fields (the table's ``RANKING_FIELDS``, or the model's ``RANKER_FIELDS`` once
+    derived) and a 0/1 label; the history the derived fields come from while it is still needed."""
 
-    x: torch.Tensor  # int64 [N, len(RANKING_FIELDS)]
+    x: torch.Tensor  # int64 [N, F]
     label: torch.Tensor  # float32 [N]
+    history: torch.Tensor | None = None  # int64 [N, H], 0-padded, most recent first
 
 
 def iter_batches(n: int, batch_size: int, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
@@ -94,11 +100,16 @@ def _as_date(ds: date | str) -> date:
 
 
 def _read_split(
-    lake_root: str | Path, table: str, ds: date | str, split: str, columns: list[str]
+    lake_root: str | Path, table: str, ds: date | str, split: str, columns: list[str], extra=None
 ) -> pa.Table:
     path = lake.require_partition(lake_root, table, _as_date(ds))
     dataset = pads.dataset(str(path), format="parquet", partitioning="hive")
-    return dataset.to_table(columns=columns, filter=pc.field("split") == split)
+    flt = pc.field("split") == split
+    return dataset.to_table(columns=columns, filter=flt if extra is None else flt & extra)
+
+
+def _utc(d: date) -> pa.Scalar:
+    return pa.scalar(datetime.combine(d, time(0), tzinfo=UTC), pa.timestamp("us", tz="UTC"))
 
 
 def _ints(t: pa.Table, name: str) -> torch.Tensor:
@@ -134,17 +145,38 @@ def load_retrieval_examples(
     )
 
 
-def load_ranking_examples(lake_root: str | Path, ds: date | str, split: str) -> RankingTensors:
+def load_ranking_examples(
+    lake_root: str | Path,
+    ds: date | str,
+    split: str,
+    history_len: int | None = None,
+    start: date | None = None,
+    stop: date | None = None,
+) -> RankingTensors:
     """Load one split of ``ranking_examples/ds=<ds>`` into tensors (fields in ``RANKING_FIELDS`` order).
+
+    Args:
+        lake_root: Lake root folder.
+        ds: Partition date.
+        split: ``train`` or ``valid``.
+        history_len: Also load each example's point-in-time history, padded to this width; None = skip it.
+        start: Only examples on or after this day (UTC); None = from the first.
+        stop: Only examples before this day; None = to the last.
 
     Raises:
         StageInputMissing: the partition is absent or incomplete.
     """
-    t = _read_split(lake_root, RANKING_EXAMPLES.name, ds, split, [*RANKING_FIELDS, "label"])
+    cols = [*RANKING_FIELDS, "label", *(["history"] if history_len else [])]
+    ts, days = pc.field("ts"), None
+    for bound in (ts >= _utc(start) if start else None, ts < _utc(stop) if stop else None):
+        if bound is not None:
+            days = bound if days is None else days & bound
+    t = _read_split(lake_root, RANKING_EXAMPLES.name, ds, split, cols, days)
     x = np.stack([t[f].to_numpy().astype(np.int64) for f in RANKING_FIELDS], axis=1) if t.num_rows else None
     return RankingTensors(
         x=torch.from_numpy(x) if x is not None else torch.zeros((0, len(RANKING_FIELDS)), dtype=torch.long),
         label=torch.from_numpy(t["label"].to_numpy().astype(np.float32)),
+        history=torch.from_numpy(pad_lists(t["history"], history_len)) if history_len else None,
     )
 
 
@@ -171,3 +203,22 @@ def item_categories(n_items: int, *examples: RetrievalTensors) -> torch.Tensor:
         keep = ex.item_idx < n_items
         cats[ex.item_idx[keep]] = ex.category_idx[keep]
     return cats
+
+
+def load_item_fields(lake_root: str | Path, ds: date | str, n_items: int) -> torch.Tensor:
+    """``[n_items, 4]`` ranking fields of each item index from ``item_features`` as of the holdout start.
+
+    Columns: item_idx, category_idx, price_bucket, pop_bucket (all 0 for an index with no row).
+
+    Raises:
+        StageInputMissing: the partition is absent or incomplete.
+    """
+    path = lake.require_partition(lake_root, ITEM_FEATURES.name, _as_date(ds))
+    dataset = pads.dataset(str(path), format="parquet", partitioning="hive")
+    cols = ["item_idx", "category_idx", "price_bucket", "pop_bucket"]
+    t = dataset.to_table(columns=cols, filter=pc.field("role") == "eval")
+    idx = _ints(t, "item_idx")
+    keep = (idx > 0) & (idx < n_items)
+    out = torch.zeros((n_items, len(cols)), dtype=torch.long)
+    out[idx[keep]] = torch.stack([_ints(t, c) for c in cols], dim=1)[keep]
+    return out

@@ -42,7 +42,6 @@ def e2e_env(nightrec_env, monkeypatch):
     monkeypatch.setenv("NIGHTREC_TRAIN__RETRIEVAL_EPOCHS", "4")
     monkeypatch.setenv("NIGHTREC_TRAIN__RANKING_EPOCHS", "2")
     monkeypatch.setenv("NIGHTREC_SCORING__TOP_K", str(TOP_K))
-    monkeypatch.setenv("NIGHTREC_SCORING__RERANK_WEIGHT", "0.0")
     return nightrec_env
 
 

@@ -43,7 +43,6 @@ def stack(tmp_path_factory):
         "NIGHTREC_FEATURES__HOLDOUT_DAYS": "5",
         "NIGHTREC_FEATURES__VALID_DAYS": "5",
         "NIGHTREC_SCORING__TOP_K": "10",
-        "NIGHTREC_SCORING__RERANK_WEIGHT": "0.0",
     }
     with local_stack(root / "home", extra_env=env) as s:
         s.raw, s.home = raw, root / "home"

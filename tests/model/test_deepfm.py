@@ -7,12 +7,12 @@ import itertools
 import pytest
 import torch
 
-from nightrec.models.configs import DeepFMConfig
+from nightrec.models.configs import RANKER_FIELDS, DeepFMConfig
 from nightrec.models.deepfm import DeepArch, DeepFM, FeaturesEmbedding, FMArch, OverArch
 from nightrec.training.loop import SparseDenseOptimizer
-from schemas.tables import RANKING_FIELDS
 
 DIMS = (10, 3, 20, 5, 11, 32)
+RANKER_DIMS = (*DIMS, 32, 12)  # plus the derived retrieval and affinity buckets
 
 
 def test_features_embedding_shapes_and_field_offsets():
@@ -46,25 +46,26 @@ def test_deep_and_over_arch_shapes():
 
 
 def test_deepfm_gives_one_logit_per_row():
-    model = DeepFM(DeepFMConfig(field_dims=DIMS, embed_dim=4, hidden=(16,)))
-    assert model(torch.zeros(7, len(RANKING_FIELDS), dtype=torch.long)).shape == (7,)
+    model = DeepFM(DeepFMConfig(field_dims=RANKER_DIMS, embed_dim=4, hidden=(16,)))
+    assert model(torch.zeros(7, len(RANKER_FIELDS), dtype=torch.long)).shape == (7,)
 
 
 def test_config_rejects_a_field_count_other_than_ranking_fields():
-    with pytest.raises(ValueError, match="expected 6"):
+    with pytest.raises(ValueError, match="expected 8"):
         DeepFMConfig(field_dims=(10, 3))
 
 
 def test_config_from_vocab_follows_ranking_field_order():
     cfg = DeepFMConfig.from_vocab({"user_id": 101, "item_id": 51, "category": 6, "segment": 4})
-    assert cfg.field_dims == (101, 4, 51, 6, 11, 32)
+    assert cfg.field_dims == (101, 4, 51, 6, 11, 32, 32, 12)
 
 
 @pytest.mark.parametrize("sparse", [False, True])
 def test_overfits_one_batch(sparse):
     torch.manual_seed(0)
-    model = DeepFM(DeepFMConfig(field_dims=DIMS, embed_dim=8, hidden=(32,), dropout=0.0, sparse=sparse))
-    x = torch.stack([torch.randint(0, d, (64,)) for d in DIMS], dim=1)
+    cfg = DeepFMConfig(field_dims=RANKER_DIMS, embed_dim=8, hidden=(32,), dropout=0.0, sparse=sparse)
+    model = DeepFM(cfg)
+    x = torch.stack([torch.randint(0, d, (64,)) for d in RANKER_DIMS], dim=1)
     y = torch.randint(0, 2, (64,)).float()
     opt = SparseDenseOptimizer(model, lr=0.03)
     first = last = None

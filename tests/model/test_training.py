@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import date
+from datetime import UTC, date, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -45,7 +45,8 @@ def _ranking(n: int, seed: int) -> RankingTensors:
     g = np.random.default_rng(seed)
     users, items = g.integers(1, N_USERS, n), g.integers(1, N_ITEMS, n)
     seg, cat = users % 3 + 1, _item_cat(items)
-    x = np.stack([users, seg, items, cat, g.integers(0, 11, n), g.integers(0, 32, n)], axis=1)
+    noise = [g.integers(0, 11, n), g.integers(0, 32, n), g.integers(0, 32, n), g.integers(0, 12, n)]
+    x = np.stack([users, seg, items, cat, *noise], axis=1)
     y = (seg == cat) ^ (g.random(n) < 0.05)
     return RankingTensors(torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.astype(np.float32)))
 
@@ -53,7 +54,7 @@ def _ranking(n: int, seed: int) -> RankingTensors:
 TT = TwoTowerConfig(
     n_users=N_USERS, n_items=N_ITEMS, n_categories=N_CATS, n_segments=2, dim=16, history_len=5
 )
-FM = DeepFMConfig(field_dims=(N_USERS, N_CATS, N_ITEMS, N_CATS, 11, 32), embed_dim=8, hidden=(32,))
+FM = DeepFMConfig(field_dims=(N_USERS, N_CATS, N_ITEMS, N_CATS, 11, 32, 32, 12), embed_dim=8, hidden=(32,))
 FAST = TrainSettings(
     device="cpu",
     retrieval_epochs=3,
@@ -224,13 +225,28 @@ def test_load_retrieval_examples_pads_histories_and_filters_the_split(tmp_path):
     assert len(tr.take(torch.tensor([3, 0]))) == 2
 
 
-def test_load_ranking_examples_stacks_fields_in_contract_order(tmp_path):
+def test_load_ranking_examples_stacks_fields_in_contract_order_and_filters_days(tmp_path):
     cols = {f: pa.array([i + 1, i + 2], pa.int32()) for i, f in enumerate(datasets.RANKING_FIELDS)}
-    t = pa.table({"label": pa.array([1.0, 0.0], pa.float32()), **cols})
+    t = pa.table(
+        {
+            "label": pa.array([1.0, 0.0], pa.float32()),
+            **cols,
+            "history": pa.array([[4, 3], []], pa.list_(pa.int32())),
+            "ts": pa.array(
+                [datetime(2026, 11, 10, 23, tzinfo=UTC), datetime(2026, 11, 11, tzinfo=UTC)],
+                pa.timestamp("us", tz="UTC"),
+            ),
+        }
+    )
     _write(tmp_path, "ranking_examples", {"split=train": t})
     rk = datasets.load_ranking_examples(tmp_path, DS, "train")
     assert rk.x.tolist() == [[1, 2, 3, 4, 5, 6], [2, 3, 4, 5, 6, 7]]
-    assert rk.label.tolist() == [1.0, 0.0]
+    assert rk.label.tolist() == [1.0, 0.0] and rk.history is None
+    with_history = datasets.load_ranking_examples(tmp_path, DS, "train", history_len=3)
+    assert with_history.history.tolist() == [[4, 3, 0], [0, 0, 0]]
+    late = datasets.load_ranking_examples(tmp_path, DS, "train", start=date(2026, 11, 11))
+    early = datasets.load_ranking_examples(tmp_path, DS, "train", stop=date(2026, 11, 11))
+    assert late.label.tolist() == [0.0] and early.label.tolist() == [1.0]
     assert len(datasets.load_ranking_examples(tmp_path, DS, "valid")) == 0
 
 
