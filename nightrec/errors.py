@@ -39,7 +39,11 @@ class ContractViolation(NightrecError):
 
 
 class GateFailed(NightrecError):
-    """A data gate (Great Expectations suite or volume check) failed; nothing live was changed."""
+    """A data gate (Great Expectations suite or volume check) failed; nothing live was changed.
+
+    Each failure is a dict with ``rule`` and, where known, ``suite``, ``table``, ``file``, ``column``,
+    ``count``, ``rows`` (up to 5 shown) and ``detail``.
+    """
 
     def __init__(
         self, suite: str, failures: list[dict], data_docs: str | None = None, source: str | None = None
@@ -51,11 +55,19 @@ class GateFailed(NightrecError):
             + f": {len(failures)} rule(s) broken"
         ]
         for f in failures[:10]:
+            where = f"[{f['suite']}] " if f.get("suite") else ""
             col = f" column {f['column']!r}" if f.get("column") else ""
+            tbl = f" of {f['table']}" if f.get("table") else ""
             cnt = f" ({f['count']} rows)" if f.get("count") is not None else ""
-            lines.append(f"  - {f['rule']}{col}{cnt}{': ' + str(f['detail']) if f.get('detail') else ''}")
+            lines.append(
+                f"  - {where}{f['rule']}{col}{tbl}{cnt}{': ' + str(f['detail']) if f.get('detail') else ''}"
+            )
+            if f.get("file"):
+                lines.append(f"      file: {f['file']}")
             for r in (f.get("rows") or [])[:5]:
                 lines.append(f"      {r}")
+        if len(failures) > 10:
+            lines.append(f"  ... and {len(failures) - 10} more (see the Data Docs)")
         if data_docs:
             lines.append(f"  Data Docs: {data_docs}")
         super().__init__("\n".join(lines))

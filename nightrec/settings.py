@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from nightrec.validation.config import GateSettings
+
 
 class SparkSettings(BaseModel):
     master: str = "local[2]"
@@ -73,6 +75,9 @@ class TrainSettings(BaseModel):
     max_train_rows: int | None = Field(
         None, description="Cap on examples per model (newest kept); None = all."
     )
+    checkpoint_dir: str | None = Field(
+        None, description="Per-epoch training checkpoints (resume after a kill). Default: <home>/checkpoints"
+    )
 
 
 class ScoringSettings(BaseModel):
@@ -130,6 +135,7 @@ class Settings(BaseSettings):
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
+    gates: GateSettings = Field(default_factory=GateSettings)
 
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:

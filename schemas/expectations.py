@@ -51,14 +51,13 @@ def to_suite(
 
 
 def recs_audit_suite(top_k: int) -> gx.ExpectationSuite:
-    """Per-user audit of the final lists: exactly K, no duplicates, nothing seen, nothing unavailable."""
+    """Per-user audit of the final lists: K items (fewer only when fewer than K are recommendable to the user,
+    never none), no duplicates, nothing seen, unavailable, unknown or out of vocabulary."""
+    zero = ("n_short", "n_duplicates", "n_seen", "n_unavailable", "n_unknown_items", "n_oov_items")
     return gx.ExpectationSuite(
         name="recs_audit",
         expectations=[
-            gxe.ExpectColumnValuesToBeBetween(column="n_recs", min_value=top_k, max_value=top_k),
-            gxe.ExpectColumnValuesToBeBetween(column="n_duplicates", min_value=0, max_value=0),
-            gxe.ExpectColumnValuesToBeBetween(column="n_seen", min_value=0, max_value=0),
-            gxe.ExpectColumnValuesToBeBetween(column="n_unavailable", min_value=0, max_value=0),
-            gxe.ExpectColumnValuesToBeBetween(column="n_unknown_items", min_value=0, max_value=0),
+            gxe.ExpectColumnValuesToBeBetween(column="n_recs", min_value=1, max_value=top_k),
+            *[gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=0) for c in zero],
         ],
     )

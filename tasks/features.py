@@ -19,11 +19,17 @@ from tasks.context import settings_for
 
 @task(name="resolve-run-date", cache_policy=NO_CACHE)
 def resolve_run_date(params: NightlyParams) -> NightlyParams:
-    """Fill in the run date (the day after the newest event) and the data folder."""
+    """Fill in the run date (the day after the newest event) and the data folder.
+
+    Events stamped later than now cannot set the date: a clock-skewed feed would otherwise move the night
+    into the future and hide its bad rows from the raw gate's timestamp rule.
+    """
     s = settings_for(params)
     out = params.model_copy(update={"data": params.data or s.raw_data})
     if params.run_date is None:
-        newest = raw.read_raw_table(get_spark(s.spark), out.data, "events").agg(F.max("ts")).first()[0]
+        events = raw.read_raw_table(get_spark(s.spark), out.data, "events")
+        not_future = F.when(F.col("ts") <= F.current_timestamp(), F.col("ts"))
+        newest = events.agg(F.max(not_future)).first()[0]
         if newest is None:
             raise ValueError(f"no events in {out.data}/events: cannot choose a run date; pass one")
         out.run_date = newest.date() + timedelta(days=1)

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from pathlib import Path
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from nightrec.io.spark import get_spark
-from nightrec.validation import gates
+from nightrec.settings import Settings
+from nightrec.validation import docs, gates
 from nightrec.validation.gates import GateReport
 from schemas.params import NightlyParams
 from tasks.context import settings_for
 
 
-def _publish(report: GateReport, ds: date) -> dict:
+def _markdown(report: GateReport, ds: date) -> str:
     lines = [f"## Gate `{report.gate}` for {ds}: {'passed' if report.success else '**FAILED**'}", ""]
     lines += ["| suite | success | expectations | failed |", "| --- | --- | --- | --- |"]
     for r in report.results:
@@ -26,14 +28,38 @@ def _publish(report: GateReport, ds: date) -> dict:
         )
         for f in r.failures[:10]:
             lines.append(
-                f"| ↳ {f['rule']} | `{f.get('column')}` | {f.get('count')} | {json.dumps(f.get('rows'), default=str)[:200]} |"
+                f"| ↳ {f['rule']} | `{f.get('column')}` {f.get('file') or ''} | {f.get('count')} "
+                f"| {json.dumps(f.get('rows'), default=str)[:200]} |"
             )
+    for title, items in (
+        ("Warnings", [f"{w['rule']}: {w['detail']}" for w in report.warnings]),
+        ("Notes", report.notes),
+    ):
+        if items:
+            lines += ["", f"### {title}", *[f"- {i}" for i in items]]
     if report.data_docs:
         lines += ["", f"Data Docs: `{report.data_docs}`"]
+    return "\n".join(lines)
+
+
+def _publish(report: GateReport, ds: date, settings: Settings) -> dict:
     create_markdown_artifact(
-        "\n".join(lines), key=f"gate-{report.gate}", description=f"{report.gate} gate, {ds}"
+        _markdown(report, ds), key=f"gate-{report.gate}", description=f"{report.gate} gate, {ds}"
     )
-    get_run_logger().info("gate %s: %s (Data Docs: %s)", report.gate, report.success, report.data_docs)
+    if report.data_docs:
+        create_link_artifact(
+            Path(report.data_docs).resolve().as_uri(), link_text=f"Data Docs ({report.gate}, {ds})",
+            key=f"data-docs-{report.gate}",
+        )  # fmt: skip
+    log = get_run_logger()
+    try:
+        run_id = docs.log_gate(settings, ds, report)
+        log.info("gate %s logged to MLflow run %s", report.gate, run_id)
+    except Exception as e:  # noqa: BLE001 - a tracking outage must not hide the gate's own verdict
+        log.warning("could not log gate %s to MLflow: %s", report.gate, e)
+    for w in report.warnings:
+        log.warning("gate %s warning: %s: %s", report.gate, w["rule"], w["detail"])
+    log.info("gate %s: %s (Data Docs: %s)", report.gate, report.success, report.data_docs)
     report.raise_if_failed()
     return report.summary()
 
@@ -42,18 +68,19 @@ def _publish(report: GateReport, ds: date) -> dict:
 def validate_raw(params: NightlyParams) -> dict:
     """Great Expectations on the raw events, items and users."""
     s = settings_for(params)
-    return _publish(gates.validate_raw(get_spark(s.spark), s.raw_data, s), params.run_date)
+    report = gates.validate_raw(get_spark(s.spark), s.raw_data, s, params.run_date)
+    return _publish(report, params.run_date, s)
 
 
 @task(name="validate-feature-tables", cache_policy=NO_CACHE)
 def validate_features(params: NightlyParams) -> dict:
     """Great Expectations on every feature table of the run date."""
     s = settings_for(params)
-    return _publish(gates.validate_features(get_spark(s.spark), s, params.run_date), params.run_date)
+    return _publish(gates.validate_features(get_spark(s.spark), s, params.run_date), params.run_date, s)
 
 
 @task(name="validate-recommendations", cache_policy=NO_CACHE)
 def validate_recs(params: NightlyParams) -> dict:
     """Great Expectations on the final lists and their per-user audit."""
     s = settings_for(params)
-    return _publish(gates.validate_recs(s, params.run_date), params.run_date)
+    return _publish(gates.validate_recs(s, params.run_date), params.run_date, s)

@@ -83,31 +83,72 @@ def check_parquet_files(files: list[Path], table: Table) -> None:
                 )
 
 
+# Columns the checked read adds beside the contract: where a row came from, its text, why it is malformed.
+FILE, LINE, REASON = "_file", "_line", "_reason"
+_CORRUPT = "_corrupt_record"
+
+
+def _convert(table: Table, c) -> F.Column:
+    """String field -> contract type; malformed values become null (ANSI casts would abort the whole read)."""
+    src = F.col(c.name)
+    if c.dtype == "array<string>":
+        return F.split(src, r"\|")
+    if c.dtype == "map<string,string>":
+        return F.from_json(src, T.MapType(T.StringType(), T.StringType()))
+    if c.dtype == "timestamp":
+        return F.try_to_timestamp(src)
+    if c.dtype == "bool":
+        low = F.lower(F.trim(src))
+        return F.when(low.isin("true", "1", "yes"), True).when(low.isin("false", "0", "no"), False)
+    if c.dtype == "string":
+        return src
+    return src.try_cast(_contract_type(table, c.name))
+
+
 def _read_csv(spark: SparkSession, files: list[Path], table: Table) -> DataFrame:
     # CSV cannot hold arrays or maps: tags are '|'-joined and attributes a JSON object; read as strings first.
-    string_schema = T.StructType([T.StructField(c.name, T.StringType(), True) for c in table.columns])
+    string_schema = T.StructType(
+        [T.StructField(c.name, T.StringType(), True) for c in table.columns]
+        + [T.StructField(_CORRUPT, T.StringType(), True)]
+    )
     df = (
         spark.read.schema(string_schema)
         .option("header", True)
         .option("mode", "PERMISSIVE")
+        .option("columnNameOfCorruptRecord", _CORRUPT)
         # RFC 4180 doubles quotes inside quoted fields (JSON attributes); Spark's default escape is a backslash.
         .option("escape", '"')
         .csv([str(f) for f in files])
     )
+    reasons = [
+        F.when(
+            F.col(_CORRUPT).isNotNull(),
+            F.lit(f"malformed line: expected {len(table.columns)} comma-separated fields"),
+        )
+    ]
+    typed = {}
     for c in table.columns:
-        if c.dtype == "array<string>":
-            df = df.withColumn(c.name, F.when(F.col(c.name).isNull(), None).otherwise(F.split(c.name, r"\|")))
-        elif c.dtype == "map<string,string>":
-            df = df.withColumn(c.name, F.from_json(c.name, T.MapType(T.StringType(), T.StringType())))
-        elif c.dtype == "timestamp":
-            df = df.withColumn(c.name, F.to_timestamp(c.name))
-        elif c.dtype == "bool":
-            df = df.withColumn(c.name, F.lower(F.col(c.name)).isin("true", "1", "yes"))
-    return conform(df, table)
+        typed[c.name] = _convert(table, c)
+        if c.dtype not in ("string", "array<string>"):
+            bad = F.col(c.name).isNotNull() & typed[c.name].isNull()
+            reasons.append(F.when(bad, F.lit(f"unparsable {c.dtype} in column {c.name!r}")))
+    line = F.coalesce(
+        F.col(_CORRUPT), F.concat_ws(",", *[F.coalesce(F.col(c.name), F.lit("")) for c in table.columns])
+    )
+    return df.select(
+        *[typed[c.name].alias(c.name) for c in table.columns],
+        F.input_file_name().alias(FILE),
+        line.alias(LINE),
+        F.coalesce(*reasons).alias(REASON),
+    )
 
 
-def read_raw_table(spark: SparkSession, root: str | Path, name: str) -> DataFrame:
-    """Read one raw table in contract form (explicit schema, contract column order)."""
+def read_raw_checked(spark: SparkSession, root: str | Path, name: str) -> DataFrame:
+    """Every row of one raw table in contract form plus ``_file``, ``_line`` and ``_reason``.
+
+    ``_reason`` is null for well-formed rows; CSV rows with the wrong number of fields or an unparsable
+    typed value carry the reason (the quarantine hook). Parquet is typed, so its rows never carry one.
+    """
     table = RAW_TABLES[name]
     fmt, files = table_files(Path(root), table)
     if fmt == "csv":
@@ -117,8 +158,23 @@ def read_raw_table(spark: SparkSession, root: str | Path, name: str) -> DataFram
     df = spark.read.parquet(*[str(f) for f in files])
     for c in table.columns:
         if c.name not in present:
-            df = df.withColumn(c.name, F.lit(None).cast(to_struct_type(table)[c.name].dataType))
-    return conform(df, table)
+            df = df.withColumn(c.name, F.lit(None).cast(_contract_type(table, c.name)))
+    return conform(df, table).select(
+        *table.names,
+        F.input_file_name().alias(FILE),
+        F.lit(None).cast("string").alias(LINE),
+        F.lit(None).cast("string").alias(REASON),
+    )
+
+
+def _contract_type(table: Table, name: str) -> T.DataType:
+    return to_struct_type(table)[name].dataType
+
+
+def read_raw_table(spark: SparkSession, root: str | Path, name: str) -> DataFrame:
+    """Read one raw table in contract form (explicit schema, contract column order), malformed rows left out."""
+    table = RAW_TABLES[name]
+    return read_raw_checked(spark, root, name).where(F.col(REASON).isNull()).select(*table.names)
 
 
 def raw_files(root: str | Path) -> list[Path]:

@@ -7,105 +7,44 @@ stop the run (``GateFailed``) before anything live changes.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
-from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
-from nightrec.errors import GateFailed
-from nightrec.io import lake, raw
+from nightrec.io import lake
 from nightrec.scoring import inputs
 from nightrec.settings import Settings
-from nightrec.validation import runner
+from nightrec.validation import history, profile, runner
+from nightrec.validation.checks import Check, run_checks
+from nightrec.validation.feature_gate import feature_checks, feature_stats, validate_features
+from nightrec.validation.raw_gate import validate_raw
+from nightrec.validation.report import GateReport, docs_dir, make_report
 from schemas import expectations
-from schemas.spark import to_struct_type
-from schemas.tables import FEATURE_TABLES, RAW_TABLES, RECS
+from schemas.tables import RECS
+
+__all__ = [
+    "GateReport",
+    "docs_dir",
+    "feature_checks",
+    "feature_stats",
+    "validate_features",
+    "validate_raw",
+    "validate_recs",
+    "recs_audit",
+    "VALIDATION",
+]
 
 
-@dataclass
-class GateReport:
-    gate: str
-    success: bool
-    results: list[runner.SuiteResult] = field(default_factory=list)
-    data_docs: str | None = None
+def recs_audit(settings: Settings, ds: date) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """The recs table, a per-user audit and the number of recommendable items.
 
-    def summary(self) -> dict:
-        return {
-            "gate": self.gate,
-            "success": self.success,
-            "suites": {r.suite: {"success": r.success, **r.statistics} for r in self.results},
-            "data_docs": self.data_docs,
-        }
-
-    def raise_if_failed(self, source: str | None = None) -> None:
-        if self.success:
-            return
-        failed = [r for r in self.results if not r.success]
-        failures = [f | {"rule": f"{r.suite}: {f['rule']}"} for r in failed for f in r.failures]
-        raise GateFailed(self.gate, failures, self.data_docs, source)
-
-
-def _report(gate: str, results: list[runner.SuiteResult]) -> GateReport:
-    docs = next((r.data_docs for r in results if r.data_docs), None)
-    return GateReport(gate, all(r.success for r in results), results, docs)
-
-
-def _docs_path(url: str | None) -> str | None:
-    return url[len("file://") :] if url and url.startswith("file://") else url
-
-
-def validate_raw(spark: SparkSession, raw_root: str | Path, settings: Settings) -> GateReport:
-    """Contract + rules on events, items and users as read (explicit schema)."""
-    ctx = runner.get_context(settings.gx_root, settings.data_docs)
-    results = []
-    allowed = {"event_type": settings.event_types}
-    for name, table in RAW_TABLES.items():
-        df = raw.read_raw_table(spark, raw_root, name)
-        results.append(
-            runner.run_suite(
-                ctx, expectations.to_suite(table, allowed), df, engine="spark", asset=f"raw_{name}"
-            )
-        )
-    report = _report("raw", results)
-    report.data_docs = _docs_path(report.data_docs)
-    return report
-
-
-def validate_features(spark: SparkSession, settings: Settings, ds: date) -> GateReport:
-    """Contract checks on every feature table of ``ds``."""
-    ctx = runner.get_context(settings.gx_root, settings.data_docs)
-    results = []
-    for name, table in FEATURE_TABLES.items():
-        path = lake.require_partition(settings.lake, name, ds)
-        df = spark.read.schema(to_struct_type(table)).parquet(str(path)).select(*table.names)
-        extra = []
-        if name in ("retrieval_examples", "ranking_examples", "interactions"):
-            import great_expectations.expectations as gxe
-
-            extra.append(gxe.ExpectTableRowCountToBeBetween(min_value=1))
-        if name == "user_features":
-            df = df.withColumn("history_len", F.size("history"))
-        results.append(
-            runner.run_suite(
-                ctx,
-                expectations.to_suite(table, extra=extra),
-                df.drop("history_len"),
-                engine="spark",
-                asset=name,
-            )
-        )
-    report = _report("features", results)
-    report.data_docs = _docs_path(report.data_docs)
-    return report
-
-
-def recs_audit(settings: Settings, ds: date) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The recs table and a per-user audit: list length, duplicates, seen, unavailable and unknown items."""
+    The audit has list length, duplicates, seen, unavailable, unknown and out-of-vocabulary items, and
+    ``n_short``: how many items short of K the list is, beyond what the user could be given. A list may be
+    shorter than K only when fewer than K items are recommendable to that user (available, not blocked,
+    not already seen); that is the documented exception.
+    """
     recs = (
         pads.dataset(str(lake.require_partition(settings.lake, RECS.name, ds)), format="parquet")
         .to_table()
@@ -116,14 +55,17 @@ def recs_audit(settings: Settings, ds: date) -> tuple[pd.DataFrame, pd.DataFrame
     seen = inputs.load_interactions(settings.lake, ds, None, ds, settings.features)[["user_id", "item_id"]]
     seen_codes = set(zip(seen["user_id"], seen["item_id"], strict=True))
     pairs = list(zip(recs["user_id"], recs["item_id"], strict=True))
-    avail = dict(zip(items.item_id, items.available, strict=True))
     blocked = set(settings.scoring.blocklist)
+    avail = dict(zip(items.item_id, items.available, strict=True))
+    oov = {i for i, idx in zip(items.item_id, items.item_idx, strict=True) if idx == 0}
+    allowed = {i for i, a in avail.items() if a and i not in blocked}
     flags = pd.DataFrame(
         {
             "user_id": recs["user_id"],
             "seen": [p in seen_codes for p in pairs],
             "unavailable": [not avail.get(i, True) or i in blocked for i in recs["item_id"]],
             "unknown": [i not in avail for i in recs["item_id"]],
+            "oov": [i in oov for i in recs["item_id"]],
             "dup": recs.duplicated(["user_id", "item_id"]).to_numpy(),
         }
     )
@@ -132,17 +74,25 @@ def recs_audit(settings: Settings, ds: date) -> tuple[pd.DataFrame, pd.DataFrame
         n_seen=("seen", "sum"),
         n_unavailable=("unavailable", "sum"),
         n_unknown_items=("unknown", "sum"),
+        n_oov_items=("oov", "sum"),
         n_duplicates=("dup", "sum"),
     )
     # Every known user must be present: a missing user shows up as a row with no recommendations.
     audit = audit.reindex(pd.Index(users.user_id, name="user_id"), fill_value=0).reset_index()
-    return recs, audit.astype({c: np.int64 for c in audit.columns if c != "user_id"})
+    seen_allowed = seen[seen["item_id"].isin(allowed)].drop_duplicates().groupby("user_id").size()
+    can_get = len(allowed) - audit["user_id"].map(seen_allowed).fillna(0)
+    expected = np.minimum(settings.scoring.top_k, can_get.clip(lower=0))
+    audit["n_short"] = (expected - audit["n_recs"]).clip(lower=0)
+    return recs, audit.astype({c: np.int64 for c in audit.columns if c != "user_id"}), len(allowed)
 
 
 def validate_recs(settings: Settings, ds: date) -> GateReport:
-    """The recommendations contract and the per-user audit suite (exactly K, nothing seen or unavailable)."""
-    ctx = runner.get_context(settings.gx_root, settings.data_docs)
-    recs, audit = recs_audit(settings, ds)
+    """The recommendations contract, the per-user audit and catalog coverage; on success the run's gate
+    statistics become history (every gate of the night has passed by then)."""
+    docs = docs_dir(settings, ds)
+    ctx = runner.get_context(settings.gx_root, docs)
+    recs, audit, n_allowed = recs_audit(settings, ds)
+    path = str(lake.partition_path(settings.lake, RECS.name, ds))
     results = [
         runner.run_suite(ctx, expectations.to_suite(RECS), recs, engine="pandas", asset="recs"),
         runner.run_suite(
@@ -155,9 +105,26 @@ def validate_recs(settings: Settings, ds: date) -> GateReport:
             index_columns=["user_id"],
         ),
     ]
-    report = _report("recommendations", results)
-    report.data_docs = _docs_path(report.data_docs)
+    for r in results:
+        for f in r.failures:
+            f["table"], f["file"] = "recs", path
+    n_items = int(recs["item_id"].nunique())
+    coverage = profile.safe_ratio(n_items, n_allowed)
+    g = settings.gates
+    cov = Check(
+        "catalog_coverage", min(coverage, 1.0), g.min_catalog_coverage, None, "fail", "recs", "item_id",
+        f"{n_items} distinct items recommended out of {n_allowed} recommendable ({coverage:.2%}); "
+        f"required >= {g.min_catalog_coverage:.2%}",
+    )  # fmt: skip
+    results.append(run_checks(ctx, "recs_checks", [cov]))
+    report = make_report("recommendations", results, docs)
+    fallback = int(recs.loc[recs["source"] == "fallback", "user_id"].nunique())
+    report.stats = {"rows": len(recs), "users": len(audit), "fallback_users": fallback, "coverage": coverage}
+    report.notes.append(f"{fallback} users got the cold-start fallback list")
     _record(settings, ds, report)
+    if report.success:
+        history.save_pending(settings.lake, ds, "recs", report.stats)
+        history.commit(settings.lake, ds)
     return report
 
 

@@ -22,26 +22,36 @@ class SuiteResult:
     failures: list[dict] = field(default_factory=list)
     statistics: dict[str, Any] = field(default_factory=dict)
     data_docs: str | None = None
+    warnings: list[dict] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 def get_context(gx_root: str, docs_dir: str):
-    """A file-backed GX context (validation history kept between nights) with our Data Docs site."""
+    """A file-backed GX context (validation history kept between nights) whose Data Docs go to ``docs_dir``.
+
+    Each run date gets its own static site: the site's folder is switched to ``docs_dir`` when it differs.
+    """
     Path(gx_root).mkdir(parents=True, exist_ok=True)
     ctx = gx.get_context(mode="file", project_root_dir=gx_root)
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-    if _SITE not in ctx.get_site_names():
-        ctx.add_data_docs_site(
-            site_name=_SITE,
-            site_config={
-                "class_name": "SiteBuilder",
-                "store_backend": {
-                    "class_name": "TupleFilesystemStoreBackend",
-                    "base_directory": str(docs_dir),
-                },
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            },
-        )
+    site = {
+        "class_name": "SiteBuilder",
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    }
+    sites = ctx.variables.data_docs_sites or {}
+    if _SITE not in sites:
+        ctx.add_data_docs_site(site_name=_SITE, site_config=site)
+    elif sites[_SITE].get("store_backend", {}).get("base_directory") != str(docs_dir):
+        ctx.update_data_docs_site(site_name=_SITE, site_config=site)
     return ctx
+
+
+def _plain(row):
+    """numpy scalars -> Python ones, so messages read ``{'n_short': 1}`` rather than ``np.int64(1)``."""
+    if isinstance(row, dict):
+        return {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+    return row.item() if hasattr(row, "item") else row
 
 
 def _failure(r) -> dict:
@@ -59,9 +69,22 @@ def _failure(r) -> dict:
         "rule": cfg.type,
         "column": column if isinstance(column, str) else (list(column) if column else None),
         "count": res.get("unexpected_count"),
-        "rows": rows[:5],
+        "rows": [_plain(r) for r in rows[:5]],
         "detail": detail or None,
     }
+
+
+def _checkpoint(name: str, vd, result_format: str, index_columns: list[str] | None) -> gx.Checkpoint:
+    return gx.Checkpoint(
+        name=name,
+        validation_definitions=[vd],
+        actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=[_SITE])],
+        result_format={
+            "result_format": result_format,
+            "partial_unexpected_count": 5,
+            **({"unexpected_index_column_names": index_columns} if index_columns else {}),
+        },
+    )
 
 
 def run_suite(
@@ -73,6 +96,7 @@ def run_suite(
     asset: str,
     result_format: str = "SUMMARY",
     index_columns: list[str] | None = None,
+    detail_on_failure_only: bool = False,
 ):
     """Validate ``frame`` (Spark or pandas DataFrame) against ``suite`` and update the Data Docs.
 
@@ -97,19 +121,14 @@ def run_suite(
     vd = ctx.validation_definitions.add_or_update(
         gx.ValidationDefinition(name=f"{asset}__{suite.name}", data=batch_def, suite=suite)
     )
-    cp = ctx.checkpoints.add_or_update(
-        gx.Checkpoint(
-            name=f"{asset}__{suite.name}",
-            validation_definitions=[vd],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=[_SITE])],
-            result_format={
-                "result_format": result_format,
-                "partial_unexpected_count": 5,
-                **({"unexpected_index_column_names": index_columns} if index_columns else {}),
-            },
-        )
-    )
+    name = f"{asset}__{suite.name}"
+    # On big frames the first pass only answers pass/fail; the row-level detail is paid for on failure.
+    first = "BOOLEAN_ONLY" if detail_on_failure_only else result_format
+    cp = ctx.checkpoints.add_or_update(_checkpoint(name, vd, first, index_columns))
     cr = cp.run(batch_parameters={"dataframe": frame})
+    if detail_on_failure_only and not cr.success:
+        cp = ctx.checkpoints.add_or_update(_checkpoint(name, vd, result_format, index_columns))
+        cr = cp.run(batch_parameters={"dataframe": frame})
     vr = next(iter(cr.run_results.values()))
     failures = [_failure(r) for r in vr.results if not r.success]
     docs = None
@@ -117,3 +136,19 @@ def run_suite(
     if urls:
         docs = urls[0].get("site_url")
     return SuiteResult(suite.name, bool(cr.success), failures, dict(vr.statistics), docs)
+
+
+def write_root_index(docs_root: str | Path) -> Path:
+    """``docs_root/index.html``: links to every run date's own Data Docs site, newest first."""
+    root = Path(docs_root)
+    runs = sorted((p for p in root.glob("ds=*") if (p / "index.html").exists()), reverse=True)
+    items = "\n".join(f'<li><a href="{p.name}/index.html">{p.name[3:]}</a></li>' for p in runs)
+    html = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>nightrec Data Docs</title></head>"
+        f"<body><h1>nightrec data gates</h1><p>One Data Docs site per run date.</p><ul>\n{items}\n</ul>"
+        "</body></html>\n"
+    )
+    out = root / "index.html"
+    root.mkdir(parents=True, exist_ok=True)
+    out.write_text(html)
+    return out

@@ -1,0 +1,175 @@
+"""Aggregate checks (shares, volume, drift) expressed as a Great Expectations suite over one row of metrics.
+
+The heavy lifting is one Spark aggregation per table; what GX validates is a one-row frame of metrics, so the
+checks cost nothing extra, show up in the Data Docs beside the contract suites, and keep their own threshold
+and ``fail``/``warn`` action. Row-level detail (offending rows with their file) is fetched only for a failed
+check, through its ``sample`` callable.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import great_expectations as gx
+import great_expectations.expectations as gxe
+import pandas as pd
+
+from nightrec.validation import runner
+from nightrec.validation.config import Action, DriftRule, ShareRule, VolumeSettings
+
+
+@dataclass
+class Check:
+    """One metric of this run with its allowed range, the rule's action and how to explain it."""
+
+    name: str
+    value: float
+    min_value: float | None
+    max_value: float | None
+    action: Action
+    table: str
+    column: str | None
+    explain: str
+    count: int | None = None
+    sample: Callable[[], list[dict]] | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        lo = self.min_value is None or self.value >= self.min_value
+        hi = self.max_value is None or self.value <= self.max_value
+        return lo and hi and not math.isnan(self.value)
+
+
+def share_check(
+    name: str, count: int, total: int, rule: ShareRule, table: str, column: str | None, what: str, sample=None
+) -> Check:
+    share = count / total if total else 0.0
+    return Check(
+        name,
+        share,
+        None,
+        rule.max_share,
+        rule.action,
+        table,
+        column,
+        f"{count} of {total} rows ({share:.2%}) {what}; allowed at most {rule.max_share:.2%}",
+        count,
+        sample,
+    )
+
+
+def volume_checks(
+    name: str, value: int, past: list[int], cfg: VolumeSettings, table: str, what: str, floor: int = 0
+) -> list[Check]:
+    """``value`` against the median of past runs: a low and a high rule, each with its own action."""
+    if not past:
+        return [
+            Check(
+                f"{name}_low",
+                value,
+                floor,
+                None,
+                cfg.low_action,
+                table,
+                None,
+                f"{value} {what}, expected >= {floor} (no successful run yet to compare with)",
+                value,
+            )
+        ]
+    med = statistics.median(past)
+    lo, hi = med * cfg.min_ratio, med * cfg.max_ratio
+    basis = f"{len(past)}-run median {med:g}"
+    return [
+        Check(
+            f"{name}_low", value, lo, None, cfg.low_action, table, None,
+            f"{value} {what}, expected >= {lo:g} ({cfg.min_ratio:g} x {basis})", value,
+        ),
+        Check(
+            f"{name}_high", value, None, hi, cfg.high_action, table, None,
+            f"{value} {what}, expected <= {hi:g} ({cfg.max_ratio:g} x {basis})", value,
+        ),
+    ]  # fmt: skip
+
+
+def psi(current: dict[str, float], reference: dict[str, float], eps: float = 1e-4) -> float:
+    """Population stability index of two histograms (counts by bucket); 0 = identical."""
+    cur_n, ref_n = sum(current.values()), sum(reference.values())
+    if not cur_n or not ref_n:
+        return 0.0 if cur_n == ref_n else math.inf
+    total = 0.0
+    for k in set(current) | set(reference):
+        p = max(current.get(k, 0) / cur_n, eps)
+        q = max(reference.get(k, 0) / ref_n, eps)
+        total += (p - q) * math.log(p / q)
+    return total
+
+
+def drift_checks(
+    hists: dict[str, dict], previous: dict[str, dict] | None, rules: dict[str, DriftRule], table: str
+) -> list[Check]:
+    """PSI of each configured feature's histogram against the previous successful run's."""
+    out = []
+    for feature, rule in rules.items():
+        if feature not in hists or not previous or feature not in previous:
+            continue
+        value = psi(hists[feature], previous[feature])
+        out.append(
+            Check(
+                f"psi_{feature}",
+                min(value, 1e6),
+                None,
+                rule.threshold,
+                rule.action,
+                table,
+                feature,
+                f"feature {feature!r}: PSI {value:.3f} against the previous successful run "
+                f"(threshold {rule.threshold:g}, action {rule.action})",
+            )
+        )
+    return out
+
+
+def run_checks(ctx, suite_name: str, checks: list[Check]) -> runner.SuiteResult:
+    """Validate the metrics with GX (for the Data Docs) and report broken ``fail`` rules as failures.
+
+    Returns:
+        SuiteResult whose ``success`` ignores ``warn`` rules; those are in ``warnings``.
+    """
+    frame = pd.DataFrame([{c.name: float(c.value) for c in checks}])
+    exps = [
+        gxe.ExpectColumnValuesToBeBetween(
+            column=c.name,
+            min_value=c.min_value,
+            max_value=c.max_value,
+            severity="critical" if c.action == "fail" else "warning",
+            description=c.explain,
+        )
+        for c in checks
+        if c.min_value is not None or c.max_value is not None
+    ]
+    res = runner.run_suite(
+        ctx, gx.ExpectationSuite(name=suite_name, expectations=exps), frame, engine="pandas", asset=suite_name
+    )
+    failures, warnings = [], []
+    for c in checks:
+        if c.ok:
+            continue
+        entry = {
+            "rule": c.name,
+            "table": c.table,
+            "column": c.column,
+            "count": c.count,
+            "rows": (c.sample() if c.sample and c.action == "fail" else []),
+            "detail": c.explain,
+        }
+        if entry["rows"]:
+            entry["file"] = entry["rows"][0].get("_file")
+        (failures if c.action == "fail" else warnings).append(entry)
+    res.success = not failures
+    res.failures = failures
+    res.warnings = warnings
+    res.metrics = {c.name: c.value for c in checks}
+    return res

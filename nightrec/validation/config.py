@@ -1,0 +1,73 @@
+"""Thresholds of the data gates (the ``gates`` section of ``Settings``; env ``NIGHTREC_GATES__...``)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Action = Literal["fail", "warn"]
+
+
+class ShareRule(BaseModel):
+    """A share of rows (0..1) that may not exceed ``max_share``."""
+
+    max_share: float = Field(ge=0.0, le=1.0)
+    action: Action = "fail"
+
+
+class DriftRule(BaseModel):
+    """Population stability index of one feature's distribution against the previous successful run."""
+
+    threshold: float = Field(0.25, gt=0.0)
+    action: Action = "warn"
+
+
+class VolumeSettings(BaseModel):
+    """Row counts against the median of the last ``history_runs`` successful runs."""
+
+    history_runs: int = Field(7, ge=1)
+    min_ratio: float = Field(0.5, ge=0.0, description="Below median x this: the low-volume rule fires.")
+    max_ratio: float = Field(3.0, ge=1.0, description="Above median x this: the high-volume rule fires.")
+    low_action: Action = "fail"
+    high_action: Action = "warn"
+    min_events_last_day: int = Field(1, ge=0, description="Floor used before any history exists.")
+
+
+def _drift_defaults() -> dict[str, DriftRule]:
+    return {
+        "event_type_mix": DriftRule(threshold=0.2, action="fail"),
+        "engaged_category": DriftRule(threshold=0.25, action="fail"),
+        "user_activity": DriftRule(threshold=0.25, action="warn"),
+        "item_popularity": DriftRule(threshold=0.25, action="warn"),
+    }
+
+
+class GateSettings(BaseModel):
+    """What each gate tolerates. Shares are of the table's rows; actions are ``fail`` or ``warn``."""
+
+    data_start: date = Field(date(2000, 1, 1), description="Events before this date are out of range.")
+    out_of_range_ts: ShareRule = Field(default_factory=lambda: ShareRule(max_share=0.05))
+    unknown_items: ShareRule = Field(default_factory=lambda: ShareRule(max_share=0.05))
+    duplicates: ShareRule = Field(default_factory=lambda: ShareRule(max_share=0.05))
+    quarantine: ShareRule = Field(
+        default_factory=lambda: ShareRule(max_share=0.01),
+        description="Malformed rows (unparsable CSV lines or fields) moved to lake/quarantine/.",
+    )
+    min_available_items: float = Field(0.01, ge=0.0, le=1.0, description="Share of the catalog.")
+    max_event_value: float | None = Field(None, description="Upper bound of events.value (>= 0 always).")
+    null_rate_jump: ShareRule = Field(
+        default_factory=lambda: ShareRule(max_share=0.2),
+        description="Increase of a nullable raw column's null rate over the previous successful run.",
+    )
+    volume: VolumeSettings = Field(default_factory=VolumeSettings)
+    drift: dict[str, DriftRule] = Field(default_factory=_drift_defaults)
+    new_users: ShareRule = Field(default_factory=lambda: ShareRule(max_share=0.5, action="warn"))
+    new_items: ShareRule = Field(default_factory=lambda: ShareRule(max_share=0.5, action="warn"))
+    max_user_features_null_rate: float = Field(0.5, ge=0.0, le=1.0, description="days_since_last.")
+    min_examples_per_user: float = Field(1.0, ge=0.0, description="Retrieval train examples per user.")
+    min_catalog_coverage: float = Field(
+        0.02, ge=0.0, le=1.0, description="Distinct recommended items / recommendable items."
+    )
+    sample_rows: int = Field(5, ge=1, le=50, description="Offending rows shown per broken rule.")

@@ -1,0 +1,231 @@
+"""The raw gate: contract suites on events, items and users as read, plus quarantine, share, volume,
+null-rate and event-mix drift checks against the last successful runs."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import great_expectations.expectations as gxe
+import pyarrow.parquet as pq
+from pyspark import StorageLevel
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from nightrec.errors import ContractViolation
+from nightrec.features.events import ts_of
+from nightrec.io import raw
+from nightrec.settings import Settings
+from nightrec.validation import history, profile, quarantine, runner
+from nightrec.validation.checks import Check, drift_checks, run_checks, share_check, volume_checks
+from nightrec.validation.report import GateReport, docs_dir, make_report
+from schemas import expectations
+from schemas.tables import RAW_TABLES
+
+
+def _contract_cond(failure: dict):
+    """The Spark condition selecting the rows a broken column expectation is about (None: not row-level)."""
+    col, detail, rule = failure.get("column"), failure.get("detail") or {}, failure["rule"]
+    if not isinstance(col, str):
+        return None
+    c = F.col(col)
+    if rule == "expect_column_values_to_not_be_null":
+        return c.isNull()
+    if rule == "expect_column_values_to_be_in_set":
+        return c.isNotNull() & ~c.isin(list(detail.get("value_set") or []))
+    if rule == "expect_column_values_to_be_between":
+        lo, hi = detail.get("min_value"), detail.get("max_value")
+        cond = F.lit(False)
+        cond = cond | (c < lo) if lo is not None else cond
+        return cond | (c > hi) if hi is not None else cond
+    return None
+
+
+def _with_rows(result: runner.SuiteResult, checked, table: str, n: int) -> runner.SuiteResult:
+    """Attach the offending rows (and their file) to each broken row-level rule of a contract suite."""
+    for f in result.failures:
+        f["table"] = table
+        cond = _contract_cond(f)
+        if cond is not None and checked is not None:
+            rows = profile.sample_where(checked, cond & F.col(raw.REASON).isNull(), n)
+            if rows:
+                f["rows"], f["file"] = rows, rows[0].get(raw.FILE)
+    return result
+
+
+def _read_failure(name: str, e: ContractViolation) -> runner.SuiteResult:
+    failure = {"rule": e.rule, "table": name, "column": e.column, "file": e.path, "rows": e.sample_rows}
+    return runner.SuiteResult(f"raw_{name}_read", False, [failure])
+
+
+def validate_raw(spark: SparkSession, raw_root: str | Path, settings: Settings, ds: date) -> GateReport:
+    """Contract suites and aggregate checks on events, items and users as read for run date ``ds``.
+
+    Malformed CSV rows are quarantined (and the gate fails when there are too many); volume, null-rate and
+    event-mix drift are compared with the last successful runs (``_gate_stats``).
+    """
+    docs = docs_dir(settings, ds)
+    ctx = runner.get_context(settings.gx_root, docs)
+    checked, results = {}, []
+    for name in RAW_TABLES:
+        try:
+            df = raw.read_raw_checked(spark, raw_root, name)
+            # Parquet scans read only the columns each pass needs, faster than building a full cache;
+            # CSV is parsed once and kept.
+            fmt, _ = raw.table_files(Path(raw_root), RAW_TABLES[name])
+            checked[name] = df.persist(StorageLevel.MEMORY_AND_DISK) if fmt == "csv" else df
+        except ContractViolation as e:
+            results.append(_read_failure(name, e))
+    if results:
+        _unpersist(checked)
+        return make_report("raw", results, docs)
+    try:
+        report = _validate_raw_frames(ctx, checked, settings, ds, docs)
+    finally:
+        _unpersist(checked)
+    report.results.append(_extra_columns(raw_root))
+    return report
+
+
+def _extra_columns(raw_root: str | Path) -> runner.SuiteResult:
+    """Columns beyond the contract are ignored by the reader; say so instead of failing."""
+    warnings = []
+    for name, table in RAW_TABLES.items():
+        fmt, files = raw.table_files(Path(raw_root), table)
+        if fmt != "parquet":
+            continue
+        for f in files:
+            extra = sorted(set(pq.read_schema(f).names) - set(table.names))
+            if extra:
+                warnings.append(
+                    {"rule": "extra_columns", "table": name, "file": str(f), "column": None,
+                     "detail": f"{f} has columns outside the contract of {name} (ignored): {extra}"}
+                )  # fmt: skip
+                break
+    return runner.SuiteResult("raw_schema", True, warnings=warnings)
+
+
+def _unpersist(frames: dict) -> None:
+    for df in frames.values():
+        df.unpersist()
+
+
+def _validate_raw_frames(ctx, checked: dict, settings: Settings, ds: date, docs: str) -> GateReport:
+    g, n = settings.gates, settings.gates.sample_rows
+    good = {k: v.where(F.col(raw.REASON).isNull()) for k, v in checked.items()}
+    allowed = {"event_type": settings.event_types}
+    results, checks, notes = [], [], []
+    counts = {name: profile.table_counts(checked[name], name) for name in RAW_TABLES}
+    for name, table in RAW_TABLES.items():
+        extra = []
+        if name == "events":
+            extra.append(
+                gxe.ExpectColumnValuesToBeBetween(column="value", min_value=0, max_value=g.max_event_value)
+            )
+        suite = expectations.to_suite(table, allowed, extra)
+        res = runner.run_suite(
+            ctx,
+            suite,
+            good[name].select(*table.names),
+            engine="spark",
+            asset=f"raw_{name}",
+            detail_on_failure_only=True,
+        )
+        results.append(_with_rows(res, checked[name], name, n))
+        c = counts[name]
+        total = c["rows"] + c["malformed"]
+        checks.append(
+            share_check(
+                f"{name}_malformed_share", c["malformed"], total, g.quarantine, name, None,
+                "are malformed (quarantined)", lambda df=checked[name]: profile.sample_malformed(df, n),
+            )
+        )  # fmt: skip
+        if c["malformed"]:
+            path = quarantine.write(checked[name], settings.lake, ds, name)
+            notes.append(f"{c['malformed']} malformed {name} rows quarantined to {path}")
+    ev = profile.event_counts(
+        good["events"], good["items"], ds, g.data_start, g.max_event_value, settings.event_types
+    )
+    n_events = counts["events"]["rows"]
+    checks += _event_checks(ev, n_events, good, settings, ds)
+    checks.append(
+        Check(
+            "available_item_share",
+            profile.safe_ratio(counts["items"]["available"], counts["items"]["rows"]),
+            g.min_available_items, None, "fail", "items", "available",
+            f"{counts['items']['available']} of {counts['items']['rows']} items are available; "
+            f"required share >= {g.min_available_items:.2%}",
+        )
+    )  # fmt: skip
+    past = history.load(settings.lake, ds, g.volume.history_runs)
+    prev = past[0].get("raw") if past else None
+    checks += _null_jump_checks(counts, prev, g)
+    checks += volume_checks(
+        "events_last_day", ev["events_last_day"],
+        [h["raw"]["events"]["events_last_day"] for h in past if "raw" in h], g.volume, "events",
+        f"events for ds={(ds - timedelta(days=1)).isoformat()}", g.volume.min_events_last_day,
+    )  # fmt: skip
+    checks += volume_checks(
+        "events_total", n_events, [h["raw"]["tables"]["events"]["rows"] for h in past if "raw" in h],
+        g.volume, "events", "events in total",
+    )  # fmt: skip
+    checks += drift_checks(ev["hist"], prev and prev.get("hist"), g.drift, "events")
+    results.append(run_checks(ctx, "raw_checks", checks))
+    if ev["duplicates"]:
+        notes.append(f"{ev['duplicates']} duplicate events (replays) will be dropped by build_features")
+    if ev["out_of_range_ts"]:
+        notes.append(
+            f"{ev['out_of_range_ts']} events outside [{g.data_start}, {ds}) ({ev['future_ts']} after the run "
+            "date) will not reach features"
+        )
+    if ev["unknown_items"]:
+        notes.append(f"{ev['unknown_items']} events of items unknown to the catalog will be dropped")
+    stats = {"tables": counts, "events": {k: v for k, v in ev.items() if k != "hist"}, "hist": ev["hist"]}
+    report = make_report("raw", results, docs)
+    report.notes, report.stats = notes, stats
+    if report.success:
+        history.save_pending(settings.lake, ds, "raw", stats)
+    return report
+
+
+def _event_checks(ev: dict, n_events: int, good: dict, settings: Settings, ds: date) -> list[Check]:
+    g, n = settings.gates, settings.gates.sample_rows
+    events, items = good["events"], good["items"]
+    start, stop = ts_of(g.data_start), ts_of(ds)
+    out_of_range = (F.col("ts") < F.lit(start)) | (F.col("ts") >= F.lit(stop))
+    return [
+        share_check(
+            "out_of_range_ts_share", ev["out_of_range_ts"], n_events, g.out_of_range_ts, "events", "ts",
+            f"have ts outside [{g.data_start}, {ds})",
+            lambda: profile.sample_where(events, out_of_range, n, ["user_id", "item_id", "event_type", "ts"]),
+        ),
+        share_check(
+            "duplicate_share", ev["duplicates"], n_events, g.duplicates, "events", None,
+            "are exact duplicates (user_id, item_id, event_type, ts)",
+            lambda: profile.sample_duplicates(events, n),
+        ),
+        share_check(
+            "unknown_item_share", ev["unknown_items"], n_events, g.unknown_items, "events", "item_id",
+            "refer to items missing from the catalog", lambda: profile.sample_unknown_items(events, items, n),
+        ),
+    ]  # fmt: skip
+
+
+def _null_jump_checks(counts: dict, prev: dict | None, g) -> list[Check]:
+    if not prev:
+        return []
+    out = []
+    for name, c in counts.items():
+        before = prev["tables"].get(name, {}).get("null_rate", {})
+        for col, rate in c["null_rate"].items():
+            if col not in before:
+                continue
+            out.append(
+                Check(
+                    f"null_jump_{name}_{col}", rate - before[col], None, g.null_rate_jump.max_share,
+                    g.null_rate_jump.action, name, col,
+                    f"null rate of {name}.{col} went from {before[col]:.2%} to {rate:.2%} "
+                    f"(allowed increase {g.null_rate_jump.max_share:.2%})",
+                )
+            )  # fmt: skip
+    return out

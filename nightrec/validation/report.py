@@ -1,0 +1,53 @@
+"""What a gate returns: the suites' results, warnings, notes, statistics and the run's Data Docs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from nightrec.errors import GateFailed
+from nightrec.settings import Settings
+from nightrec.validation import runner
+
+
+@dataclass
+class GateReport:
+    gate: str
+    success: bool
+    results: list[runner.SuiteResult] = field(default_factory=list)
+    data_docs: str | None = None
+    notes: list[str] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def warnings(self) -> list[dict]:
+        return [w | {"suite": r.suite} for r in self.results for w in r.warnings]
+
+    def summary(self) -> dict:
+        return {
+            "gate": self.gate,
+            "success": self.success,
+            "suites": {r.suite: {"success": r.success, **r.statistics} for r in self.results},
+            "warnings": [f"{w['rule']}: {w['detail']}" for w in self.warnings],
+            "notes": self.notes,
+            "metrics": {k: v for r in self.results for k, v in r.metrics.items()},
+            "data_docs": self.data_docs,
+        }
+
+    def raise_if_failed(self, source: str | None = None) -> None:
+        if self.success:
+            return
+        failures = [f | {"suite": r.suite} for r in self.results if not r.success for f in r.failures]
+        raise GateFailed(self.gate, failures, self.data_docs, source)
+
+
+def docs_dir(settings: Settings, ds: date) -> str:
+    """The run's own Data Docs site: one static HTML folder per run date."""
+    return str(Path(settings.data_docs) / f"ds={ds.isoformat()}")
+
+
+def make_report(gate: str, results: list[runner.SuiteResult], docs: str) -> GateReport:
+    index = Path(docs) / "index.html"
+    runner.write_root_index(Path(docs).parent)
+    return GateReport(gate, all(r.success for r in results), results, str(index) if index.exists() else docs)
