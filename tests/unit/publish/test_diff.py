@@ -10,6 +10,8 @@ import pytest
 
 from nightrec.io.store import open_store
 from nightrec.publish import diff
+from schemas.arrow import to_arrow_schema
+from schemas.tables import RECS
 from tests.unit.publish import publish
 
 DS = date(2026, 11, 22)
@@ -23,17 +25,7 @@ def _recs(folder, lists: dict[str, list[str]]):
     ]
     folder.mkdir(parents=True)
     pq.write_table(
-        pa.Table.from_pylist(rows).cast(
-            pa.schema(
-                [
-                    ("user_id", pa.string()),
-                    ("rank", pa.int32()),
-                    ("item_id", pa.string()),
-                    ("score", pa.float64()),
-                    ("source", pa.string()),
-                ]
-            )
-        ),
+        pa.Table.from_pylist(rows).cast(to_arrow_schema(RECS)),
         folder / "part-0.parquet",
     )
     return folder
