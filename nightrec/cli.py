@@ -74,7 +74,9 @@ def run(
     run_date: Annotated[
         str | None, typer.Option("--date", help="YYYY-MM-DD; default: day after newest event.")
     ] = None,
-    force: Annotated[bool, typer.Option(help="Recompute features even if inputs are unchanged.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Rebuild features and retrain models even if their inputs are unchanged.")
+    ] = False,
     top_k: Annotated[int | None, typer.Option(help="List length (default from settings).")] = None,
     stages: Annotated[str | None, typer.Option(help="Comma-separated subset of stages.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,

@@ -6,8 +6,9 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact
 from prefect.cache_policies import NO_CACHE
 
-from nightrec.training import stages
+from nightrec.training import reuse, stages, tracking
 from schemas.params import NightlyParams
+from schemas.tables import RANKING_EXAMPLES, RETRIEVAL_EXAMPLES
 from tasks.context import run_id, settings_for
 
 
@@ -24,15 +25,34 @@ def _report(ref: dict, s) -> dict:
     return ref
 
 
+def _train_or_reuse(
+    params: NightlyParams, model: str, examples: str, train, extra: dict | None = None
+) -> dict:
+    s = settings_for(params)
+    tracking.configure_mlflow(s.mlflow_tracking_uri, s.mlflow_artifact_root, s.mlflow_experiment)
+    key = reuse.reuse_key(s, params.run_date, model, examples, extra)
+    if not params.force and (ref := reuse.find_trained(model, key)):
+        get_run_logger().info(
+            "%s: inputs, settings and code unchanged; reusing version %s", model, ref["version"]
+        )
+        return _report(ref, s)
+    tags = {"nightrec.flow_run_id": run_id(), reuse.REUSE_TAG: key}
+    return _report(train(s, params.run_date, tags), s)
+
+
 @task(name="train-two-tower", cache_policy=NO_CACHE)
 def train_retrieval(params: NightlyParams) -> dict:
-    """Train the two-tower retrieval model on the run date's examples and register it."""
-    s = settings_for(params)
-    return _report(stages.train_retrieval(s, params.run_date, {"nightrec.flow_run_id": run_id()}), s)
+    """Train the two-tower retrieval model on the run date's examples and register it (or reuse it)."""
+    return _train_or_reuse(params, stages.RETRIEVAL, RETRIEVAL_EXAMPLES.name, stages.train_retrieval)
 
 
 @task(name="train-deepfm", cache_policy=NO_CACHE)
 def train_ranking(params: NightlyParams) -> dict:
-    """Train the DeepFM ranking model on the run date's examples and register it."""
-    s = settings_for(params)
-    return _report(stages.train_ranking(s, params.run_date, {"nightrec.flow_run_id": run_id()}), s)
+    """Train the DeepFM ranking model on the run date's examples and register it (or reuse it).
+
+    The ranker learns from the two-tower's candidates, so the two-tower version is part of its reuse key.
+    """
+    two_tower = tracking.get_alias_version(stages.RETRIEVAL, "challenger")
+    return _train_or_reuse(
+        params, stages.RANKING, RANKING_EXAMPLES.name, stages.train_ranking, {"two_tower": two_tower}
+    )

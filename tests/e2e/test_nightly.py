@@ -100,8 +100,9 @@ def test_two_nights_publish_validated_lists_and_keep_history(prefect_harness, e2
         settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
     )
     client = MlflowClient()
+    champions = {}
     for name, epochs in (("nightrec-retrieval", 4), ("nightrec-ranking", 2)):
-        version = tracking.get_alias_version(name, "champion")
+        version = champions[name] = tracking.get_alias_version(name, "champion")
         assert version is not None, f"{name} has no champion"
         run = client.get_run(client.get_model_version(name, str(version)).run_id)
         assert run.data.params, name
@@ -117,9 +118,13 @@ def test_two_nights_publish_validated_lists_and_keep_history(prefect_harness, e2
     )
     assert ndcg > pop
 
-    # Night 2: features are reused, the champion is kept or replaced by the gate, the pointer moves forward.
+    # Night 2, same inputs: features and both models are reused (nothing that shapes them changed), the gate
+    # still decides, and the pointer moves forward to a new generation.
     out = nightly(NightlyParams(data=str(e2e_raw), run_date=RUN_DATE))
     assert out["build_features"]["skipped"] is True
+    for stage, name in (("train_retrieval", "nightrec-retrieval"), ("train_ranking", "nightrec-ranking")):
+        assert out[stage].get("reused") is True, stage
+        assert out[stage]["version"] == champions[name], stage
     promo = out["evaluate_and_promote"]
     assert "champion" in promo["metrics"]
     expected = promo["challenger"] if promo["promoted"] else promo["previous_champion"]
