@@ -254,7 +254,19 @@ def status() -> None:
     for name in ("nightrec-retrieval", "nightrec-ranking"):
         console.print(f"{name}: champion v{tracking.get_alias_version(name, 'champion')}")
     last = Path(settings.home) / "last_run.json"
-    console.print(f"last run: {last.read_text() if last.exists() else 'none'}")
+    if not last.exists():
+        console.print("last run: none")
+        return
+    run = json.loads(last.read_text())
+    console.print(
+        f"last run: {run.get('status')} at {run.get('finished_at')} (run date {run.get('run_date', '?')})"
+    )
+    if run.get("error"):
+        console.print(f"  error: {run['error']}")
+    if seconds := run.get("seconds"):
+        console.print("  stages: " + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items()))
+    if promo := run.get("evaluate_and_promote"):
+        console.print(f"  promotion: {promo.get('reason')}")
 
 
 def main() -> None:  # pragma: no cover
