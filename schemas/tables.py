@@ -142,6 +142,16 @@ INTERACTIONS = Table(
     ),
 )
 
+# Windowed per-user counts: one column per (event type, window), named by count_column().
+COUNT_EVENT_TYPES = ("impression", "view", "click", "cart", "purchase", "rating")
+COUNT_WINDOWS = (1, 7, 30)
+POPULARITY_WINDOWS = (1, 7, 30)
+
+
+def count_column(event_type: str, days: int) -> str:
+    return f"n_{event_type}_{days}d"
+
+
 _ROLE = _c(
     "role", "string", "eval = as of the holdout start; serve = as of the run date.", allowed=("eval", "serve")
 )
@@ -158,6 +168,29 @@ USER_FEATURES = Table(
         _c("n_events", "int64", "Engaged events before the cutoff.", min_value=0),
         _c("days_since_last", "double", "Days from the last engaged event to the cutoff.", nullable=True),
         _c("top_category_idx", "int32", "Most engaged category (0 = none).", min_value=0),
+        _c(
+            "top_category_share",
+            "double",
+            "Share of the engaged weight in the top category (null = no engagement).",
+            nullable=True,
+        ),
+        _c(
+            "top3_category_share",
+            "double",
+            "Share of the engaged weight in the top 3 categories.",
+            nullable=True,
+        ),
+        _c(
+            "mean_price",
+            "double",
+            "Mean list price of the engaged items (null = none priced).",
+            nullable=True,
+        ),
+        *(
+            _c(count_column(t, w), "int64", f"{t} events in the {w} day(s) before the cutoff.")
+            for t in COUNT_EVENT_TYPES
+            for w in COUNT_WINDOWS
+        ),
     ),
     partition_by=("role",),
 )
@@ -184,6 +217,34 @@ ITEM_FEATURES = Table(
         ),
         _c("pop_bucket", "int32", "Popularity bucket, log2 scale (0 = none).", min_value=0, max_value=31),
         _c("available", "bool", "Recommendable."),
+        _c("tags", "array<string>", "Free tags from the catalog.", nullable=True),
+        _c(
+            "age_days",
+            "double",
+            "Days in the catalog at the cutoff (null = unknown or created after the cutoff).",
+            nullable=True,
+        ),
+        *(
+            _c(f"popularity_{w}d", "double", f"Weighted engagement in the {w} day(s) before the cutoff.")
+            for w in POPULARITY_WINDOWS
+        ),
+        _c(
+            "trend_7d_30d",
+            "double",
+            "Daily engagement rate over 7 days / over 30 days (1 = steady; null = none in 30 days).",
+            nullable=True,
+        ),
+        _c("impressions_30d", "int64", "Impressions in the 30 days before the cutoff."),
+        _c("clicks_30d", "int64", "Clicks in the 30 days before the cutoff."),
+        _c(
+            "ctr_smoothed",
+            "double",
+            "clicks_30d / impressions_30d shrunk toward the catalog rate by 20 impressions, capped at 1 "
+            "(null = no impressions in the window at all).",
+            nullable=True,
+            min_value=0.0,
+            max_value=1.0,
+        ),
     ),
     partition_by=("role",),
 )

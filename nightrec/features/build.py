@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
@@ -36,6 +37,8 @@ class FeatureSummary:
     skipped: bool
     rows: dict[str, int]
     cutoffs: dict[str, str]
+    written: tuple[str, ...] = ()
+    duplicates_dropped: int | None = None
 
 
 def code_fingerprint() -> str:
@@ -58,8 +61,9 @@ def parquet_rows(path: Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in path.rglob("*.parquet"))
 
 
-def write_table(df: DataFrame, table: Table, lake_root: str, ds: date, fp: str) -> int:
+def write_table(df: DataFrame, table: Table, lake_root: str, ds: date, fp: str, **meta) -> int:
     """Conform, write to staging, swap into place, then the marker. Returns the row count."""
+    lake.clear_staging(lake_root, table.name, ds)
     staging = lake.staging_path(lake_root, table.name, ds)
     writer = conform(df, table).write.mode("overwrite")
     if table.partition_by:
@@ -67,14 +71,34 @@ def write_table(df: DataFrame, table: Table, lake_root: str, ds: date, fp: str) 
     writer.parquet(str(staging))
     final = lake.partition_path(lake_root, table.name, ds)
     lake.commit_staging(staging, final)
+    # The worst moment to die: the data is in place but unmarked, so readers must refuse it.
+    lake.fault_point("features.during_write", table.name)
     rows = parquet_rows(final)
-    lake.write_marker(final, fp, table=table.name, rows=rows)
+    lake.write_marker(final, fp, table=table.name, rows=rows, **meta)
     return rows
 
 
 def read_table(spark: SparkSession, lake_root: str, table: Table, ds: date) -> DataFrame:
     path = lake.require_partition(lake_root, table.name, ds)
     return spark.read.schema(to_struct_type(table)).parquet(str(path)).select(*table.names)
+
+
+class _Writer:
+    """Writes the tables of one run that are not already complete for its fingerprint (resume after a kill)."""
+
+    def __init__(self, lake_root: str, ds: date, fp: str, force: bool) -> None:
+        self.lake_root, self.ds, self.fp, self.force = lake_root, ds, fp, force
+        self.rows: dict[str, int] = {}
+        self.written: list[str] = []
+
+    def ensure(self, table: Table, make: Callable[[], DataFrame], **meta: Callable[[], object]) -> None:
+        if not self.force and lake.is_complete(self.lake_root, table.name, self.ds, self.fp):
+            marker = lake.read_marker(lake.partition_path(self.lake_root, table.name, self.ds)) or {}
+            self.rows[table.name] = marker["rows"]
+            return
+        values = {k: f() for k, f in meta.items()}
+        self.rows[table.name] = write_table(make(), table, self.lake_root, self.ds, self.fp, **values)
+        self.written.append(table.name)
 
 
 def build_features(
@@ -85,76 +109,90 @@ def build_features(
     cfg: FeatureSettings,
     force: bool = False,
 ) -> FeatureSummary:
-    """Build every feature table for ``run_date``; skip when all markers match the input fingerprint."""
+    """Build every feature table of ``run_date`` whose marker does not match the input fingerprint.
+
+    Tables are written in dependency order, each behind its own marker, so a run killed half way resumes
+    with the first unmarked table; ``force`` rewrites all of them.
+    """
     cut = ev.Cutoffs.for_run(run_date, cfg)
     cut_info = {k: str(v) for k, v in asdict(cut).items()}
     fp = fingerprint(raw_root, run_date, cfg)
     if not force and all(lake.is_complete(lake_root, t.name, run_date, fp) for t in OUTPUTS):
-        rows = {
-            t.name: lake.read_marker(lake.partition_path(lake_root, t.name, run_date))["rows"]
-            for t in OUTPUTS
+        markers = {
+            t.name: lake.read_marker(lake.partition_path(lake_root, t.name, run_date)) for t in OUTPUTS
         }
-        return FeatureSummary(run_date.isoformat(), fp, True, rows, cut_info)
+        rows = {name: m["rows"] for name, m in markers.items()}
+        dups = markers[INTERACTIONS.name].get("duplicates_dropped")
+        return FeatureSummary(run_date.isoformat(), fp, True, rows, cut_info, (), dups)
 
+    out = _Writer(lake_root, run_date, fp, force)
     events = raw.read_raw_table(spark, raw_root, "events")
-    items = raw.read_raw_table(spark, raw_root, "items").dropDuplicates(["item_id"])
-    users = raw.read_raw_table(spark, raw_root, "users").dropDuplicates(["user_id"])
+    # Small and read by almost every table: cached once instead of re-scanned and re-deduplicated each time.
+    items = raw.read_raw_table(spark, raw_root, "items").dropDuplicates(["item_id"]).persist()
+    users = raw.read_raw_table(spark, raw_root, "users").dropDuplicates(["user_id"]).persist()
     clean = ev.clean_events(events, items, run_date, cfg).persist()
-    rows: dict[str, int] = {}
 
-    prev_ds = lake.latest_complete(lake_root, VOCAB.name, before=run_date)
-    prev = read_table(spark, lake_root, VOCAB, prev_ds) if prev_ds else None
-    train_engaged = clean.where((F.col("ts") < F.lit(ev.ts_of(cut.eval_start))) & (F.col("weight") > 0))
-    new_vocab = (
-        vocab.extend_vocab(prev, train_engaged.select(F.col("user_id").alias("value")), "user_id")
-        .unionByName(vocab.extend_vocab(prev, items.select(F.col("item_id").alias("value")), "item_id"))
-        .unionByName(vocab.extend_vocab(prev, items.select(F.col("category").alias("value")), "category"))
-        .unionByName(
-            vocab.extend_vocab(prev, users.select(F.col("attributes")["segment"].alias("value")), "segment")
+    def make_vocab() -> DataFrame:
+        prev_ds = lake.latest_complete(lake_root, VOCAB.name, before=run_date)
+        prev = read_table(spark, lake_root, VOCAB, prev_ds) if prev_ds else None
+        train_engaged = clean.where((F.col("ts") < F.lit(ev.ts_of(cut.eval_start))) & (F.col("weight") > 0))
+        segments = users.select(F.col("attributes")["segment"].alias("value"))
+        return (
+            vocab.extend_vocab(prev, train_engaged.select(F.col("user_id").alias("value")), "user_id")
+            .unionByName(vocab.extend_vocab(prev, items.select(F.col("item_id").alias("value")), "item_id"))
+            .unionByName(vocab.extend_vocab(prev, items.select(F.col("category").alias("value")), "category"))
+            .unionByName(vocab.extend_vocab(prev, segments, "segment"))
         )
-    )
-    rows[VOCAB.name] = write_table(new_vocab, VOCAB, lake_root, run_date, fp)
+
+    out.ensure(VOCAB, make_vocab)
     voc = read_table(spark, lake_root, VOCAB, run_date)
     user_map = vocab.lookup(voc, "user_id", "user_id", "user_idx")
     item_map = vocab.lookup(voc, "item_id", "item_id", "item_idx")
     category_map = vocab.lookup(voc, "category", "category", "category_idx")
     segment_map = vocab.lookup(voc, "segment", "segment", "segment_idx")
 
-    inter = (
-        clean.join(user_map, "user_id", "left")
-        .join(item_map, "item_id", "left")
-        .fillna(0, ["user_idx", "item_idx"])
+    out.ensure(
+        INTERACTIONS,
+        lambda: (
+            clean.join(user_map, "user_id", "left")
+            .join(item_map, "item_id", "left")
+            .fillna(0, ["user_idx", "item_idx"])
+        ),
+        duplicates_dropped=lambda: ev.count_duplicates(events, items, run_date, cfg, clean),
     )
-    rows[INTERACTIONS.name] = write_table(inter, INTERACTIONS, lake_root, run_date, fp)
     clean.unpersist()
     inter = read_table(spark, lake_root, INTERACTIONS, run_date).persist()
+    roles = (("eval", cut.eval_start), ("serve", run_date))
 
-    item_feats = {
-        role: point_in_time.build_item_features(
-            inter, items, item_map, category_map, cutoff, cfg.popularity_days, role
+    def make_items() -> DataFrame:
+        eval_, serve = (
+            point_in_time.build_item_features(inter, items, item_map, category_map, c, cfg.popularity_days, r)
+            for r, c in roles
         )
-        for role, cutoff in (("eval", cut.eval_start), ("serve", run_date))
-    }
-    rows[ITEM_FEATURES.name] = write_table(
-        item_feats["eval"].unionByName(item_feats["serve"]), ITEM_FEATURES, lake_root, run_date, fp
-    )
-    item_all = read_table(spark, lake_root, ITEM_FEATURES, run_date)
+        return eval_.unionByName(serve)
+
+    out.ensure(ITEM_FEATURES, make_items)
     item_static = (
-        item_all.where(F.col("role") == "eval")
+        read_table(spark, lake_root, ITEM_FEATURES, run_date)
+        .where(F.col("role") == "eval")
         .select("item_idx", "category_idx", "price_bucket", "pop_bucket")
         .where(F.col("item_idx") > 0)
     )
     item_categories = item_static.select("item_idx", "category_idx")
-
-    user_feats = [
-        point_in_time.build_user_features(
-            inter, users, user_map, segment_map, item_categories, cutoff, cfg.history_len, role
-        )
-        for role, cutoff in (("eval", cut.eval_start), ("serve", run_date))
-    ]
-    rows[USER_FEATURES.name] = write_table(
-        user_feats[0].unionByName(user_feats[1]), USER_FEATURES, lake_root, run_date, fp
+    item_prices = (
+        items.select("item_id", "price").join(item_map, "item_id", "inner").select("item_idx", "price")
     )
+
+    def make_users() -> DataFrame:
+        eval_, serve = (
+            point_in_time.build_user_features(
+                inter, users, user_map, segment_map, item_categories, c, cfg.history_len, r, item_prices
+            )
+            for r, c in roles
+        )
+        return eval_.unionByName(serve)
+
+    out.ensure(USER_FEATURES, make_users)
     user_static = (
         read_table(spark, lake_root, USER_FEATURES, run_date)
         .where(F.col("role") == "serve")
@@ -162,21 +200,19 @@ def build_features(
         .join(user_map, "user_id", "left")
         .fillna(0, ["user_idx"])
     )
-    rows[RETRIEVAL_EXAMPLES.name] = write_table(
-        examples.build_retrieval_examples(inter, user_static, item_static, cut, cfg.history_len),
+    out.ensure(
         RETRIEVAL_EXAMPLES,
-        lake_root,
-        run_date,
-        fp,
+        lambda: examples.build_retrieval_examples(inter, user_static, item_static, cut, cfg.history_len),
     )
-    rows[RANKING_EXAMPLES.name] = write_table(
-        examples.build_ranking_examples(
+    out.ensure(
+        RANKING_EXAMPLES,
+        lambda: examples.build_ranking_examples(
             inter, user_static, item_static, cut, cfg.negatives_per_positive, cfg.seed, cfg.history_len
         ),
-        RANKING_EXAMPLES,
-        lake_root,
-        run_date,
-        fp,
     )
-    inter.unpersist()
-    return FeatureSummary(run_date.isoformat(), fp, False, rows, cut_info)
+    for df in (inter, items, users):
+        df.unpersist()
+    dups = (lake.read_marker(lake.partition_path(lake_root, INTERACTIONS.name, run_date)) or {}).get(
+        "duplicates_dropped"
+    )
+    return FeatureSummary(run_date.isoformat(), fp, False, out.rows, cut_info, tuple(out.written), dups)

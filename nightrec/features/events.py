@@ -41,14 +41,32 @@ def weight_column(cfg: FeatureSettings) -> F.Column:
     ).otherwise(w)
 
 
-def clean_events(events: DataFrame, items: DataFrame, run_date: date, cfg: FeatureSettings) -> DataFrame:
-    """Events usable as of ``run_date``: before it, known type and item, exact replays removed, weighted."""
+def _usable(events: DataFrame, items: DataFrame, run_date: date, cfg: FeatureSettings) -> DataFrame:
     known_items = items.select("item_id").distinct()
     return (
         events.where(F.col("ts") < F.lit(ts_of(run_date)))
         .where(F.col("event_type").isin(list(cfg.event_weights)))
         .where(F.col("user_id").isNotNull() & F.col("item_id").isNotNull() & F.col("ts").isNotNull())
-        .dropDuplicates(["user_id", "item_id", "event_type", "ts"])
         .join(known_items, on="item_id", how="left_semi")
+    )
+
+
+def clean_events(events: DataFrame, items: DataFrame, run_date: date, cfg: FeatureSettings) -> DataFrame:
+    """Events usable as of ``run_date``: before it, known type and item, exact replays removed, weighted.
+
+    A replay is a second row with the same user, item, type and time. The kept ``value`` is the largest, so
+    the result never depends on which copy a task happened to see first.
+    """
+    return (
+        _usable(events, items, run_date, cfg)
+        .groupBy("user_id", "item_id", "event_type", "ts")
+        .agg(F.max("value").alias("value"))
         .withColumn("weight", weight_column(cfg))
     )
+
+
+def count_duplicates(
+    events: DataFrame, items: DataFrame, run_date: date, cfg: FeatureSettings, clean: DataFrame
+) -> int:
+    """Replayed rows that ``clean_events`` dropped: usable rows minus kept rows (``clean`` is its output)."""
+    return _usable(events, items, run_date, cfg).count() - clean.count()

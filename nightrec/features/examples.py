@@ -23,7 +23,9 @@ def build_retrieval_examples(
     ``user_static``: user_id, user_idx, segment_idx; ``item_static``: item_idx, category_idx.
     """
     engaged = interactions.where((F.col("ts") < F.lit(ts_of(cut.eval_start))) & (F.col("weight") > 0))
-    before = Window.partitionBy("user_id").orderBy("ts", "item_idx").rowsBetween(-history_len, -1)
+    # event_type breaks ties (a click and a cart at the same instant), so each row's history is reproducible.
+    order = ("ts", "item_idx", "event_type")
+    before = Window.partitionBy("user_id").orderBy(*order).rowsBetween(-history_len, -1)
     return (
         engaged.withColumn("history", F.reverse(F.collect_list("item_idx").over(before)))
         .drop("user_idx")
@@ -83,7 +85,7 @@ def build_ranking_examples(
 ) -> DataFrame:
     """Labelled (user, item, day) pairs: engaged = 1, shown without engagement = 0, plus sampled negatives.
 
-    Negatives are drawn in proportion to popularity (a unigram table joined on a random slot), so the ranker
+    Negatives are drawn in proportion to popularity (a unigram table joined on a seeded hash slot), so the ranker
     learns more than "popular vs not". ``item_static``: item_idx, category_idx, price_bucket, pop_bucket.
     Each example carries the user's history as of the start of its day (only events before that day), which
     is what the scorer sees for the days after its cutoff: the ranker derives its user-context inputs from it.
@@ -109,7 +111,11 @@ def build_ranking_examples(
         n_slots = table.count()
         sampled = (
             positives.withColumn("k", F.explode(F.sequence(F.lit(1), F.lit(negatives_per_positive))))
-            .withColumn("slot", F.floor(F.rand(seed) * n_slots).cast("long"))
+            # A hash of the pair, not rand(): rand depends on partitioning and row order, which change when
+            # events outside the training window change, and the examples must not.
+            .withColumn(
+                "slot", F.pmod(F.xxhash64("user_id", "item_idx", "day", "k", F.lit(seed)), F.lit(n_slots))
+            )
             .join(F.broadcast(table), "slot", "inner")
             .select("user_id", F.col("neg_item").alias("item_idx"), "day", F.lit(0.0).alias("label"), "ts")
             .join(pairs.select("user_id", "item_idx", "day"), ["user_id", "item_idx", "day"], "left_anti")

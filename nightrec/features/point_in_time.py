@@ -4,15 +4,63 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from nightrec.features.events import ts_of
+from schemas.tables import COUNT_EVENT_TYPES, COUNT_WINDOWS, POPULARITY_WINDOWS, count_column
+
+CTR_WINDOW_DAYS = 30
+# Impressions' worth of the catalog-wide rate mixed into each item's CTR: an item shown 3 times and clicked
+# once is not a 33% item.
+CTR_PRIOR_IMPRESSIONS = 20.0
+_DAY_US = 86_400_000_000.0  # microsecond arithmetic: unix_timestamp() would drop the fraction
 
 
-def _with_idx(df: DataFrame, mapping: DataFrame, idx: str) -> DataFrame:
-    return df.join(F.broadcast(mapping), on=mapping.columns[0], how="left").fillna(0, subset=[idx])
+def _since(cutoff: date, days: int) -> Column:
+    return F.col("ts") >= F.lit(ts_of(cutoff - timedelta(days=days)))
+
+
+def _user_counts(interactions: DataFrame, item_prices: DataFrame | None, cutoff: date) -> DataFrame:
+    """One aggregate per user: windowed counts per event type, engaged count, recency and mean price."""
+    cut = F.lit(ts_of(cutoff))
+    engaged = F.col("weight") > 0
+    counts = [
+        F.count(F.when((F.col("event_type") == t) & _since(cutoff, w), 1)).alias(count_column(t, w))
+        for t in COUNT_EVENT_TYPES
+        for w in COUNT_WINDOWS
+    ]
+    df = interactions.where(F.col("ts") < cut)
+    price = F.lit(None).cast("double")
+    if item_prices is not None:
+        df = df.join(F.broadcast(item_prices), "item_idx", "left")
+        price = F.col("price")
+    return df.groupBy("user_id").agg(
+        *counts,
+        F.count(F.when(engaged, 1)).alias("n_events"),
+        ((F.unix_micros(cut) - F.unix_micros(F.max(F.when(engaged, F.col("ts"))))) / _DAY_US).alias(
+            "days_since_last"
+        ),
+        F.avg(F.when(engaged, price)).alias("mean_price"),
+    )
+
+
+def _category_affinity(engaged: DataFrame, item_categories: DataFrame) -> DataFrame:
+    """Top category by engaged weight and the weight share of the top 1 and top 3 categories."""
+    by_cat = Window.partitionBy("user_id").orderBy(F.col("w").desc(), F.col("category_idx"))
+    return (
+        engaged.join(F.broadcast(item_categories), on="item_idx", how="inner")
+        .groupBy("user_id", "category_idx")
+        .agg(F.sum("weight").alias("w"))
+        .withColumn("rn", F.row_number().over(by_cat))
+        .groupBy("user_id")
+        .agg(
+            F.max(F.when(F.col("rn") == 1, F.col("category_idx"))).alias("top_category_idx"),
+            (F.sum(F.when(F.col("rn") == 1, F.col("w"))) / F.sum("w")).alias("top_category_share"),
+            (F.sum(F.when(F.col("rn") <= 3, F.col("w"))) / F.sum("w")).alias("top3_category_share"),
+        )
+    )
 
 
 def build_user_features(
@@ -24,13 +72,29 @@ def build_user_features(
     cutoff: date,
     history_len: int,
     role: str,
+    item_prices: DataFrame | None = None,
 ) -> DataFrame:
     """One row per known user (users table or any event before the cutoff).
 
-    ``interactions`` carries user_id, item_idx, ts, weight; ``item_categories`` maps item_idx -> category_idx.
+    Args:
+        interactions: user_id, item_idx, event_type, ts, weight.
+        users: user_id, attributes.
+        user_map: user_id -> user_idx.
+        segment_map: segment -> segment_idx.
+        item_categories: item_idx -> category_idx.
+        cutoff: Only events strictly before its midnight are used.
+        history_len: Items kept in ``history``.
+        role: Written as the ``role`` column.
+        item_prices: item_idx -> price; without it ``mean_price`` is null.
+
+    Returns:
+        The USER_FEATURES columns.
     """
     cut = F.lit(ts_of(cutoff))
-    engaged = interactions.where((F.col("ts") < cut) & (F.col("weight") > 0))
+    before = interactions.where(F.col("ts") < cut)
+    if "event_type" not in before.columns:  # hand-built frames of engaged events only
+        before = before.withColumn("event_type", F.lit(None).cast("string"))
+    engaged = before.where(F.col("weight") > 0)
     recent_first = Window.partitionBy("user_id").orderBy(F.col("ts").desc(), F.col("item_idx").desc())
     history = (
         engaged.where(F.col("item_idx") > 0)
@@ -40,25 +104,19 @@ def build_user_features(
         .agg(F.sort_array(F.collect_list(F.struct("rn", "item_idx"))).alias("h"))
         .select("user_id", F.transform("h", lambda s: s["item_idx"]).alias("history"))
     )
-    stats = engaged.groupBy("user_id").agg(
-        F.count(F.lit(1)).alias("n_events"),
-        ((F.unix_timestamp(cut) - F.unix_timestamp(F.max("ts"))) / 86400.0).alias("days_since_last"),
-    )
-    by_cat = Window.partitionBy("user_id").orderBy(F.col("w").desc(), F.col("category_idx"))
-    top_cat = (
-        engaged.join(F.broadcast(item_categories), on="item_idx", how="inner")
-        .groupBy("user_id", "category_idx")
-        .agg(F.sum("weight").alias("w"))
-        .withColumn("rn", F.row_number().over(by_cat))
-        .where(F.col("rn") == 1)
-        .select("user_id", F.col("category_idx").alias("top_category_idx"))
-    )
+    stats = _user_counts(before, item_prices, cutoff)
     segments = users.select("user_id", F.col("attributes")["segment"].alias("segment"))
-    known = users.select("user_id").unionByName(engaged.select("user_id")).distinct()
+    # Users with only impressions are known too: their counts are features even with no engagement.
+    known = users.select("user_id").unionByName(before.select("user_id")).distinct()
+    count_cols = [
+        F.coalesce(count_column(t, w), F.lit(0)).alias(count_column(t, w))
+        for t in COUNT_EVENT_TYPES
+        for w in COUNT_WINDOWS
+    ]
     return (
         known.join(history, "user_id", "left")
         .join(stats, "user_id", "left")
-        .join(top_cat, "user_id", "left")
+        .join(_category_affinity(engaged, item_categories), "user_id", "left")
         .join(segments, "user_id", "left")
         .join(F.broadcast(segment_map), "segment", "left")
         .join(user_map, "user_id", "left")
@@ -71,7 +129,27 @@ def build_user_features(
             F.coalesce("n_events", F.lit(0)).alias("n_events"),
             "days_since_last",
             F.coalesce("top_category_idx", F.lit(0)).alias("top_category_idx"),
+            "top_category_share",
+            "top3_category_share",
+            "mean_price",
+            *count_cols,
         )
+    )
+
+
+def _item_stats(interactions: DataFrame, cutoff: date, popularity_days: int) -> DataFrame:
+    """One pass over the longest window: weighted popularity per window, impressions and clicks."""
+    longest = max(popularity_days, CTR_WINDOW_DAYS, *POPULARITY_WINDOWS)
+    window = interactions.where((F.col("ts") < F.lit(ts_of(cutoff))) & _since(cutoff, longest))
+    ctr_window = _since(cutoff, CTR_WINDOW_DAYS)
+    return window.groupBy("item_id").agg(
+        F.sum(F.when(_since(cutoff, popularity_days), F.col("weight"))).alias("popularity"),
+        *[
+            F.sum(F.when(_since(cutoff, w), F.col("weight"))).alias(f"popularity_{w}d")
+            for w in POPULARITY_WINDOWS
+        ],
+        F.count(F.when(ctr_window & (F.col("event_type") == "impression"), 1)).alias("impressions_30d"),
+        F.count(F.when(ctr_window & (F.col("event_type") == "click"), 1)).alias("clicks_30d"),
     )
 
 
@@ -84,24 +162,31 @@ def build_item_features(
     popularity_days: int,
     role: str,
 ) -> DataFrame:
-    """One row per catalog item: category, price decile, popularity in the window before the cutoff."""
-    cut, start = F.lit(ts_of(cutoff)), F.lit(ts_of(cutoff - timedelta(days=popularity_days)))
-    pop = (
-        interactions.where((F.col("ts") < cut) & (F.col("ts") >= start))
-        .groupBy("item_id")
-        .agg(F.sum("weight").alias("popularity"))
-    )
-    deciles = Window.orderBy("price")
+    """One row per catalog item: category, tags, price decile, age, popularity, trend and CTR before the cutoff.
+
+    CTR is clicks over impressions in the last 30 days, shrunk toward the catalog-wide rate by
+    ``CTR_PRIOR_IMPRESSIONS`` impressions; it is null where the window has no impressions at all.
+    """
+    stats = _item_stats(interactions, cutoff, popularity_days)
+    prior = stats.agg(
+        (F.sum("clicks_30d") / F.sum("impressions_30d")).alias("prior_ctr")
+    )  # null without impressions
+    # Ties in price are broken by id: otherwise equal prices could land in different deciles run to run.
+    deciles = Window.orderBy("price", "item_id")
     priced = items.where(F.col("price").isNotNull()).select(
         "item_id", (F.ntile(10).over(deciles)).alias("price_bucket")
     )
+    age = (F.unix_micros(F.lit(ts_of(cutoff))) - F.unix_micros("created_at")) / _DAY_US
+    pops = [f"popularity_{w}d" for w in POPULARITY_WINDOWS]
+    zero_if_absent = {c: 0.0 for c in ["popularity", *pops]} | {"impressions_30d": 0, "clicks_30d": 0}
     return (
-        items.select("item_id", "category", "available")
-        .join(pop, "item_id", "left")
+        items.select("item_id", "category", "tags", "available", "created_at")
+        .join(stats, "item_id", "left")
         .join(priced, "item_id", "left")
         .join(F.broadcast(category_map), "category", "left")
         .join(item_map, "item_id", "left")
-        .withColumn("popularity", F.coalesce("popularity", F.lit(0.0)))
+        .crossJoin(F.broadcast(prior))
+        .fillna(zero_if_absent)
         .select(
             F.lit(role).alias("role"),
             "item_id",
@@ -111,5 +196,19 @@ def build_item_features(
             "popularity",
             F.least(F.floor(F.log2(F.col("popularity") + 1.0)), F.lit(31)).cast("int").alias("pop_bucket"),
             "available",
+            "tags",
+            # Not yet in the catalog at the cutoff (or unknown): no age rather than a negative one.
+            F.when(age >= 0, age).alias("age_days"),
+            *pops,
+            F.when(
+                F.col("popularity_30d") > 0, (F.col("popularity_7d") / 7.0) / (F.col("popularity_30d") / 30.0)
+            ).alias("trend_7d_30d"),
+            "impressions_30d",
+            "clicks_30d",
+            F.least(
+                (F.col("clicks_30d") + CTR_PRIOR_IMPRESSIONS * F.col("prior_ctr"))
+                / (F.col("impressions_30d") + CTR_PRIOR_IMPRESSIONS),
+                F.lit(1.0),
+            ).alias("ctr_smoothed"),
         )
     )

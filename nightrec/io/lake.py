@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
@@ -18,6 +19,27 @@ from pathlib import Path
 from nightrec.errors import StageInputMissing
 
 MARKER = "_MARKER.json"
+# Test seam for RELIABILITY scenario 11, e.g. NIGHTREC_FAULT=features.during_write:kill:user_features. It is read
+# at the fault point, not through Settings, because a killed subprocess must see it without any plumbing.
+FAULT_ENV = "NIGHTREC_FAULT"
+
+
+class InjectedFault(RuntimeError):
+    """Raised by ``fault_point`` when ``NIGHTREC_FAULT`` asks for ``raise`` at that point."""
+
+
+def fault_point(point: str, target: str = "") -> None:
+    """Raise or SIGKILL this process when ``$NIGHTREC_FAULT`` is ``<point>:<raise|kill>[:<target>]``."""
+    spec = os.environ.get(FAULT_ENV, "")
+    if not spec:
+        return
+    name, _, rest = spec.partition(":")
+    action, _, want = rest.partition(":")
+    if name != point or (want and want != target):
+        return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise InjectedFault(f"injected fault at {point} ({target or 'any'})")
 
 
 def partition_path(lake: str | Path, table: str, ds: date) -> Path:
@@ -60,6 +82,12 @@ def require_partition(lake: str | Path, table: str, ds: date) -> Path:
 
 def staging_path(lake: str | Path, table: str, ds: date) -> Path:
     return Path(lake) / table / "_staging" / f"ds={ds.isoformat()}-{uuid.uuid4().hex[:8]}"
+
+
+def clear_staging(lake: str | Path, table: str, ds: date) -> None:
+    """Remove staging folders a killed writer of this partition left behind (one writer per partition)."""
+    for p in (Path(lake) / table / "_staging").glob(f"ds={ds.isoformat()}-*"):
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def commit_staging(staging: Path, final: Path) -> None:

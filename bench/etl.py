@@ -1,0 +1,200 @@
+"""Spark feature aggregates against the DuckDB reference on generated events: events/s and peak memory.
+
+Usage: .venv/bin/python bench/etl.py [--events 1000000 10000000] [--out /tmp/bench-etl]
+Writes bench/results/etl.md. Each engine runs in its own process (so peak RSS is its own: for Spark the
+driver JVM and the Python side together), on the same raw files, computing per-user and per-item features as
+of the run date and writing them to Parquet. Session start-up is reported apart from the timed work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _spark_worker(raw: Path, out: Path, run_date: date, threads: int) -> dict:
+    t0 = time.perf_counter()
+    from pyspark.sql import functions as F
+
+    from nightrec.features import events as ev
+    from nightrec.features import point_in_time, vocab
+    from nightrec.io import raw as raw_io
+    from nightrec.io.spark import get_spark
+    from nightrec.settings import FeatureSettings, SparkSettings
+
+    cfg = FeatureSettings()
+    spark = get_spark(
+        SparkSettings(master=f"local[{threads}]", driver_memory="8g", shuffle_partitions=threads * 2)
+    )
+    started = time.perf_counter() - t0
+    t = time.perf_counter()
+    items = raw_io.read_raw_table(spark, raw, "items").persist()
+    users = raw_io.read_raw_table(spark, raw, "users").persist()
+    events = raw_io.read_raw_table(spark, raw, "events")
+    clean = ev.clean_events(events, items, run_date, cfg)
+    item_map = vocab.lookup(
+        vocab.extend_vocab(None, items.select(F.col("item_id").alias("value")), "item_id"),
+        "item_id",
+        "item_id",
+        "item_idx",
+    ).persist()
+    cat_map = vocab.lookup(
+        vocab.extend_vocab(None, items.select(F.col("category").alias("value")), "category"),
+        "category",
+        "category",
+        "category_idx",
+    )
+    # As build_features does: indexed interactions cached once, read by both feature builders.
+    inter = clean.join(F.broadcast(item_map), "item_id", "left").fillna(0, ["item_idx"]).persist()
+    user_map = spark.createDataFrame([], "user_id string, user_idx int")
+    seg_map = spark.createDataFrame([], "segment string, segment_idx int")
+    item_cats = items.join(cat_map, "category").join(item_map, "item_id").select("item_idx", "category_idx")
+    prices = items.join(item_map, "item_id").select("item_idx", "price")
+    duplicates = ev.count_duplicates(events, items, run_date, cfg, inter)
+    point_in_time.build_item_features(
+        inter, items, item_map, cat_map, run_date, cfg.popularity_days, "serve"
+    ).write.mode("overwrite").parquet(str(out / "spark_items"))
+    point_in_time.build_user_features(
+        inter, users, user_map, seg_map, item_cats, run_date, cfg.history_len, "serve", prices
+    ).write.mode("overwrite").parquet(str(out / "spark_users"))
+    seconds = time.perf_counter() - t
+    spark.stop()
+    return {"startup_s": started, "seconds": seconds, "duplicates": duplicates}
+
+
+def _duckdb_worker(raw: Path, out: Path, run_date: date, threads: int) -> dict:
+    t0 = time.perf_counter()
+    from bench import duckdb_reference as ref
+    from nightrec.settings import FeatureSettings
+
+    cfg = FeatureSettings()
+    con = ref.connect(threads=threads)
+    started = time.perf_counter() - t0
+    t = time.perf_counter()
+    ref.register_clean_events(con, raw, run_date, cfg)
+    duplicates = ref.duplicates_dropped(con)
+    ref.item_aggregates(con, run_date, cfg.popularity_days).write_parquet(str(out / "duckdb_items.parquet"))
+    ref.user_aggregates(con, run_date).write_parquet(str(out / "duckdb_users.parquet"))
+    return {"startup_s": started, "seconds": time.perf_counter() - t, "duplicates": duplicates}
+
+
+def _run_measured(engine: str, raw: Path, out: Path, run_date: date, threads: int) -> dict:
+    """Run one engine in a child process; sample the RSS of its whole process tree every 100 ms."""
+    import psutil
+
+    cmd = [sys.executable, __file__, "--worker", engine, "--raw", str(raw), "--out", str(out)]
+    cmd += ["--run-date", run_date.isoformat(), "--threads", str(threads)]
+    proc = psutil.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    peak = [0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            try:
+                tree = [proc, *proc.children(recursive=True)]
+                peak[0] = max(peak[0], sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.1)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    stdout, _ = proc.communicate()
+    th.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{engine} worker failed with exit code {proc.returncode}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    return {**result, "peak_rss_mb": peak[0] / 2**20}
+
+
+def _generate(n_events: int, out: Path) -> tuple[Path, int, date]:
+    from nightrec.data import synthetic
+
+    raw = out / f"raw-{n_events}"
+    users = max(n_events // 100, 100)
+    marker = raw / "summary.json"
+    if not marker.exists():
+        g = synthetic.generate(users, max(users // 5, 200), 60, raw, seed=1, events_per_user=100.0)
+        marker.write_text(
+            json.dumps({"n_events": g.n_events, "run_date": (g.last_day + timedelta(days=1)).isoformat()})
+        )
+    s = json.loads(marker.read_text())
+    return raw, s["n_events"], date.fromisoformat(s["run_date"])
+
+
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    ap.add_argument("--out", type=Path, default=Path("/tmp/bench-etl"))
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "etl.md")
+    ap.add_argument("--worker", choices=["spark", "duckdb"])
+    ap.add_argument("--raw", type=Path)
+    ap.add_argument("--run-date")
+    args = ap.parse_args()
+    if args.worker:
+        fn = _spark_worker if args.worker == "spark" else _duckdb_worker
+        print(json.dumps(fn(args.raw, args.out, date.fromisoformat(args.run_date), args.threads)))
+        return
+
+    rows, loads = [], [_uptime()]
+    for n in args.events:
+        raw, n_events, run_date = _generate(n, args.out)
+        for engine in ("duckdb", "spark"):
+            work = args.out / f"out-{n}-{engine}"
+            work.mkdir(parents=True, exist_ok=True)
+            r = _run_measured(engine, raw, work, run_date, args.threads)
+            rows.append({"engine": engine, "events": n_events, **r})
+            print(
+                f"{engine:6s} {n_events:>11,d} events: {r['seconds']:.1f} s, {n_events / r['seconds']:,.0f} ev/s, "
+                f"peak RSS {r['peak_rss_mb']:,.0f} MB (start-up {r['startup_s']:.1f} s)",
+                flush=True,
+            )
+        loads.append(_uptime())
+    _write_results(args.results, rows, loads, args.threads)
+
+
+def _write_results(path: Path, rows: list[dict], loads: list[str], threads: int) -> None:
+    lines = [
+        "# Feature ETL: Spark against the DuckDB reference",
+        "",
+        "Generated by `.venv/bin/python bench/etl.py`. Work timed: dedupe + weight the events, then per-user "
+        "(counts by type over 1/7/30 days, recency, category affinity, mean price) and per-item (popularity "
+        "windows, trend, smoothed CTR, age, price decile) features as of the run date, written to Parquet. "
+        "Spark also builds each user's last-20 history list, which DuckDB does not. Start-up (JVM, session) "
+        f"is excluded from the time and shown apart. {threads} threads each (Spark `local[{threads}]`); peak RSS "
+        "is the engine's whole process tree.",
+        "",
+        "| events | engine | seconds | events/s | peak RSS (MB) | start-up (s) | Spark / DuckDB |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    duck = {r["events"]: r["seconds"] for r in rows if r["engine"] == "duckdb"}
+    for r in rows:
+        ratio = f"{r['seconds'] / duck[r['events']]:.1f}x" if r["engine"] == "spark" else ""
+        lines.append(
+            f"| {r['events']:,} | {r['engine']} | {r['seconds']:.1f} | {r['events'] / r['seconds']:,.0f} | "
+            f"{r['peak_rss_mb']:,.0f} | {r['startup_s']:.1f} | {ratio} |"
+        )
+    lines += ["", "Machine load (`uptime`) before the run and after each size, shared with other jobs:", ""]
+    lines += [f"- `{u}`" for u in loads]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""One clean feature build of the tiny data set, shared by the leakage, idempotence and reference tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from nightrec.features import build
+from nightrec.features.events import Cutoffs
+from nightrec.settings import FeatureSettings
+
+# Two days before the end of the tiny data, so there are real events on and after the run date to edit.
+RUN_DATE = date(2026, 11, 20)
+CFG = FeatureSettings(holdout_days=5, valid_days=5)
+
+
+@dataclass(frozen=True)
+class CleanBuild:
+    lake: str
+    summary: build.FeatureSummary
+    cut: Cutoffs
+
+
+@pytest.fixture(scope="session")
+def clean_build(spark, tiny_raw, tmp_path_factory) -> CleanBuild:
+    lake_root = str(tmp_path_factory.mktemp("clean") / "lake")
+    summary = build.build_features(spark, tiny_raw, lake_root, RUN_DATE, CFG)
+    return CleanBuild(lake_root, summary, Cutoffs.for_run(RUN_DATE, CFG))
+
+
+def lake_copy(src: str, dst: Path) -> str:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return str(dst)
