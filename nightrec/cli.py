@@ -213,6 +213,35 @@ def serve(
 
 
 @app.command()
+def compare(nights: Annotated[int, typer.Option(help="How many evaluated nights to show.")] = 5) -> None:
+    """Challenger, champion and baselines side by side for the latest nights, from MLflow."""
+    from nightrec.evaluation.compare import latest_evaluations
+
+    settings = Settings()
+    _quiet_env(settings, False)
+    df = latest_evaluations(settings.mlflow_tracking_uri, settings.mlflow_experiment, nights)
+    if df.empty:
+        console.print("no evaluated nights in MLflow yet: run `nightrec run` first")
+        raise typer.Exit(1)
+    t = Table(title=f"Held-out metrics, latest {nights} nights ({settings.mlflow_tracking_uri})")
+    for c in ("ds", "lists", "NDCG@10", "Recall@20", "coverage", "promoted"):
+        t.add_column(c, justify="right" if c not in ("ds", "lists") else "left")
+    for r in df.itertuples():
+        t.add_row(
+            str(r.ds),
+            r.model,
+            f"{r.ndcg_at_10:.4f}",
+            f"{r.recall_at_20:.4f}",
+            f"{r.coverage:.4f}",
+            "yes" if r.promoted else "no",
+        )
+    console.print(t)
+    console.print(
+        "Side by side in the MLflow UI: Experiments → nightrec → select the evaluate-<date> runs → Compare."
+    )
+
+
+@app.command()
 def rollback(
     to: Annotated[
         str | None, typer.Option(help="Manifest key to make live; default: the live pointer's previous.")

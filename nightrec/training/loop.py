@@ -3,7 +3,8 @@
 Both models share one epoch loop (:func:`_fit`); each model supplies a step loss and a validation function.
 CPU runs are fp32 and seeded (same seed, same losses); CUDA runs use bf16 autocast (needs no grad scaler).
 Id tables with sparse gradients train with SparseAdam, everything else with Adam: on a 2-core CPU the dense
-Adam update over the id tables is what dominates a step.
+Adam update over the id tables is what dominates a step. With a checkpoint path the loop writes its whole
+state after every epoch (``nightrec.training.checkpoint``) and a re-run resumes after the last complete one.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,8 +26,10 @@ from torch import nn
 from nightrec.errors import NightrecError
 from nightrec.models.configs import DeepFMConfig, TwoTowerConfig
 from nightrec.models.deepfm import DeepFM
+from nightrec.models.logistic import LogisticRegression
 from nightrec.models.two_tower import TwoTower, in_batch_softmax_loss
 from nightrec.settings import TrainSettings
+from nightrec.training import checkpoint
 from nightrec.training.datasets import RankingTensors, RetrievalTensors, item_categories, iter_batches
 
 RECALL_K = 50
@@ -94,6 +98,13 @@ class SparseDenseOptimizer:
         for opt in self.optimizers:
             opt.step()
 
+    def state_dict(self) -> list[dict]:
+        return [opt.state_dict() for opt in self.optimizers]
+
+    def load_state_dict(self, states: list[dict]) -> None:
+        for opt, state in zip(self.optimizers, states, strict=True):
+            opt.load_state_dict(state)
+
 
 def _fit(
     model: nn.Module,
@@ -109,21 +120,26 @@ def _fit(
     settings: TrainSettings,
     device: torch.device,
     on_epoch: EpochCallback | None,
+    checkpoint_path: Path | None = None,
 ) -> TrainResult:
-    """The shared epoch loop: train, validate, call back, early-stop on ``monitor``.
+    """The shared epoch loop: train, validate, call back, checkpoint, early-stop on ``monitor``.
 
     ``monitor`` names validation figures compared in order (higher is better; a ``-`` prefix negates), so a
     tie in the first (recall saturates on small catalogs) is broken by the next (the loss).
+    With ``checkpoint_path`` the full state (weights, optimizer, epoch, best so far, RNG) is written there
+    after every epoch, and a run that finds one resumes after its epoch; seeded on CPU, the result equals an
+    uninterrupted run's.
     """
     if n_train == 0 or epochs < 1:
         raise ValueError(f"{name}: nothing to train ({n_train} examples, {epochs} epochs)")
     opt = SparseDenseOptimizer(model, lr)
     gen = torch.Generator().manual_seed(settings.seed)
-    history: list[dict] = []
-    best: tuple[float, ...] | None = None
-    best_state, best_epoch, stale = None, 0, 0
-    last_finite: float | None = None
-    for epoch in range(1, epochs + 1):
+    s = checkpoint.FitState()
+    if checkpoint_path is not None:
+        s = checkpoint.resume_fit(checkpoint_path, name, n_train, model, opt, gen, device) or s
+    for epoch in range(s.epoch + 1, epochs + 1):
+        if s.stale > settings.patience:
+            break  # the checkpoint was written by the epoch that exhausted the patience
         model.train()
         start, total = time.perf_counter(), 0.0
         n_steps = 0
@@ -132,8 +148,8 @@ def _fit(
                 loss = step_loss(idx.to(device))
             value = loss.item()  # one sync per step; it is also the divergence check
             if not math.isfinite(value):
-                raise TrainingDiverged(name, epoch, step, last_finite)
-            last_finite, total, n_steps = value, total + value, step
+                raise TrainingDiverged(name, epoch, step, s.last_finite)
+            s.last_finite, total, n_steps = value, total + value, step
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -143,22 +159,24 @@ def _fit(
             valid = evaluate()
         row = {"epoch": epoch, "train_loss": total / n_steps, **valid}
         row |= {"epoch_seconds": seconds, "samples_per_s": n_train / seconds}
-        history.append(row)
+        s.history.append(row)
+        s.epoch = epoch
         if on_epoch is not None:
             on_epoch(epoch, dict(row))
         score = _score(row, monitor)
-        if best is None or score > best:
-            best, best_epoch, stale = score, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
+        if s.best is None or score > s.best:
+            s.best, s.best_epoch, s.stale = score, epoch, 0
+            s.best_state = copy.deepcopy(model.state_dict())
         else:
-            stale += 1
-            if stale > settings.patience:
-                break
-    model.load_state_dict(best_state)
+            s.stale += 1
+        if checkpoint_path is not None:
+            checkpoint.save_fit(checkpoint_path, name, n_train, s, model, opt, gen, device)
+            checkpoint.fault("train.after_epoch", epoch)
+    model.load_state_dict(s.best_state)
     model.to("cpu").eval()
-    metrics = {k: v for k, v in history[best_epoch - 1].items() if k != "epoch"}
-    metrics |= {"best_epoch": best_epoch, "epochs_run": len(history)}
-    return TrainResult(model=model, history=history, best_epoch=best_epoch, metrics=metrics)
+    metrics = {k: v for k, v in s.history[s.best_epoch - 1].items() if k != "epoch"}
+    metrics |= {"best_epoch": s.best_epoch, "epochs_run": len(s.history)}
+    return TrainResult(model=model, history=s.history, best_epoch=s.best_epoch, metrics=metrics)
 
 
 def _score(row: dict, monitor: tuple[str, ...]) -> tuple[float, ...]:
@@ -188,6 +206,7 @@ def train_retrieval(
     cfg: TwoTowerConfig,
     settings: TrainSettings,
     on_epoch: EpochCallback | None = None,
+    checkpoint_path: Path | None = None,
 ) -> TrainResult:
     """Train the two-tower model with in-batch sampled softmax; early-stop on valid ``recall_at_50``.
 
@@ -197,6 +216,7 @@ def train_retrieval(
         cfg: Model config.
         settings: Epochs, batch size, learning rate, patience, seed and device (``retrieval_*`` fields).
         on_epoch: Called as ``on_epoch(epoch, metrics)`` after each epoch (e.g. to log to MLflow).
+        checkpoint_path: Where to checkpoint after each epoch and resume from (see :func:`_fit`); None = never.
 
     Returns:
         The model with its best epoch's weights; per-epoch rows hold ``train_loss``, ``valid_loss``,
@@ -232,6 +252,7 @@ def train_retrieval(
         settings=settings,
         device=device,
         on_epoch=on_epoch,
+        checkpoint_path=checkpoint_path,
     )
 
 
@@ -264,6 +285,7 @@ def train_ranking(
     cfg: DeepFMConfig,
     settings: TrainSettings,
     on_epoch: EpochCallback | None = None,
+    checkpoint_path: Path | None = None,
 ) -> TrainResult:
     """Train DeepFM with binary cross-entropy; early-stop on valid ``auc``.
 
@@ -273,6 +295,7 @@ def train_ranking(
         cfg: Model config.
         settings: Epochs, batch size, learning rate, patience, seed and device (``ranking_*`` fields).
         on_epoch: Called as ``on_epoch(epoch, metrics)`` after each epoch.
+        checkpoint_path: Where to checkpoint after each epoch and resume from (see :func:`_fit`); None = never.
 
     Returns:
         The model with its best epoch's weights; per-epoch rows hold ``train_loss``, ``logloss``, ``auc``,
@@ -282,7 +305,56 @@ def train_ranking(
         TrainingDiverged: a training loss was NaN/inf.
     """
     device = _prepare(settings)
-    model = DeepFM(cfg).to(device)
+    return _fit_binary(
+        DeepFM(cfg).to(device),
+        train,
+        valid,
+        name="DeepFM ranking",
+        epochs=settings.ranking_epochs,
+        settings=settings,
+        device=device,
+        on_epoch=on_epoch,
+        checkpoint_path=checkpoint_path,
+    )
+
+
+def train_logistic_baseline(
+    train: RankingTensors, valid: RankingTensors, field_dims: tuple[int, ...], settings: TrainSettings
+) -> TrainResult:
+    """Logistic regression over the same one-hot fields and examples as DeepFM: the AUC it must beat.
+
+    Same batch size, learning rate, seed and early stopping as the ranker (``ranking_*`` fields), so the
+    two AUCs differ by the model only.
+
+    Returns:
+        The fitted baseline; ``metrics["auc"]`` is its best validation AUC.
+    """
+    device = _prepare(settings)
+    return _fit_binary(
+        LogisticRegression(field_dims).to(device),
+        train,
+        valid,
+        name="logistic regression baseline",
+        epochs=settings.ranking_epochs,
+        settings=settings,
+        device=device,
+        on_epoch=None,
+    )
+
+
+def _fit_binary(
+    model: nn.Module,
+    train: RankingTensors,
+    valid: RankingTensors,
+    *,
+    name: str,
+    epochs: int,
+    settings: TrainSettings,
+    device: torch.device,
+    on_epoch: EpochCallback | None,
+    checkpoint_path: Path | None = None,
+) -> TrainResult:
+    """Binary cross-entropy over ``x -> logit``; valid ``logloss`` and ``auc`` per epoch."""
     tr, va = train.to(device), valid.to(device)
 
     def step_loss(idx: torch.Tensor) -> torch.Tensor:
@@ -298,17 +370,18 @@ def train_ranking(
 
     return _fit(
         model,
-        name="DeepFM ranking",
+        name=name,
         n_train=len(tr),
         step_loss=step_loss,
         evaluate=evaluate,
         monitor=("auc", "-logloss"),
-        epochs=settings.ranking_epochs,
+        epochs=epochs,
         batch_size=settings.ranking_batch_size,
         lr=settings.ranking_lr,
         settings=settings,
         device=device,
         on_epoch=on_epoch,
+        checkpoint_path=checkpoint_path,
     )
 
 

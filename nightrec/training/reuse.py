@@ -22,7 +22,9 @@ from nightrec.training import tracking
 REUSE_TAG = "nightrec.reuse_key"
 
 
-def reuse_key(settings: Settings, ds: date, model_name: str, examples_table: str, extra: dict | None = None) -> str:
+def reuse_key(
+    settings: Settings, ds: date, model_name: str, examples_table: str, extra: dict | None = None
+) -> str:
     """A digest of what determines the trained model (see the module docstring)."""
     marker = lake.read_marker(lake.partition_path(settings.lake, examples_table, ds)) or {}
     body = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import date, timedelta
+from pathlib import Path
 
 import torch
 
@@ -11,7 +12,7 @@ from nightrec.features.events import Cutoffs
 from nightrec.io import lake
 from nightrec.models.configs import DeepFMConfig, TwoTowerConfig
 from nightrec.settings import Settings
-from nightrec.training import datasets, loop, ranker_examples, tracking
+from nightrec.training import checkpoint, datasets, loop, ranker_examples, tracking
 from nightrec.training.datasets import RankingTensors
 from schemas.tables import RANKING_EXAMPLES, RETRIEVAL_EXAMPLES
 
@@ -25,6 +26,37 @@ def _newest(t, cap: int | None):
     if cap is None or len(t) <= cap:
         return t
     return t.take(torch.arange(len(t) - cap, len(t)))
+
+
+def _checkpoint(settings: Settings, model_name: str, ds: date, *parts: object) -> Path:
+    """Where this night's training of ``model_name`` checkpoints, keyed by everything that shapes it.
+
+    The code version is part of the key: a fix deployed between the kill and the re-run may change what
+    the weights mean, so it trains afresh.
+    """
+    t = settings.train
+    root = Path(t.checkpoint_dir) if t.checkpoint_dir else settings.home / "checkpoints"
+    key = checkpoint.fingerprint(tracking.code_version(), *parts)
+    return checkpoint.checkpoint_path(root, model_name, ds, key)
+
+
+def _adopt(ckpt: Path, run_id: str) -> None:
+    """Record ``run_id`` as the training behind ``ckpt``; end a previous owner left RUNNING by a kill.
+
+    A SIGKILLed process cannot end its MLflow run, so the run that resumes its checkpoint does (KILLED).
+    """
+    owner = ckpt.with_name(ckpt.name + ".run")
+    if owner.exists():  # a previous run of this training did not finish: it failed, or was killed
+        tracking.end_orphan_run(owner.read_text().strip(), resumed_by=run_id)
+    owner.parent.mkdir(parents=True, exist_ok=True)
+    owner.write_text(run_id)
+
+
+def _release(*ckpts: Path) -> None:
+    """Delete the checkpoints once the model is registered: a re-run of this night trains afresh."""
+    for path in ckpts:
+        checkpoint.remove(path)
+        path.with_name(path.name + ".run").unlink(missing_ok=True)
 
 
 def _inputs(settings: Settings, table: str, ds: date) -> tuple[dict[str, str], dict[str, str]]:
@@ -49,22 +81,21 @@ def train_retrieval(settings: Settings, ds: date, tags: dict[str, str]) -> dict:
     )
     sources, fingerprints = _inputs(settings, RETRIEVAL_EXAMPLES.name, ds)
     run_tags = {"nightrec.stage": "train_retrieval", "nightrec.ds": ds.isoformat(), **tags}
-    with tracking.training_run(RETRIEVAL, tags=run_tags):
-        result = loop.train_retrieval(train, valid, cfg, t)
+    params = {**cfg.to_dict(), **_train_params(t, "retrieval"), "n_train": len(train), "n_valid": len(valid)}
+    ckpt = _checkpoint(settings, RETRIEVAL, ds, fingerprints, params)
+    with tracking.training_run(RETRIEVAL, tags=run_tags) as run_id:
+        _adopt(ckpt, run_id)
+        result = loop.train_retrieval(train, valid, cfg, t, checkpoint_path=ckpt)
         ref = tracking.log_training_run(
             result,
             model_name=RETRIEVAL,
-            params={
-                **cfg.to_dict(),
-                **_train_params(t, "retrieval"),
-                "n_train": len(train),
-                "n_valid": len(valid),
-            },
+            params=params,
             dataset_sources=sources,
             fingerprints=fingerprints,
             tags=run_tags,
             input_example=train.packed_users()[:5].numpy(),
         )
+    _release(ckpt)
     return asdict(ref) | {"metrics": result.metrics}
 
 
@@ -108,8 +139,22 @@ def train_ranking(settings: Settings, ds: date, tags: dict[str, str]) -> dict:
     cfg = DeepFMConfig.from_vocab(sizes, embed_dim=t.ranking_dim)
     sources, fingerprints = _inputs(settings, RANKING_EXAMPLES.name, ds)
     run_tags = {"nightrec.stage": "train_ranking", "nightrec.ds": ds.isoformat(), **tags}
-    with tracking.training_run(RANKING, tags=run_tags):
-        result = loop.train_ranking(train, valid, cfg, t)
+    params = {
+        **cfg.to_dict(),
+        **_train_params(t, "ranking"),
+        "n_train": len(train),
+        "n_valid": len(valid),
+        "retrieval_version": retrieval_version,
+        "examples_from": cut.valid_start,
+        "valid_from": split_day,
+    }
+    ckpt = _checkpoint(settings, RANKING, ds, fingerprints, params)
+    refit_ckpt = ckpt.with_name(f"{ckpt.stem}-refit.pt")
+    with tracking.training_run(RANKING, tags=run_tags) as run_id:
+        _adopt(ckpt, run_id)
+        result = loop.train_ranking(train, valid, cfg, t, checkpoint_path=ckpt)
+        # The bar DeepFM must clear: a logistic regression on the same fields, examples and validation days.
+        baseline = loop.train_logistic_baseline(train, valid, cfg.field_dims, t)
         # Chosen on the validation window (never the holdout), then carried by the model to the scorer.
         weight, figures = ranker_examples.choose_blend_weight(
             result.model,
@@ -127,28 +172,21 @@ def train_ranking(settings: Settings, ds: date, tags: dict[str, str]) -> dict:
             refit = t.model_copy(update={"ranking_epochs": result.best_epoch})
             full = RankingTensors(torch.cat([train.x, valid.x]), torch.cat([train.label, valid.label]))
             empty = full.take(torch.zeros(0, dtype=torch.long))
-            result.model = loop.train_ranking(full, empty, cfg, refit).model
+            result.model = loop.train_ranking(full, empty, cfg, refit, checkpoint_path=refit_ckpt).model
         result.model.blend_weight = weight
-        result.metrics |= {"blend_weight": weight} | {
+        result.metrics |= {"blend_weight": weight, "lr_auc": baseline.metrics["auc"]} | {
             f"valid_ndcg_at_10_w{w:.1f}": v for w, v in figures.items()
         }
         ref = tracking.log_training_run(
             result,
             model_name=RANKING,
-            params={
-                **cfg.to_dict(),
-                **_train_params(t, "ranking"),
-                "n_train": len(train),
-                "n_valid": len(valid),
-                "retrieval_version": retrieval_version,
-                "examples_from": cut.valid_start,
-                "valid_from": split_day,
-            },
+            params=params,
             dataset_sources=sources,
             fingerprints=fingerprints,
             tags=run_tags,
             input_example=train.x[:5].numpy(),
         )
+    _release(ckpt, refit_ckpt)
     return asdict(ref) | {"metrics": result.metrics}
 
 

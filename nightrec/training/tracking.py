@@ -33,6 +33,9 @@ from nightrec.training.loop import TrainResult
 CHALLENGER = "challenger"
 _CURVES = (("train_loss", "train loss"), ("valid_loss", "valid loss"), ("logloss", "valid logloss"))
 _QUALITY = ("recall_at_50", "auc")
+# Result metrics that describe the run, not an epoch: logged under their own names. ``lr_auc`` is the logistic
+# regression baseline's AUC, kept beside DeepFM's ``auc``.
+_RUN_LEVEL = ("best_epoch", "epochs_run", "lr_auc")
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,26 @@ def training_run(model_name: str, *, tags: dict, log_system_metrics: bool = True
             raise  # mlflow.start_run's context manager ends the run FAILED (KILLED on Ctrl-C)
 
 
+def end_orphan_run(run_id: str, resumed_by: str) -> bool:
+    """End a run left RUNNING by a killed process as KILLED, naming the run that resumed its training.
+
+    Returns:
+        True when the run was still RUNNING (and is now KILLED).
+    """
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return False  # another store, or deleted: nothing to end
+    if run.info.status != "RUNNING":
+        return False
+    client.set_tag(
+        run_id, "nightrec.error", f"process killed; training resumed from its checkpoint by run {resumed_by}"
+    )
+    client.set_terminated(run_id, status="KILLED")
+    return True
+
+
 def log_training_run(
     result: TrainResult,
     *,
@@ -178,9 +201,7 @@ def _log_history(run_id: str, result: TrainResult) -> None:
         MlflowClient().log_batch(run_id, metrics=batch[i : i + 1000])
     # The best epoch's figures under best_* keys: reusing the per-epoch keys would splice a step-0 point into
     # each learning curve and make "latest value" ambiguous in the runs table.
-    final = {
-        k if k in ("best_epoch", "epochs_run") else f"best_{k}": float(v) for k, v in result.metrics.items()
-    }
+    final = {k if k in _RUN_LEVEL else f"best_{k}": float(v) for k, v in result.metrics.items()}
     mlflow.log_metrics({k: v for k, v in final.items() if np.isfinite(v)})
 
 

@@ -6,17 +6,19 @@ import math
 import re
 from datetime import UTC, date, datetime
 
+import mlflow
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from mlflow import MlflowClient
 
 from nightrec.errors import StageInputMissing
 from nightrec.io import lake
 from nightrec.models.configs import DeepFMConfig, TwoTowerConfig
 from nightrec.settings import TrainSettings
-from nightrec.training import datasets, loop
+from nightrec.training import datasets, loop, tracking
 from nightrec.training.datasets import RankingTensors, RetrievalTensors
 
 DS = date(2026, 11, 20)
@@ -273,3 +275,59 @@ def test_batches_cover_every_row_once_in_a_seeded_order():
     assert [len(x) for x in a] == [4, 4, 2]
     assert sorted(torch.cat(a).tolist()) == list(range(10))
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_a_diverged_training_registers_nothing_and_ends_its_run_failed(tmp_path, monkeypatch):
+    """Scenario 14, as the training stages run it: train inside the run, log and register after."""
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    previous = mlflow.get_tracking_uri()
+    exp = tracking.configure_mlflow(f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "art").as_uri(), "t")
+    try:
+        train = _ranking(1000, 0)
+        train.label[500] = float("inf")
+        with pytest.raises(loop.TrainingDiverged):
+            with tracking.training_run("nightrec-ranking", tags={}, log_system_metrics=False):
+                result = loop.train_ranking(train, _ranking(100, 1), FM, FAST)
+                tracking.log_training_run(
+                    result,
+                    model_name="nightrec-ranking",
+                    params={},
+                    dataset_sources={},
+                    fingerprints={},
+                    tags={},
+                    input_example=train.x[:2].numpy(),
+                    log_system_metrics=False,
+                )
+        assert MlflowClient().search_registered_models() == []
+        assert tracking.get_alias_version("nightrec-ranking", tracking.CHALLENGER) is None
+        runs = mlflow.search_runs([exp], output_format="list")
+        assert [r.info.status for r in runs] == ["FAILED"]
+        assert "diverged" in runs[0].data.tags["nightrec.error"]
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+# --- logistic regression baseline --------------------------------------------------------------------------
+
+
+def test_logistic_baseline_learns_main_effects():
+    """Labels driven by the item alone: one-hot logistic regression should rank them well."""
+    g = np.random.default_rng(0)
+
+    def examples(n: int) -> RankingTensors:
+        x = np.stack([g.integers(0, d, n) for d in FM.field_dims], axis=1)
+        y = (x[:, 2] % 2 == 0) ^ (g.random(n) < 0.1)
+        return RankingTensors(torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.astype(np.float32)))
+
+    r = loop.train_logistic_baseline(examples(4000), examples(1000), FM.field_dims, FAST)
+    assert 0.8 < r.metrics["auc"] <= 1.0
+    assert r.metrics["logloss"] < math.log(2)
+
+
+def test_deepfm_beats_the_logistic_baseline_on_an_interaction():
+    """Engagement iff category == segment: no single field predicts it, so LR stays near chance."""
+    train, valid = _ranking(6000, 0), _ranking(1000, 1)
+    lr_auc = loop.train_logistic_baseline(train, valid, FM.field_dims, FAST).metrics["auc"]
+    fm_auc = loop.train_ranking(train, valid, FM, FAST).metrics["auc"]
+    assert 0.4 < lr_auc < 0.75
+    assert fm_auc > lr_auc + 0.15

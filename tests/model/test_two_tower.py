@@ -117,3 +117,30 @@ def test_overfits_one_batch(sparse):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.1 * losses[0]
+
+
+def _textbook_loss(u, v, item_idx, temperature, weight, log_q):
+    """The B x B form: every row's item a column, same-item columns masked out of other rows' negatives."""
+    logits = u @ v.T / temperature - log_q[item_idx].unsqueeze(0)
+    dup = item_idx.unsqueeze(0) == item_idx.unsqueeze(1)
+    dup.fill_diagonal_(False)
+    ce = torch.nn.functional.cross_entropy(
+        logits.masked_fill(dup, float("-inf")), torch.arange(len(u)), reduction="none"
+    )
+    return (ce * weight).sum() / weight.sum()
+
+
+def test_loss_over_distinct_items_equals_the_textbook_form_with_its_gradients():
+    g = torch.Generator().manual_seed(3)
+    items = torch.tensor([5, 2, 5, 9, 2, 5, 1, 7])  # 5 three times, 2 twice
+    table = torch.randn(10, 8, generator=g)
+    weight, log_q = torch.rand(8, generator=g), torch.log(torch.rand(10, generator=g))
+    grads = []
+    for loss_fn in (in_batch_softmax_loss, _textbook_loss):
+        u = torch.randn(8, 8, generator=torch.Generator().manual_seed(4)).requires_grad_()
+        emb = table.clone().requires_grad_()
+        loss = loss_fn(u, emb[items], items, 0.2, weight, log_q)
+        loss.backward()
+        grads.append((loss.detach(), u.grad, emb.grad))
+    for ours, textbook in zip(*grads, strict=True):
+        torch.testing.assert_close(ours, textbook)

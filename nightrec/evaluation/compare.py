@@ -1,0 +1,63 @@
+"""The nightly model comparison read back from MLflow: what ``nightrec compare`` prints.
+
+Each ``evaluate-<ds>`` run (``nightrec.evaluation.promotion``) logs one metric set per model as
+``<set>.<metric>`` (``challenger.ndcg_at_10``, ``popularity.coverage``), the decision as the ``decision`` tag
+and ``promoted`` as a param. This module only reads them, so it works against any tracking server and
+never changes the active MLflow run or URI.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from mlflow import MlflowClient
+
+SETS = ("challenger", "champion", "popularity", "ease")
+METRICS = ("ndcg_at_10", "recall_at_20", "coverage")
+COLUMNS = ("ds", "run_id", "model", *METRICS, "promoted", "decision")
+_EVALUATE_RUNS = "tags.`nightrec.stage` = 'evaluate' AND attributes.run_name LIKE 'evaluate-%'"
+
+
+def latest_evaluations(tracking_uri: str, experiment: str, n: int = 5) -> pd.DataFrame:
+    """The metric sets and promotion decisions of the latest ``n`` evaluate runs, newest first.
+
+    Args:
+        tracking_uri: MLflow tracking URI (``sqlite:///...``, ``http://...``).
+        experiment: Experiment name.
+        n: How many evaluate runs (nights) to show.
+
+    Returns:
+        One row per run and model set that the run evaluated (``challenger``, ``champion``, ``popularity``,
+        ``ease``, in that order; a night without a champion, or a catalog too large for EASE, has no such
+        row), with columns ``ds, run_id, model, ndcg_at_10, recall_at_20, coverage, promoted, decision``.
+        Empty (same columns) when the experiment or its evaluate runs do not exist.
+    """
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None or n < 1:
+        return pd.DataFrame(columns=list(COLUMNS))
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=_EVALUATE_RUNS,
+        order_by=["attributes.start_time DESC"],
+        max_results=n,
+    )
+    rows = []
+    for run in runs:
+        m, tags, params = run.data.metrics, run.data.tags, run.data.params
+        for model in SETS:
+            values = {k: m.get(f"{model}.{k}", math.nan) for k in METRICS}
+            if all(math.isnan(v) for v in values.values()):
+                continue
+            rows.append(
+                {
+                    "ds": tags.get("nightrec.ds", run.info.run_name.removeprefix("evaluate-")),
+                    "run_id": run.info.run_id,
+                    "model": model,
+                    **values,
+                    "promoted": params.get("promoted") == "True",
+                    "decision": tags.get("decision", ""),
+                }
+            )
+    return pd.DataFrame(rows, columns=list(COLUMNS))
