@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from nightrec import faults
 from nightrec.features import events as ev
 from nightrec.features import examples, point_in_time, vocab
 from nightrec.io import lake, raw
@@ -72,7 +73,7 @@ def write_table(df: DataFrame, table: Table, lake_root: str, ds: date, fp: str, 
     final = lake.partition_path(lake_root, table.name, ds)
     lake.commit_staging(staging, final)
     # The worst moment to die: the data is in place but unmarked, so readers must refuse it.
-    lake.fault_point("features.during_write", table.name)
+    faults.fault("features.during_write", target=table.name)
     rows = parquet_rows(final)
     lake.write_marker(final, fp, table=table.name, rows=rows, **meta)
     return rows

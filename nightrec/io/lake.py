@@ -10,36 +10,17 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from nightrec import faults
 from nightrec.errors import StageInputMissing
 
 MARKER = "_MARKER.json"
-# Test seam for RELIABILITY scenario 11, e.g. NIGHTREC_FAULT=features.during_write:kill:user_features. It is read
-# at the fault point, not through Settings, because a killed subprocess must see it without any plumbing.
-FAULT_ENV = "NIGHTREC_FAULT"
-
-
-class InjectedFault(RuntimeError):
-    """Raised by ``fault_point`` when ``NIGHTREC_FAULT`` asks for ``raise`` at that point."""
-
-
-def fault_point(point: str, target: str = "") -> None:
-    """Raise or SIGKILL this process when ``$NIGHTREC_FAULT`` is ``<point>:<raise|kill>[:<target>]``."""
-    spec = os.environ.get(FAULT_ENV, "")
-    if not spec:
-        return
-    name, _, rest = spec.partition(":")
-    action, _, want = rest.partition(":")
-    if name != point or (want and want != target):
-        return
-    if action == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    raise InjectedFault(f"injected fault at {point} ({target or 'any'})")
+# The failpoint seam lives in nightrec.faults; re-exported for the tests of scenario 11.
+FAULT_ENV, InjectedFault = faults.FAULT_ENV, faults.InjectedFault
 
 
 def partition_path(lake: str | Path, table: str, ds: date) -> Path:

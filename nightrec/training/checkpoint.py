@@ -17,18 +17,19 @@ import io
 import json
 import logging
 import os
-import signal
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 import torch
 
+from nightrec import faults
+
 log = logging.getLogger(__name__)
 
 _MAGIC = b"nightrec-checkpoint-v1\n"
 _DIGEST_LEN = 64  # hex SHA-256
-FAULT_ENV = "NIGHTREC_FAULT"
+FAULT_ENV = faults.FAULT_ENV  # re-exported for the tests
 
 
 @dataclass
@@ -102,7 +103,7 @@ def save(path: Path, state: dict) -> None:
         half = len(payload) // 2
         f.write(payload[:half])
         f.flush()
-        fault("checkpoint.mid_write")  # a kill here must leave the previous checkpoint intact
+        faults.fault("checkpoint.mid_write")  # a kill here must leave the previous checkpoint intact
         f.write(payload[half:])
         f.flush()
         os.fsync(f.fileno())
@@ -142,24 +143,3 @@ def remove(path: Path) -> None:
     if path.parent.exists():
         for tmp in path.parent.glob(f".{path.name}.tmp-*"):
             tmp.unlink(missing_ok=True)
-
-
-def fault(point: str, count: int | None = None) -> None:
-    """Fail here when ``NIGHTREC_FAULT`` names this point (tests only; a no-op otherwise).
-
-    The value is ``<point>[:<count>][:kill|:exit]``: ``train.after_epoch:1:kill`` SIGKILLs the process after
-    epoch 1, ``checkpoint.mid_write:exit`` raises ``SystemExit`` half-way through a checkpoint write. The
-    environment is read at the call, not at import, so a test can set it per case (the failpoint idea of
-    RELIABILITY.md: the fault fires on the real code path, not in a mock).
-    """
-    spec = os.environ.get(FAULT_ENV, "")
-    name, _, rest = spec.partition(":")
-    if name != point:
-        return
-    args = [a for a in rest.split(":") if a]
-    action = args.pop() if args and args[-1] in ("kill", "exit") else "kill"
-    if args and count is not None and int(args[0]) != count:
-        return
-    if action == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    raise SystemExit(f"fault injected at {spec}")

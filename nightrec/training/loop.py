@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nightrec import faults
 from nightrec.errors import NightrecError
 from nightrec.models.configs import DeepFMConfig, TwoTowerConfig
 from nightrec.models.deepfm import DeepFM
@@ -171,7 +172,7 @@ def _fit(
             s.stale += 1
         if checkpoint_path is not None:
             checkpoint.save_fit(checkpoint_path, name, n_train, s, model, opt, gen, device)
-            checkpoint.fault("train.after_epoch", epoch)
+            faults.fault("train.after_epoch", count=epoch)
     model.load_state_dict(s.best_state)
     model.to("cpu").eval()
     metrics = {k: v for k, v in s.history[s.best_epoch - 1].items() if k != "epoch"}
