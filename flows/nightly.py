@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from prefect import flow
 
 from flows import progress
@@ -32,10 +30,8 @@ def nightly(params: NightlyParams = NightlyParams()) -> dict:
         if name not in selected:
             progress.skipped(name, i, len(STAGES))
             return None
-        start = time.perf_counter()
-        with progress.stage(name, i, len(STAGES)):
+        with progress.stage(name, i, len(STAGES), out["seconds"]):
             out[name] = fn(params, *args)
-        out["seconds"][name] = round(time.perf_counter() - start, 2)
         return out[name]
 
     run(1, "validate_raw", validate_raw)

@@ -12,7 +12,8 @@ _console = Console(stderr=True, highlight=False)
 
 
 @contextmanager
-def stage(name: str, index: int, total: int) -> Iterator[None]:
+def stage(name: str, index: int, total: int, seconds: dict[str, float] | None = None) -> Iterator[None]:
+    """Print the stage's start and end; on success record its duration in ``seconds[name]``."""
     start = time.perf_counter()
     _console.print(f"[bold cyan]▶[/] [{index}/{total}] {name} …")
     try:
@@ -22,7 +23,10 @@ def stage(name: str, index: int, total: int) -> Iterator[None]:
             f"[bold red]✘[/] [{index}/{total}] {name} failed after {time.perf_counter() - start:.1f}s"
         )
         raise
-    _console.print(f"[bold green]✔[/] [{index}/{total}] {name} [dim]{time.perf_counter() - start:.1f}s[/]")
+    elapsed = time.perf_counter() - start
+    if seconds is not None:
+        seconds[name] = round(elapsed, 2)
+    _console.print(f"[bold green]✔[/] [{index}/{total}] {name} [dim]{elapsed:.1f}s[/]")
 
 
 def skipped(name: str, index: int, total: int) -> None:

@@ -99,7 +99,7 @@ def publish_recs(settings: Settings, ds: date, run_id: str, extra: dict | None =
         # An older date (a backfill, or a re-run of a past night) is kept as a snapshot, but the pointer only
         # moves forward: readers keep the newer lists. `nightrec rollback --to KEY` can still make it live.
         log.warning("snapshot %s published but not made live: %s", key, e)
-        return _result(settings, key, manifest, live=False, generation=manifest.generation, previous=None)
+        return _result(settings, key, manifest, live=False, previous=None)
     changes = None
     if live.previous:
         try:
@@ -109,25 +109,17 @@ def publish_recs(settings: Settings, ds: date, run_id: str, extra: dict | None =
             log.warning("could not compare with the previous snapshot: %s", e)
     deleted = pointer.apply_retention(store, settings.publish.retention)
     log.info("live pointer now at %s (generation %d)", key, live.generation)
-    out = _result(
-        settings,
-        key,
-        manifest,
-        live=True,
-        generation=live.generation,
-        previous=live.previous,
-        deleted=deleted,
-    )
+    out = _result(settings, key, manifest, live=True, previous=live.previous, deleted=deleted)
     return out | {"changes": changes}
 
 
-def _result(settings: Settings, key: str, manifest, *, live: bool, generation: int, previous, deleted=()):
+def _result(settings: Settings, key: str, manifest, *, live: bool, previous, deleted=()):
     return {
         "store": settings.store,
         "manifest_key": key,
         "pointer_key": pointer.POINTER_KEY,
         "live": live,
-        "generation": generation,
+        "generation": manifest.generation,
         "previous": previous,
         "counts": manifest.counts,
         "deleted": list(deleted),
