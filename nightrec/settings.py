@@ -8,6 +8,7 @@ defaults < environment variables / ``.env`` (prefix ``NIGHTREC_``, nested sectio
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -93,6 +94,11 @@ class ScoringSettings(BaseModel):
     )
     max_per_category: int | None = Field(None, description="Diversity cap per category in a list.")
     blocklist: list[str] = Field(default_factory=list, description="Item ids never recommended.")
+    matmul_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="Precision of the user x item product: auto = bf16 where the CPU has bf16 dot products "
+        "(AVX-512 BF16, AMX) or on CUDA, else fp32. bf16 candidates are rescored in fp32.",
+    )
 
 
 class PromotionSettings(BaseModel):

@@ -106,6 +106,6 @@ def evaluate(lists: np.ndarray, data: EvalData, ks: list[int]) -> dict[str, floa
 def evaluate_models(settings: Settings, ds: date, data: EvalData, retrieval, ranking) -> dict[str, float]:
     ks = settings.promotion.k_eval
     sc = settings.scoring
-    cfg = ScoringConfig(max(ks), sc.n_candidates, sc.rerank_weight, sc.max_per_category)
+    cfg = ScoringConfig.from_settings(sc, top_k=max(ks))
     scorer = Scorer(retrieval, ranking, data.items, cfg)
     return evaluate(score_lists(scorer, data, sc.user_chunk_size), data, ks)

@@ -109,35 +109,48 @@ def load_items(lake_root: str, ds: date, role: str) -> ItemTable:
 
 
 def load_interactions(
-    lake_root: str, ds: date, start: date | None, stop: date, cfg: FeatureSettings
-) -> pd.DataFrame:
-    """Interactions in [start, stop) that mark an item as seen or engaged (user_id, item_id, weight)."""
+    lake_root: str, ds: date, start: date | None, stop: date, cfg: FeatureSettings, arrow: bool = False
+) -> pd.DataFrame | pa.Table:
+    """Interactions in [start, stop) that mark an item as seen or engaged (user_id, item_id, weight).
+
+    ``arrow=True`` returns the Arrow table (for many users: no Python string per row).
+    """
     path = lake.require_partition(lake_root, INTERACTIONS.name, ds)
     dataset = pads.dataset(str(path), format="parquet")
     ts = pc.field("ts")
     flt = (ts < _utc(stop)) & ~pc.field("event_type").isin(cfg.unseen_event_types)
     if start is not None:
         flt = flt & (ts >= _utc(start))
-    return dataset.to_table(columns=["user_id", "item_id", "weight"], filter=flt).to_pandas()
+    tbl = dataset.to_table(columns=["user_id", "item_id", "weight"], filter=flt)
+    return tbl if arrow else tbl.to_pandas()
 
 
 def _utc(d: date) -> pa.Scalar:
     return pa.scalar(datetime.combine(d, time(0), tzinfo=UTC), pa.timestamp("us", tz="UTC"))
 
 
-def positions(ids: np.ndarray, universe: np.ndarray) -> np.ndarray:
-    """Positions of ``ids`` in the sorted ``universe`` (-1 where absent)."""
-    pos = np.searchsorted(universe, ids)
-    pos = np.clip(pos, 0, max(len(universe) - 1, 0))
-    ok = len(universe) > 0
-    found = (universe[pos] == ids) if ok else np.zeros(len(ids), dtype=bool)
-    return np.where(found, pos, -1)
+def positions(ids, universe: np.ndarray) -> np.ndarray:
+    """Positions of ``ids`` in ``universe`` (-1 where absent), by Arrow's hash lookup.
+
+    ``ids`` may be a numpy array or an Arrow (chunked) array: 20M seen pairs stay in Arrow, never becoming
+    Python strings (a ``searchsorted`` over object arrays compares Python strings one by one).
+    """
+    if len(universe) == 0 or len(ids) == 0:
+        return np.full(len(ids), -1, dtype=np.int64)
+    value_set = pa.array(universe)
+    values = ids if isinstance(ids, pa.Array | pa.ChunkedArray) else pa.array(np.asarray(ids, dtype=object))
+    found = pc.index_in(values.cast(value_set.type), value_set=value_set)
+    return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def build_seen(pairs: pd.DataFrame, users: UserTable, items: ItemTable) -> SeenIndex:
+def build_seen(pairs: pd.DataFrame | pa.Table, users: UserTable, items: ItemTable) -> SeenIndex:
     """CSR index of (user row -> item positions) for the given (user_id, item_id) pairs."""
-    u = positions(pairs["user_id"].to_numpy(dtype=object), users.user_id)
-    i = positions(pairs["item_id"].to_numpy(dtype=object), items.item_id)
+    cols = {
+        c: pairs[c] if isinstance(pairs, pa.Table) else pairs[c].to_numpy(dtype=object)
+        for c in ("user_id", "item_id")
+    }
+    u = positions(cols["user_id"], users.user_id)
+    i = positions(cols["item_id"], items.item_id)
     keep = (u >= 0) & (i >= 0)
     codes = np.unique(u[keep].astype(np.int64) * len(items) + i[keep])
     rows, cols = codes // max(len(items), 1), codes % max(len(items), 1)

@@ -52,14 +52,16 @@ def precompute(settings: Settings, ds: date, retrieval, ranking, fingerprint: st
     cfg = settings.features
     users = inputs.load_users(settings.lake, ds, "serve", cfg.history_len)
     items = inputs.load_items(settings.lake, ds, "serve")
-    seen = inputs.build_seen(inputs.load_interactions(settings.lake, ds, None, ds, cfg), users, items)
+    seen = inputs.build_seen(
+        inputs.load_interactions(settings.lake, ds, None, ds, cfg, arrow=True), users, items
+    )
     blocked = np.isin(items.item_id, np.asarray(settings.scoring.blocklist, dtype=object))
     sc = settings.scoring
     scorer = Scorer(
         retrieval,
         ranking,
         items,
-        ScoringConfig(sc.top_k, sc.n_candidates, sc.rerank_weight, sc.max_per_category),
+        ScoringConfig.from_settings(sc),
         blocked,
     )
     staging = lake.staging_path(settings.lake, RECS.name, ds)

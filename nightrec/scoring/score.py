@@ -13,8 +13,10 @@ import torch
 
 from nightrec.models import ranker_inputs
 from nightrec.scoring.inputs import ItemTable, SeenIndex, UserTable
+from nightrec.scoring.retrieve import ExactTopN, MatmulDtype
 
 DEFAULT_RERANK_WEIGHT = 0.5  # for a ranker trained before blend weights were chosen on validation
+RANK_SLICE = 32_768  # ranker rows per forward pass
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,18 @@ class ScoringConfig:
     n_candidates: int
     rerank_weight: float | None = None  # None = the ranker's own ``blend_weight`` (chosen on validation)
     max_per_category: int | None = None
+    matmul_dtype: MatmulDtype = "auto"
+
+    @classmethod
+    def from_settings(cls, sc, top_k: int | None = None) -> ScoringConfig:
+        """From ``Settings.scoring``; ``top_k`` overrides the list length (offline evaluation needs max(k))."""
+        return cls(
+            sc.top_k if top_k is None else top_k,
+            sc.n_candidates,
+            sc.rerank_weight,
+            sc.max_per_category,
+            sc.matmul_dtype,
+        )
 
 
 @dataclass
@@ -52,7 +66,7 @@ class Scorer:
         if blocked is not None:
             ok &= ~blocked
         self.allowed = torch.from_numpy(ok)
-        self.col_mask = torch.where(self.allowed, 0.0, float("-inf"))
+        self.index = ExactTopN(self.item_vecs, ok, cfg.matmul_dtype)
         order = np.lexsort((items.item_id, -items.popularity))
         self.popular = order[ok[order]]
         self.item_fields = torch.from_numpy(
@@ -102,16 +116,15 @@ class Scorer:
             torch.from_numpy(users.segment_idx),
             torch.from_numpy(users.history),
         ).float()
-        logits = u @ self.item_vecs.T + self.col_mask
-        # Seen items of these users: remap chunk rows to rows of the warm subset, then mask before top-k.
+        # Seen items of these users: chunk rows -> rows of the warm subset; they never become candidates.
         remap = np.full(int(warm.max()) + 1 if len(warm) else 1, -1)
         remap[warm] = np.arange(len(warm))
         keep = rows <= warm.max()
         r = remap[rows[keep]]
         ok = r >= 0
-        logits[torch.from_numpy(r[ok]), torch.from_numpy(cols[keep][ok])] = float("-inf")
-        n_cand = min(self.cfg.n_candidates, logits.shape[1])
-        cand_scores, cand = torch.topk(logits, n_cand, dim=1)
+        cand_scores, cand = self.index.search(u, self.cfg.n_candidates, r[ok], cols[keep][ok])
+        n_cand = cand.shape[1]
+        cand = cand.clamp(min=0)  # -1 (no item) only where the score is -inf, which drops out below
         final = self._blend(users, cand, cand_scores)
         final = final.masked_fill(~torch.isfinite(cand_scores), float("-inf"))
         if self.cfg.max_per_category:
@@ -141,17 +154,32 @@ class Scorer:
             rank,
             self.category_of,
         )
-        rank_logits = self.ranking(fields[:, : self.n_fields]).float().reshape(b, c)
+        rank_logits = self._rank(fields[:, : self.n_fields]).reshape(b, c)
         return ranker_inputs.blend(rank_logits, cand_scores, w)
 
+    def _rank(self, fields: torch.Tensor) -> torch.Tensor:
+        # Slices keep the MLP's activations cache-sized (one 800k-row pass spends its time in page faults);
+        # bf16 autocast where the CPU multiplies bf16 natively, as for the retrieval product.
+        use_bf16 = self.index.dtype == torch.bfloat16 and fields.device.type == "cpu"
+        out = torch.empty(fields.shape[0])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            for lo in range(0, fields.shape[0], RANK_SLICE):
+                out[lo : lo + RANK_SLICE] = self.ranking(fields[lo : lo + RANK_SLICE]).float()
+        return out
+
     def _cap_categories(self, cand: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
-        # Greedy per-category cap: the n-th best candidate of a category beyond the cap drops out.
+        # Greedy per-category cap: a candidate ranked beyond the cap within its category drops out. Sorting by
+        # category (stable, so score order holds within each) gives each candidate its rank in its category
+        # in O(B * C log C), where a one-hot over the categories cost O(B * C * categories) memory.
         cats = torch.from_numpy(self.items.category_idx)[cand]
-        order = torch.argsort(final, dim=1, descending=True)
-        cats_sorted = torch.gather(cats, 1, order)
-        onehot = torch.nn.functional.one_hot(cats_sorted, int(cats.max()) + 1)
-        seen_before = (onehot.cumsum(1) * onehot).sum(-1)
-        over = torch.zeros_like(final, dtype=torch.bool).scatter(
-            1, order, seen_before > self.cfg.max_per_category
-        )
+        order = torch.argsort(final, dim=1, descending=True, stable=True)
+        by_cat = torch.argsort(torch.gather(cats, 1, order), dim=1, stable=True)
+        grouped = torch.gather(torch.gather(cats, 1, order), 1, by_cat)
+        pos = torch.arange(grouped.shape[1]).expand_as(grouped)
+        starts = torch.ones_like(grouped, dtype=torch.bool)
+        starts[:, 1:] = grouped[:, 1:] != grouped[:, :-1]
+        first = torch.cummax(torch.where(starts, pos, 0), dim=1).values
+        over_grouped = (pos - first) >= self.cfg.max_per_category
+        over_ordered = torch.zeros_like(over_grouped).scatter(1, by_cat, over_grouped)
+        over = torch.zeros_like(over_ordered).scatter(1, order, over_ordered)
         return final.masked_fill(over, float("-inf"))

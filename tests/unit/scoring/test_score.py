@@ -82,6 +82,27 @@ def test_category_cap_limits_items_per_category():
     assert (cats == 1).sum() == 2 and (cats == 2).sum() == 2
 
 
+def test_category_cap_keeps_the_best_candidates_of_each_category_like_a_greedy_loop():
+    rng = np.random.default_rng(3)
+    n_items, cap = 500, 3
+    items = _items(8)
+    items.category_idx = rng.integers(0, 30, n_items)
+    scorer = Scorer.__new__(Scorer)
+    scorer.items, scorer.cfg = items, ScoringConfig(top_k=10, n_candidates=60, max_per_category=cap)
+    cand = torch.from_numpy(np.stack([rng.choice(n_items, 60, replace=False) for _ in range(16)]))
+    final = torch.from_numpy(rng.standard_normal((16, 60)).round(1))  # rounded: ties happen
+    final[0, :5] = float("-inf")
+    capped = scorer._cap_categories(cand, final)
+    for row in range(16):
+        kept, per_cat = [], {}
+        for pos in sorted(range(60), key=lambda p: -float(final[row, p])):  # stable, as the scorer's sort
+            c = int(items.category_idx[cand[row, pos]])
+            per_cat[c] = per_cat.get(c, 0) + 1
+            if per_cat[c] <= cap and np.isfinite(float(final[row, pos])):
+                kept.append(pos)
+        assert sorted(kept) == sorted(np.flatnonzero(np.isfinite(capped[row].numpy())).tolist())
+
+
 def test_pad_lists_is_vectorised_padding():
     import pyarrow as pa
 
