@@ -94,6 +94,20 @@ class ScoringSettings(BaseModel):
     )
     max_per_category: int | None = Field(None, description="Diversity cap per category in a list.")
     blocklist: list[str] = Field(default_factory=list, description="Item ids never recommended.")
+    item_boosts: dict[str, float] = Field(
+        default_factory=dict,
+        description="Item id -> added to the item's final score, in standard deviations of the user's "
+        "candidate scores (negative demotes).",
+    )
+    category_boosts: dict[str, float] = Field(
+        default_factory=dict, description="Category value -> boost of its items, as item_boosts."
+    )
+    segment_fallback_min_users: int = Field(
+        20,
+        ge=1,
+        description="Cold users of a segment with at least this many users with history get the segment's "
+        "popular items; others (and unknown segments) get the global popular list.",
+    )
     matmul_dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
         description="Precision of the user x item product: auto = bf16 where the CPU has bf16 dot products "

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nightrec.io import lake
-from nightrec.scoring import inputs
+from nightrec.scoring import inputs, rules
 from nightrec.scoring.score import Scorer, ScoringConfig
 from nightrec.settings import Settings
 from schemas.arrow import to_arrow_schema
@@ -52,18 +52,11 @@ def precompute(settings: Settings, ds: date, retrieval, ranking, fingerprint: st
     cfg = settings.features
     users = inputs.load_users(settings.lake, ds, "serve", cfg.history_len)
     items = inputs.load_items(settings.lake, ds, "serve")
-    seen = inputs.build_seen(
-        inputs.load_interactions(settings.lake, ds, None, ds, cfg, arrow=True), users, items
-    )
-    blocked = np.isin(items.item_id, np.asarray(settings.scoring.blocklist, dtype=object))
+    pairs = inputs.load_interactions(settings.lake, ds, None, ds, cfg, arrow=True)
+    seen = inputs.build_seen(pairs, users, items)
     sc = settings.scoring
-    scorer = Scorer(
-        retrieval,
-        ranking,
-        items,
-        ScoringConfig.from_settings(sc),
-        blocked,
-    )
+    night = night_rules(settings, ds, pairs, users, items)
+    scorer = Scorer(retrieval, ranking, items, ScoringConfig.from_settings(sc), night)
     staging = lake.staging_path(settings.lake, RECS.name, ds)
     staging.mkdir(parents=True)
     rows = fallback = short = 0
@@ -79,6 +72,17 @@ def precompute(settings: Settings, ds: date, retrieval, ranking, fingerprint: st
     lake.commit_staging(staging, final)
     lake.write_marker(final, fingerprint, table=RECS.name, rows=rows)
     return PrecomputeSummary(str(final), len(users), rows, len(users) - fallback, fallback, short)
+
+
+def night_rules(settings: Settings, ds: date, pairs: pa.Table, users, items) -> rules.Rules:
+    """The blocklist, boosts and per-segment cold-start lists of the night."""
+    sc = settings.scoring
+    blocked = np.isin(items.item_id, np.asarray(sc.blocklist, dtype=object))
+    categories = rules.category_indices(settings.lake, ds) if sc.category_boosts else {}
+    popular = rules.segment_popular(
+        pairs, users, items, items.available & ~blocked, sc.top_k, sc.segment_fallback_min_users
+    )
+    return rules.Rules(blocked, rules.item_boosts(items, sc, categories), popular)
 
 
 def recs_path(settings: Settings, ds: date) -> Path:

@@ -14,6 +14,7 @@ import torch
 from nightrec.models import ranker_inputs
 from nightrec.scoring.inputs import ItemTable, SeenIndex, UserTable
 from nightrec.scoring.retrieve import ExactTopN, MatmulDtype
+from nightrec.scoring.rules import Rules
 
 DEFAULT_RERANK_WEIGHT = 0.5  # for a ranker trained before blend weights were chosen on validation
 RANK_SLICE = 32_768  # ranker rows per forward pass
@@ -49,22 +50,22 @@ class ChunkResult:
 class Scorer:
     """Holds the item side (vectors, masks, fallback list) for one scoring pass over many user chunks."""
 
-    def __init__(
-        self, retrieval, ranking, items: ItemTable, cfg: ScoringConfig, blocked: np.ndarray | None = None
-    ):
+    def __init__(self, retrieval, ranking, items: ItemTable, cfg: ScoringConfig, rules: Rules | None = None):
         self.retrieval, self.ranking, self.items, self.cfg = (
             retrieval.eval(),
             ranking.eval() if ranking else None,
             items,
             cfg,
         )
+        self.rules = rules or Rules()
         with torch.inference_mode():
             self.item_vecs = retrieval.item_vectors(
                 torch.from_numpy(items.item_idx), torch.from_numpy(items.category_idx)
             ).float()
         ok = items.available.copy()
-        if blocked is not None:
-            ok &= ~blocked
+        if self.rules.blocked is not None:
+            ok &= ~self.rules.blocked
+        self.boost = None if self.rules.boost is None else torch.from_numpy(self.rules.boost)
         self.allowed = torch.from_numpy(ok)
         self.index = ExactTopN(self.item_vecs, ok, cfg.matmul_dtype)
         order = np.lexsort((items.item_id, -items.popularity))
@@ -97,17 +98,18 @@ class Scorer:
         if len(warm):
             it, sc = self._score_warm(users.take(warm), rows, cols, warm)
             items_out[warm], scores_out[warm] = it, sc
-        if cold.any():
-            items_out[cold], scores_out[cold] = self._fallback(int(cold.sum()))
+        for segment in np.unique(users.segment_idx[cold]):
+            rows = cold & (users.segment_idx == segment)
+            items_out[rows], scores_out[rows] = self._fallback(int(segment))
         return ChunkResult(items_out, scores_out, cold)
 
-    def _fallback(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        top = self.popular[: self.cfg.top_k]
+    def _fallback(self, segment: int) -> tuple[np.ndarray, np.ndarray]:
+        top = self.rules.segment_popular.get(segment, self.popular)[: self.cfg.top_k]
         it = np.full(self.cfg.top_k, -1, dtype=np.int64)
         it[: len(top)] = top
         sc = np.zeros(self.cfg.top_k, dtype=np.float32)
         sc[: len(top)] = self.items.popularity[top]
-        return np.tile(it, (n, 1)), np.tile(sc, (n, 1))
+        return it, sc
 
     @torch.inference_mode()
     def _score_warm(self, users: UserTable, rows: np.ndarray, cols: np.ndarray, warm: np.ndarray):
@@ -126,6 +128,8 @@ class Scorer:
         n_cand = cand.shape[1]
         cand = cand.clamp(min=0)  # -1 (no item) only where the score is -inf, which drops out below
         final = self._blend(users, cand, cand_scores)
+        if self.boost is not None:
+            final = ranker_inputs.zscore(final, cand_scores) + self.boost[cand]
         final = final.masked_fill(~torch.isfinite(cand_scores), float("-inf"))
         if self.cfg.max_per_category:
             final = self._cap_categories(cand, final)

@@ -1,0 +1,97 @@
+"""Business rules applied while scoring: blocklist, boosts, and the cold-start lists per user segment.
+
+Availability and the per-category cap live in the scorer itself (they shape the candidate search); the rules
+here come from settings and the lake and are resolved once per night into arrays over the item table.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from nightrec.io import lake
+from nightrec.scoring.inputs import ItemTable, UserTable, positions
+from nightrec.settings import ScoringSettings
+from schemas.tables import VOCAB
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Rules:
+    """Per-night rules over the item table's positions.
+
+    Attributes:
+        blocked: bool [N], never recommended (settings' blocklist).
+        boost: float32 [N] added to each candidate's final score, in standard deviations of the user's
+            candidate scores (0 = no boost; negative demotes); None when no boost is set.
+        segment_popular: segment index -> item positions, most popular first: the cold-start list of the
+            users of a segment with enough history; other cold users get the global popular list.
+    """
+
+    blocked: np.ndarray | None = None
+    boost: np.ndarray | None = None
+    segment_popular: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+def category_indices(lake_root: str, ds: date) -> dict[str, int]:
+    """Category value -> vocabulary index, from the night's vocabulary partition."""
+    path = lake.require_partition(lake_root, VOCAB.name, ds)
+    t = pads.dataset(str(path), format="parquet").to_table(
+        columns=["value", "idx"], filter=pc.field("field") == "category"
+    )
+    return dict(zip(t["value"].to_pylist(), t["idx"].to_pylist(), strict=True))
+
+
+def item_boosts(items: ItemTable, sc: ScoringSettings, categories: dict[str, int]) -> np.ndarray | None:
+    """float32 [N] boost per item position: its category's boost plus its own (unknown keys are logged)."""
+    if not sc.item_boosts and not sc.category_boosts:
+        return None
+    boost = np.zeros(len(items), dtype=np.float32)
+    for value, b in sc.category_boosts.items():
+        if value not in categories:
+            log.warning("category boost %r: no such category in tonight's vocabulary; ignored", value)
+            continue
+        boost[items.category_idx == categories[value]] += b
+    pos = positions(np.asarray(list(sc.item_boosts), dtype=object), items.item_id)
+    for (item_id, b), p in zip(sc.item_boosts.items(), pos, strict=True):
+        if p < 0:
+            log.warning("item boost %r: no such item in tonight's catalog; ignored", item_id)
+            continue
+        boost[p] += b
+    return boost
+
+
+def segment_popular(
+    pairs: pa.Table, users: UserTable, items: ItemTable, allowed: np.ndarray, k: int, min_users: int
+) -> dict[int, np.ndarray]:
+    """The k most engaged allowed items per user segment (by summed weight), for segments with at least
+    ``min_users`` users with history; each list is topped up from global popularity where short."""
+    u = positions(pairs["user_id"], users.user_id)
+    i = positions(pairs["item_id"], items.item_id)
+    w = pairs["weight"].to_numpy()
+    keep = (u >= 0) & (i >= 0) & (w > 0)
+    seg = users.segment_idx[u[keep]]
+    known = seg > 0  # 0 = unknown segment: those users get the global list
+    seg, items_i, w, users_i = seg[known], i[keep][known], w[keep][known], u[keep][known]
+    if not len(seg):
+        return {}
+    n_users = np.bincount(seg[np.unique(users_i, return_index=True)[1]])
+    global_order = np.lexsort((items.item_id, -items.popularity))
+    global_order = global_order[allowed[global_order]]
+    out = {}
+    for s in np.flatnonzero(n_users >= min_users):
+        mask = seg == s
+        weight = np.bincount(items_i[mask], weights=w[mask], minlength=len(items))
+        order = np.lexsort((-items.popularity, -weight))  # segment weight first, then global popularity
+        order = order[allowed[order] & (weight[order] > 0)][:k]
+        if len(order) < k:
+            order = np.concatenate([order, global_order[~np.isin(global_order, order)][: k - len(order)]])
+        out[int(s)] = order
+    return out
