@@ -50,7 +50,7 @@ def generate(
     days: int = 60,
     events_per_user: float = 100.0,
     seed: int = 0,
-    fmt: Annotated[str, typer.Option("--format", help="parquet or csv")] = "parquet",
+    fmt: Annotated[str, typer.Option("--format", help="parquet, csv or jsonl")] = "parquet",
 ) -> None:
     """Generate seeded synthetic data with planted structure (tastes, power-law popularity, drift)."""
     from nightrec.data import synthetic

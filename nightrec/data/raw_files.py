@@ -1,7 +1,10 @@
-"""Write raw tables (events, items, users) as contract-conformed Parquet or CSV parts under ``OUT/<table>/``.
+"""Write raw tables (events, items, users) as contract-conformed Parquet, CSV or JSON Lines parts under
+``OUT/<table>/``.
 
 The CSV form is the one ``nightrec.io.raw`` reads back: tags '|'-joined, attributes a JSON object string,
 timestamps ISO-8601 in UTC with a trailing ``Z``, booleans ``true``/``false``, nulls as empty fields.
+JSON Lines hold one object per row with JSON's own types: tags an array, attributes an object, booleans and
+numbers unquoted, nulls ``null``, timestamps the same strings as in CSV.
 """
 
 from __future__ import annotations
@@ -18,14 +21,14 @@ import pyarrow.parquet as pq
 from schemas.arrow import arrow_type, conform_arrow
 from schemas.tables import Table
 
-FORMATS = ("parquet", "csv")
+FORMATS = ("parquet", "csv", "jsonl")
 
 
 def check_format(fmt: str) -> str:
     """Return ``fmt`` if it is a supported output format.
 
     Raises:
-        ValueError: ``fmt`` is neither ``parquet`` nor ``csv``.
+        ValueError: ``fmt`` is not ``parquet``, ``csv`` or ``jsonl``.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown output format {fmt!r}; expected one of {FORMATS}")
@@ -49,7 +52,7 @@ def write_part(tbl: pa.Table, out: Path, table: Table, part: int, fmt: str = "pa
         out: Raw data root.
         table: The contract (``schemas.tables.EVENTS``, ``ITEMS`` or ``USERS``).
         part: Part number, zero-padded in the file name.
-        fmt: ``parquet`` or ``csv``.
+        fmt: ``parquet``, ``csv`` or ``jsonl``.
 
     Returns:
         The path written.
@@ -58,8 +61,10 @@ def write_part(tbl: pa.Table, out: Path, table: Table, part: int, fmt: str = "pa
     path = Path(out) / table.name / f"part-{part:05d}.{check_format(fmt)}"
     if fmt == "parquet":
         pq.write_table(conformed, path)
-    else:
+    elif fmt == "csv":
         pacsv.write_csv(to_csv_table(conformed), path)
+    else:
+        write_jsonl(conformed, path)
     return path
 
 
@@ -95,6 +100,20 @@ def to_csv_table(tbl: pa.Table) -> pa.Table:
     """Turn the columns CSV cannot hold (lists, maps, timestamps) into their agreed string forms."""
     columns = [_csv_column(col) for col in tbl.columns]
     return pa.table(columns, names=tbl.column_names)
+
+
+def write_jsonl(tbl: pa.Table, path: Path) -> None:
+    """Write ``tbl`` as JSON Lines: one object a row, timestamps as in CSV, maps as JSON objects."""
+    maps = [f.name for f in tbl.schema if pa.types.is_map(f.type)]
+    stamped = pa.table(
+        [_csv_column(c) if pa.types.is_timestamp(c.type) else c for c in tbl.columns], names=tbl.column_names
+    )
+    with Path(path).open("w", encoding="utf-8") as f:
+        for batch in stamped.to_batches(max_chunksize=65_536):
+            for row in batch.to_pylist():
+                for m in maps:
+                    row[m] = None if row[m] is None else dict(row[m])
+                f.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
 
 
 def _csv_column(col: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:

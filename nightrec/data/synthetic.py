@@ -103,7 +103,7 @@ def generate(
         events_per_user: Approximate mean events per non-cold user (heavy-tailed across users).
         end_date: First day after the window (the natural run date).
         n_categories: Item categories (at least 3).
-        fmt: ``parquet`` or ``csv``.
+        fmt: ``parquet``, ``csv`` or ``jsonl``.
         cold_users: Share of users with no events at all.
 
     Returns:

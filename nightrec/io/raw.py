@@ -1,7 +1,9 @@
-"""Read the raw inputs (events, items, users) from a folder of Parquet or CSV, always with the contract schema.
+"""Read the raw inputs (events, items, users) from a folder of Parquet, CSV or JSON Lines, always with the
+contract schema.
 
 Parquet footers are checked against the contract before Spark touches the data, so a drifted or corrupt file
-fails with its path and column named instead of a deep Spark traceback.
+fails with its path and column named instead of a deep Spark traceback. CSV and JSON Lines are read in Spark's
+PERMISSIVE mode: a malformed line is kept, with its text and the reason, for the quarantine.
 """
 
 from __future__ import annotations
@@ -19,21 +21,27 @@ from schemas.arrow import arrow_type
 from schemas.spark import conform, to_struct_type
 from schemas.tables import RAW_TABLES, Table
 
+# The raw formats, by file extension (also the order in which a table folder is searched).
+FORMATS = ("parquet", "csv", "jsonl")
+
 
 def table_files(root: Path, table: Table) -> tuple[str, list[Path]]:
     """The format and data files of one raw table under ``root/<table>/``.
 
+    The format is told by the files' extension: ``*.parquet``, ``*.csv`` or ``*.jsonl`` (one JSON object a
+    line), looked for in that order.
+
     Raises:
-        ContractViolation: the folder is missing or holds no Parquet/CSV files.
+        ContractViolation: the folder is missing or holds no Parquet, CSV or JSON Lines files.
     """
     folder = Path(root) / table.name
     if not folder.is_dir():
         raise ContractViolation(str(folder), None, f"raw table folder {table.name}/ is missing")
-    for fmt, pattern in (("parquet", "*.parquet"), ("csv", "*.csv")):
-        files = sorted(p for p in folder.rglob(pattern) if not p.name.startswith((".", "_")))
+    for fmt in FORMATS:
+        files = sorted(p for p in folder.rglob(f"*.{fmt}") if not p.name.startswith((".", "_")))
         if files:
             return fmt, files
-    raise ContractViolation(str(folder), None, "no *.parquet or *.csv files found")
+    raise ContractViolation(str(folder), None, f"no {' or '.join(f'*.{f}' for f in FORMATS)} files found")
 
 
 def _compatible(actual: pa.DataType, expected: pa.DataType) -> bool:
@@ -143,16 +151,47 @@ def _read_csv(spark: SparkSession, files: list[Path], table: Table) -> DataFrame
     )
 
 
+def _read_jsonl(spark: SparkSession, files: list[Path], table: Table) -> DataFrame:
+    # JSON carries types: read straight into the contract's types. A line that is not a JSON object, or a value
+    # of the wrong JSON type (a string where a number, array or object belongs), lands whole in the corrupt
+    # record column while the other fields still parse; the raw value per field tells which one broke.
+    schema = T.StructType([*to_struct_type(table).fields, T.StructField(_CORRUPT, T.StringType(), True)])
+    df = (
+        spark.read.schema(schema)
+        .option("mode", "PERMISSIVE")
+        .option("columnNameOfCorruptRecord", _CORRUPT)
+        .json([str(f) for f in files])
+    )
+    corrupt = F.col(_CORRUPT).isNotNull()
+    reasons = [
+        F.when(
+            corrupt & F.col(c.name).isNull() & F.get_json_object(_CORRUPT, f"$.{c.name}").isNotNull(),
+            F.lit(f"unparsable {c.dtype} in column {c.name!r}"),
+        )
+        for c in table.columns
+    ]
+    reasons.append(F.when(corrupt, F.lit("malformed line: expected one JSON object")))
+    return df.select(
+        *table.names,
+        F.input_file_name().alias(FILE),
+        F.col(_CORRUPT).alias(LINE),
+        F.coalesce(*reasons).alias(REASON),
+    )
+
+
 def read_raw_checked(spark: SparkSession, root: str | Path, name: str) -> DataFrame:
     """Every row of one raw table in contract form plus ``_file``, ``_line`` and ``_reason``.
 
     ``_reason`` is null for well-formed rows; CSV rows with the wrong number of fields or an unparsable
-    typed value carry the reason (the quarantine hook). Parquet is typed, so its rows never carry one.
+    typed value, and JSON Lines that are not a JSON object or hold a value of the wrong type, carry the reason
+    (the quarantine hook) and their text in ``_line``. Parquet is typed, so its rows never carry one.
     """
     table = RAW_TABLES[name]
     fmt, files = table_files(Path(root), table)
     if fmt == "csv":
         return _read_csv(spark, files, table)
+    if fmt == "jsonl":
+        return _read_jsonl(spark, files, table)
     check_parquet_files(files, table)
     present = set(pq.read_schema(files[0]).names)
     df = spark.read.parquet(*[str(f) for f in files])

@@ -61,8 +61,8 @@ def _read_failure(name: str, e: ContractViolation) -> runner.SuiteResult:
 def validate_raw(spark: SparkSession, raw_root: str | Path, settings: Settings, ds: date) -> GateReport:
     """Contract suites and aggregate checks on events, items and users as read for run date ``ds``.
 
-    Malformed CSV rows are quarantined (and the gate fails when there are too many); volume, null-rate and
-    event-mix drift are compared with the last successful runs (``_gate_stats``).
+    Malformed CSV and JSON Lines rows are quarantined (and the gate fails when there are too many); volume,
+    null-rate and event-mix drift are compared with the last successful runs (``_gate_stats``).
     """
     docs = docs_dir(settings, ds)
     ctx = runner.get_context(settings.gx_root, docs)
@@ -71,9 +71,9 @@ def validate_raw(spark: SparkSession, raw_root: str | Path, settings: Settings, 
         try:
             df = raw.read_raw_checked(spark, raw_root, name)
             # Parquet scans read only the columns each pass needs, faster than building a full cache;
-            # CSV is parsed once and kept.
+            # CSV and JSON Lines are parsed once and kept.
             fmt, _ = raw.table_files(Path(raw_root), RAW_TABLES[name])
-            checked[name] = df.persist(StorageLevel.MEMORY_AND_DISK) if fmt == "csv" else df
+            checked[name] = df.persist(StorageLevel.MEMORY_AND_DISK) if fmt != "parquet" else df
         except ContractViolation as e:
             results.append(_read_failure(name, e))
     if results:

@@ -49,5 +49,6 @@ def docs_dir(settings: Settings, ds: date) -> str:
 
 def make_report(gate: str, results: list[runner.SuiteResult], docs: str) -> GateReport:
     index = Path(docs) / "index.html"
+    runner.make_site_offline(docs)
     runner.write_root_index(Path(docs).parent)
     return GateReport(gate, all(r.success for r in results), results, str(index) if index.exists() else docs)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,17 +140,127 @@ def run_suite(
     return SuiteResult(suite.name, bool(cr.success), failures, dict(vr.statistics), docs)
 
 
+# Data Docs offline: GX's page templates (great_expectations/render/view/templates) load their CSS and JS from
+# CDNs, so without network the pages render unstyled. Each site gets the vendored copies (static/vendor/, see
+# its README) and every page's CDN references are rewritten to them.
+_VENDOR = Path(__file__).parent / "static" / "vendor"
+_SITE_VENDOR = ("static", "vendor")
+_BOOTSTRAP_CSS = "bootstrap-4.3.1/bootstrap.min.css"
+_CDN = {
+    "https://maxcdn.bootstrapcdn.com/bootstrap/4.3.1/css/bootstrap.min.css": _BOOTSTRAP_CSS,
+    "https://stackpath.bootstrapcdn.com/bootstrap/4.3.1/js/bootstrap.min.js": "bootstrap-4.3.1/bootstrap.min.js",
+    "https://code.jquery.com/jquery-3.7.1.min.js": "jquery-3.7.1/jquery.min.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/popper.js/1.12.9/umd/popper.min.js": "popper.js-1.12.9/popper.min.js",
+    "https://unpkg.com/bootstrap-table@1.19.1/dist/bootstrap-table.min.css": "bootstrap-table-1.19.1/bootstrap-table.min.css",
+    "https://unpkg.com/bootstrap-table@1.19.1/dist/bootstrap-table.min.js": "bootstrap-table-1.19.1/bootstrap-table.min.js",
+    "https://unpkg.com/bootstrap-table@1.19.1/dist/extensions/filter-control/bootstrap-table-filter-control.min.js": (
+        "bootstrap-table-1.19.1/bootstrap-table-filter-control.min.js"
+    ),
+    # The index page asks for the minified file and the other pages for the plain one: same rules.
+    "https://unpkg.com/bootstrap-table@1.19.0/dist/extensions/filter-control/bootstrap-table-filter-control.css": (
+        "bootstrap-table-1.19.0/bootstrap-table-filter-control.min.css"
+    ),
+    "https://unpkg.com/bootstrap-table@1.19.0/dist/extensions/filter-control/bootstrap-table-filter-control.min.css": (
+        "bootstrap-table-1.19.0/bootstrap-table-filter-control.min.css"
+    ),
+    "https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/css/bootstrap-datepicker.min.css": (
+        "bootstrap-datepicker-1.9.0/bootstrap-datepicker.min.css"
+    ),
+    "https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/js/bootstrap-datepicker.min.js": (
+        "bootstrap-datepicker-1.9.0/bootstrap-datepicker.min.js"
+    ),
+    "https://cdn.jsdelivr.net/npm/@forevolve/bootstrap-dark@1.1.0/dist/css/bootstrap-prefers-dark.css": (
+        "bootstrap-dark-1.1.0/bootstrap-prefers-dark.min.css"
+    ),
+    # Only solid icons are used (fa-check-circle, fa-times, ...): core + solid instead of all.min.css.
+    "https://cdnjs.cloudflare.com/ajax/libs/font-awesome/6.6.0/css/all.min.css": (
+        "fontawesome-free-6.6.0/css/fontawesome.min.css",
+        "fontawesome-free-6.6.0/css/solid.min.css",
+    ),
+}
+_TAG = re.compile(r"<(script|link)\b[^>]*>", re.IGNORECASE)
+_URL = re.compile(r'\b(src|href)="(https?://[^"]+)"')
+# Subresource integrity needs CORS, which file:// pages cannot do: the local copies load without it.
+_SRI = re.compile(r'\s+(integrity|crossorigin)="[^"]*"')
+# Vega draws only the charts of distribution/profiling expectations (graph.j2); no nightrec suite renders one,
+# so pages without a chart drop the ~0.8 MB of scripts rather than vendoring them.
+_VEGA = re.compile(r'<script src="https://cdn\.jsdelivr\.net/npm/vega(?:-lite|-embed)?@\d+"></script>\s*')
+# The navbar logo is fetched from GX's bucket with the context id in the query; the site ships the same image.
+_GX_LOGO = re.compile(r'src="https://great-expectations-web-assets\.[^"/]+/logo-long\.png[^"]*"')
+# GX counts one folder too few above validation pages for their favicon; anchor site images at the site root.
+_SITE_IMAGE = re.compile(r'\b(src|href)="(?:\./|(?:\.\./)*)static/images/([^"]+)"')
+
+
+def _copy_vendor(dest: Path, only: str | None = None) -> Path:
+    """Copy the vendored assets (or only the ``only`` library folder) to ``dest/static/vendor`` (idempotent)."""
+    out = dest.joinpath(*_SITE_VENDOR)
+    src, to = (_VENDOR / only, out / only) if only else (_VENDOR, out)
+    shutil.copytree(src, to, dirs_exist_ok=True, ignore=shutil.ignore_patterns("README.md"))
+    return out
+
+
+def _offline_html(html: str, page: Path, site: Path) -> str:
+    rel = Path(os.path.relpath(site, page.parent)).as_posix()
+    vendor = f"{rel}/{'/'.join(_SITE_VENDOR)}"
+
+    def tag(m: re.Match) -> str:
+        text = m.group(0)
+        url = _URL.search(text)
+        local = _CDN.get(url.group(2)) if url else None
+        if local is None:
+            return text
+        text = _SRI.sub("", text)
+        paths = (local,) if isinstance(local, str) else local
+        return "\n    ".join(text.replace(url.group(2), f"{vendor}/{p}") for p in paths)
+
+    if "vegaEmbed(" not in html:
+        html = _VEGA.sub("", html)
+    html = _GX_LOGO.sub('src="static/images/logo-long.png"', html)
+    html = _SITE_IMAGE.sub(lambda m: f'{m.group(1)}="{rel}/static/images/{m.group(2)}"', html)
+    return _TAG.sub(tag, html)
+
+
+def make_site_offline(site_dir: str | Path) -> list[Path]:
+    """Make one Data Docs site render styled without network (idempotent; run after every docs build).
+
+    Copies the vendored Bootstrap, jQuery, bootstrap-table, datepicker and Font Awesome files into
+    ``site_dir/static/vendor/`` and points every page's CDN ``<script>``/``<link>`` at them.
+
+    Returns:
+        The pages that were rewritten.
+    """
+    site = Path(site_dir)
+    if not (site / "index.html").exists():
+        return []
+    _copy_vendor(site)
+    changed = []
+    for page in sorted(site.rglob("*.html")):
+        html = page.read_text(encoding="utf-8")
+        offline = _offline_html(html, page, site)
+        if offline != html:
+            page.write_text(offline, encoding="utf-8")
+            changed.append(page)
+    return changed
+
+
 def write_root_index(docs_root: str | Path) -> Path:
     """``docs_root/index.html``: links to every run date's own Data Docs site, newest first."""
     root = Path(docs_root)
     runs = sorted((p for p in root.glob("ds=*") if (p / "index.html").exists()), reverse=True)
-    items = "\n".join(f'<li><a href="{p.name}/index.html">{p.name[3:]}</a></li>' for p in runs)
+    items = "\n".join(
+        f'<a class="list-group-item list-group-item-action" href="{p.name}/index.html">{p.name[3:]}</a>'
+        for p in runs
+    )
+    css = "/".join((*_SITE_VENDOR, _BOOTSTRAP_CSS))
     html = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>nightrec Data Docs</title></head>"
-        f"<body><h1>nightrec data gates</h1><p>One Data Docs site per run date.</p><ul>\n{items}\n</ul>"
-        "</body></html>\n"
+        "<!doctype html><html><head><meta charset='utf-8'><title>nightrec Data Docs</title>"
+        f'<link rel="stylesheet" href="{css}"></head>'
+        '<body><div class="container py-4"><h1 class="h3">nightrec data gates</h1>'
+        '<p class="text-muted">One Data Docs site per run date, newest first.</p>'
+        f'<div class="list-group">\n{items}\n</div></div></body></html>\n'
     )
     out = root / "index.html"
     root.mkdir(parents=True, exist_ok=True)
+    _copy_vendor(root, only=_BOOTSTRAP_CSS.split("/")[0])
     out.write_text(html)
     return out
