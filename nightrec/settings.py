@@ -102,6 +102,11 @@ class ScoringSettings(BaseModel):
     category_boosts: dict[str, float] = Field(
         default_factory=dict, description="Category value -> boost of its items, as item_boosts."
     )
+    engine: Literal["local", "spark"] = Field(
+        "local",
+        description="Where users are scored: local = chunks streamed in this process; spark = the same scorer "
+        "on Spark executors (mapInArrow, models and catalog broadcast), for user counts past one machine.",
+    )
     segment_fallback_min_users: int = Field(
         20,
         ge=1,

@@ -28,7 +28,7 @@ class PrecomputeSummary:
     short_lists: int
 
 
-def _chunk_table(users: inputs.UserTable, items: inputs.ItemTable, res) -> tuple[pa.Table, int]:
+def chunk_table(users: inputs.UserTable, items: inputs.ItemTable, res) -> tuple[pa.Table, int]:
     b, k = res.items.shape
     valid = res.items >= 0
     user_ids = np.repeat(users.user_id, k)[valid.reshape(-1)]
@@ -48,7 +48,15 @@ def _chunk_table(users: inputs.UserTable, items: inputs.ItemTable, res) -> tuple
 
 
 def precompute(settings: Settings, ds: date, retrieval, ranking, fingerprint: str) -> PrecomputeSummary:
-    """Score every known user as of ``ds`` and write the RECS table; memory is bounded by the chunk size."""
+    """Score every known user as of ``ds`` and write the RECS table; memory is bounded by the chunk size.
+
+    ``scoring.engine = "spark"`` runs the same scorer on Spark executors (nightrec.scoring.spark_scoring).
+    """
+    if settings.scoring.engine == "spark":
+        from nightrec.io.spark import get_spark
+        from nightrec.scoring.spark_scoring import precompute_spark
+
+        return precompute_spark(get_spark(settings.spark), settings, ds, retrieval, ranking, fingerprint)
     cfg = settings.features
     users = inputs.load_users(settings.lake, ds, "serve", cfg.history_len)
     items = inputs.load_items(settings.lake, ds, "serve")
@@ -63,7 +71,7 @@ def precompute(settings: Settings, ds: date, retrieval, ranking, fingerprint: st
     for part, start in enumerate(range(0, len(users), sc.user_chunk_size)):
         chunk = users.take(slice(start, start + sc.user_chunk_size))
         res = scorer.score(chunk, seen, start)
-        tbl, n_short = _chunk_table(chunk, items, res)
+        tbl, n_short = chunk_table(chunk, items, res)
         pq.write_table(tbl, staging / f"part-{part:05d}.parquet")
         rows += tbl.num_rows
         fallback += int(res.fallback.sum())

@@ -83,15 +83,32 @@ def segment_popular(
     if not len(seg):
         return {}
     n_users = np.bincount(seg[np.unique(users_i, return_index=True)[1]])
+    big = np.isin(seg, np.flatnonzero(n_users >= min_users))
+    # One summed weight per (segment, item): the same input the Spark path aggregates.
+    codes, inverse = np.unique(seg[big] * len(items) + items_i[big], return_inverse=True)
+    sums = np.bincount(inverse, weights=w[big], minlength=len(codes))
+    return rank_segment_lists(codes // len(items), codes % len(items), sums, items, allowed, k)
+
+
+def rank_segment_lists(
+    segment: np.ndarray,
+    item_pos: np.ndarray,
+    weight: np.ndarray,
+    items: ItemTable,
+    allowed: np.ndarray,
+    k: int,
+) -> dict[int, np.ndarray]:
+    """Per segment, its items by summed weight (ties: global popularity, then item id), allowed ones only,
+    the first k, topped up from the global popular list where short."""
     global_order = np.lexsort((items.item_id, -items.popularity))
     global_order = global_order[allowed[global_order]]
     out = {}
-    for s in np.flatnonzero(n_users >= min_users):
-        mask = seg == s
-        weight = np.bincount(items_i[mask], weights=w[mask], minlength=len(items))
-        order = np.lexsort((-items.popularity, -weight))  # segment weight first, then global popularity
-        order = order[allowed[order] & (weight[order] > 0)][:k]
-        if len(order) < k:
-            order = np.concatenate([order, global_order[~np.isin(global_order, order)][: k - len(order)]])
-        out[int(s)] = order
+    for s in np.unique(segment):
+        mask = (segment == s) & (item_pos >= 0)
+        pos, w = item_pos[mask], weight[mask]
+        order = np.lexsort((items.item_id[pos], -items.popularity[pos], -w))
+        top = pos[order][allowed[pos[order]] & (w[order] > 0)][:k]
+        if len(top) < k:
+            top = np.concatenate([top, global_order[~np.isin(global_order, top)][: k - len(top)]])
+        out[int(s)] = top
     return out
