@@ -102,6 +102,13 @@ class ScoringSettings(BaseModel):
     category_boosts: dict[str, float] = Field(
         default_factory=dict, description="Category value -> boost of its items, as item_boosts."
     )
+    index: Literal["exact", "ivf"] = Field(
+        "exact",
+        description="Candidate search: exact = every allowed item scored; ivf = FAISS IndexIVFFlat (needs "
+        "faiss-cpu), approximate, for large catalogs (its recall is measured by bench/precompute.py --ann).",
+    )
+    ivf_lists: int | None = Field(None, ge=1, description="IVF clusters (None = about 4 * sqrt(items)).")
+    ivf_probe: int = Field(16, ge=1, description="IVF clusters visited per user (recall vs speed).")
     engine: Literal["local", "spark"] = Field(
         "local",
         description="Where users are scored: local = chunks streamed in this process; spark = the same scorer "

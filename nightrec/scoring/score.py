@@ -27,6 +27,9 @@ class ScoringConfig:
     rerank_weight: float | None = None  # None = the ranker's own ``blend_weight`` (chosen on validation)
     max_per_category: int | None = None
     matmul_dtype: MatmulDtype = "auto"
+    index: str = "exact"  # or "ivf": FAISS IndexIVFFlat (nightrec.scoring.ann)
+    ivf_lists: int | None = None
+    ivf_probe: int = 16
 
     @classmethod
     def from_settings(cls, sc, top_k: int | None = None) -> ScoringConfig:
@@ -37,6 +40,9 @@ class ScoringConfig:
             sc.rerank_weight,
             sc.max_per_category,
             sc.matmul_dtype,
+            sc.index,
+            sc.ivf_lists,
+            sc.ivf_probe,
         )
 
 
@@ -67,7 +73,12 @@ class Scorer:
             ok &= ~self.rules.blocked
         self.boost = None if self.rules.boost is None else torch.from_numpy(self.rules.boost)
         self.allowed = torch.from_numpy(ok)
-        self.index = ExactTopN(self.item_vecs, ok, cfg.matmul_dtype)
+        if cfg.index == "ivf":
+            from nightrec.scoring.ann import IvfTopN  # faiss is optional
+
+            self.index = IvfTopN(self.item_vecs, ok, cfg.ivf_lists, cfg.ivf_probe)
+        else:
+            self.index = ExactTopN(self.item_vecs, ok, cfg.matmul_dtype)
         order = np.lexsort((items.item_id, -items.popularity))
         self.popular = order[ok[order]]
         self.item_fields = torch.from_numpy(
@@ -164,7 +175,7 @@ class Scorer:
     def _rank(self, fields: torch.Tensor) -> torch.Tensor:
         # Slices keep the MLP's activations cache-sized (one 800k-row pass spends its time in page faults);
         # bf16 autocast where the CPU multiplies bf16 natively, as for the retrieval product.
-        use_bf16 = self.index.dtype == torch.bfloat16 and fields.device.type == "cpu"
+        use_bf16 = getattr(self.index, "dtype", None) == torch.bfloat16 and fields.device.type == "cpu"
         out = torch.empty(fields.shape[0])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
             for lo in range(0, fields.shape[0], RANK_SLICE):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from nightrec.scoring import inputs
 from nightrec.scoring.retrieve import ExactTopN
 
 
@@ -65,3 +67,41 @@ def test_fewer_allowed_unseen_items_than_n_pad_with_minus_one():
     assert found.shape == (3, 3)  # n is capped at the number of allowed items
     assert set(found[0].tolist()) == {3, 11, -1} and torch.isinf(scores[0, 2])
     assert set(found[1].tolist()) == {3, 7, 11}
+
+
+def test_ivf_index_finds_most_of_the_exact_top_n_and_never_a_seen_or_unavailable_item():
+    from nightrec.scoring.ann import IvfTopN
+
+    items, users, allowed, rows, cols = _case(20_000, 64, d=16, seen=30)
+    ref = _brute(items, users, allowed, rows, cols, 20)
+    index = IvfTopN(items, allowed, n_lists=64, n_probe=16)
+    scores, found = index.search(users, 20, rows, cols)
+    assert found.shape == (64, 20) and bool((found >= 0).all())
+    assert allowed[found.numpy()].all()
+    seen = set(zip(rows.tolist(), cols.tolist(), strict=True))
+    assert not any((r, int(c)) in seen for r in range(64) for c in found[r])
+    got = (users.unsqueeze(1) @ items[found].transpose(1, 2)).squeeze(1)
+    torch.testing.assert_close(
+        scores, got, atol=1e-4, rtol=1e-4
+    )  # FAISS's scores are exact for what it finds
+    recall = np.mean(
+        [len(set(a) & set(b)) / 20 for a, b in zip(found.tolist(), ref.indices.tolist(), strict=True)]
+    )
+    full = IvfTopN(items, allowed, n_lists=64, n_probe=64).search(users, 20, rows, cols)[1]
+    recall_full = np.mean(
+        [len(set(a) & set(b)) / 20 for a, b in zip(full.tolist(), ref.indices.tolist(), strict=True)]
+    )
+    assert 0.5 < recall <= recall_full and recall_full == 1.0  # probing every list is exact
+
+
+def test_scorer_with_the_ivf_index_gives_the_exact_lists_when_every_list_is_probed():
+    from nightrec.scoring.score import Scorer, ScoringConfig
+    from tests.unit.scoring.test_score import CategoryModel, _items, _users
+
+    items, users = _items(), _users([1, 2], [5, 5])
+    seen = inputs.build_seen(pd.DataFrame({"user_id": ["u0"], "item_id": ["i3"]}), users, items)
+    lists = {}
+    for index in ("exact", "ivf"):
+        cfg = ScoringConfig(top_k=3, n_candidates=8, rerank_weight=0.0, index=index, ivf_lists=1, ivf_probe=1)
+        lists[index] = Scorer(CategoryModel(), None, items, cfg).score(users, seen, 0).items.tolist()
+    assert lists["ivf"] == lists["exact"] == [[2, 1, 0], [7, 6, 5]]
