@@ -75,3 +75,14 @@ class GateFailed(NightrecError):
 
 class StageInputMissing(NightrecError):
     """A stage's input partition is absent or has no success marker (never read a half-written partition)."""
+
+
+class DiskFull(NightrecError):
+    """A write ran out of space (or quota, or the file size limit); nothing was marked complete or made live."""
+
+    def __init__(self, path: str, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(
+            f"no space writing {path}: {reason}. Nothing was marked complete or made live; free space (or raise "
+            "the quota) and re-run: completed stages are skipped."
+        )

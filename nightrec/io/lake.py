@@ -17,6 +17,7 @@ from pathlib import Path
 
 from nightrec import faults
 from nightrec.errors import StageInputMissing
+from nightrec.io import disk
 
 MARKER = "_MARKER.json"
 # The failpoint seam lives in nightrec.faults; re-exported for the tests of scenario 11.
@@ -37,8 +38,12 @@ def read_marker(path: Path) -> dict | None:
 def write_marker(path: Path, fingerprint: str, **meta) -> None:
     body = {"fingerprint": fingerprint, "written_at": datetime.now(UTC).isoformat(), **meta}
     tmp = path / f".{MARKER}.{uuid.uuid4().hex}"
-    tmp.write_text(json.dumps(body, indent=2, default=str))
-    os.replace(tmp, path / MARKER)
+    try:
+        with disk.writing(path / MARKER):
+            tmp.write_text(json.dumps(body, indent=2, default=str))
+            os.replace(tmp, path / MARKER)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def is_complete(lake: str | Path, table: str, ds: date, fingerprint: str | None = None) -> bool:

@@ -20,7 +20,8 @@ from urllib.parse import unquote, urlparse
 
 from filelock import FileLock
 
-from nightrec.errors import NightrecError
+from nightrec.errors import DiskFull, NightrecError
+from nightrec.io import disk
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,9 @@ class LocalStore:
             os.replace(tmp, path)
         except OSError as e:
             tmp.unlink(missing_ok=True)
+            reason = disk.no_space_reason(e)
+            if reason is not None:
+                raise DiskFull(str(path), reason) from e
             raise StoreError(f"writing {path} in {self.url} failed: {e}", key=str(path)) from e
 
     def put_bytes(self, key: str, data: bytes) -> None:

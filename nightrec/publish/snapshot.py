@@ -25,6 +25,7 @@ import pyarrow.dataset as pads
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from nightrec.io import disk
 from nightrec.io.store import KeyNotFound, ObjectStore, PreconditionFailed
 from schemas.arrow import conform_arrow, to_arrow_schema
 from schemas.manifest import Manifest, PartInfo
@@ -157,6 +158,7 @@ def write_snapshot(
         ValueError: no rows, null user ids, or columns missing from the RECS contract (pyarrow's
             ArrowInvalid for a value that cannot be cast to its contract type).
         StoreError: a write failed (the snapshot stays invisible; retention reaps its parts).
+        DiskFull: the local spill or a local store ran out of space (names the path; nothing became live).
     """
     if shard_count < 1:
         raise ValueError(f"shard_count must be >= 1, got {shard_count}")
@@ -171,11 +173,14 @@ def write_snapshot(
     parts, counts, lengths = [], dict.fromkeys(("users", "rows", "model_users", "fallback_users"), 0), {}
     with tempfile.TemporaryDirectory(prefix="nightrec-snapshot-") as tmp_name:
         tmp = Path(tmp_name)
-        for i, spill in enumerate(_spill_by_bucket(Path(recs_dir), tmp, shard_count)):
+        with disk.writing(tmp):  # the local spill of the parts (the store's own writes name their keys)
+            spills = _spill_by_bucket(Path(recs_dir), tmp, shard_count)
+        for i, spill in enumerate(spills):
             with ipc.open_file(str(spill)) as f:
                 tbl = f.read_all()
             spill.unlink()
-            parts.append(_write_part(store, tbl, part_key(ds, run_id, i), tmp))
+            with disk.writing(tmp):
+                parts.append(_write_part(store, tbl, part_key(ds, run_id, i), tmp))
             part_counts, part_lengths = _part_counts(tbl)
             counts = {k: counts[k] + part_counts[k] for k in counts}
             for n, users in part_lengths.items():

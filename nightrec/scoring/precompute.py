@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -10,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from nightrec.io import lake
+from nightrec.io import disk, lake
 from nightrec.scoring import inputs, rules
 from nightrec.scoring.score import Scorer, ScoringConfig
 from nightrec.settings import Settings
@@ -68,14 +69,20 @@ def precompute(settings: Settings, ds: date, retrieval, ranking, fingerprint: st
     staging = lake.staging_path(settings.lake, RECS.name, ds)
     staging.mkdir(parents=True)
     rows = fallback = short = 0
-    for part, start in enumerate(range(0, len(users), sc.user_chunk_size)):
-        chunk = users.take(slice(start, start + sc.user_chunk_size))
-        res = scorer.score(chunk, seen, start)
-        tbl, n_short = chunk_table(chunk, items, res)
-        pq.write_table(tbl, staging / f"part-{part:05d}.parquet")
-        rows += tbl.num_rows
-        fallback += int(res.fallback.sum())
-        short += n_short
+    try:
+        for part, start in enumerate(range(0, len(users), sc.user_chunk_size)):
+            chunk = users.take(slice(start, start + sc.user_chunk_size))
+            res = scorer.score(chunk, seen, start)
+            tbl, n_short = chunk_table(chunk, items, res)
+            path = staging / f"part-{part:05d}.parquet"
+            with disk.writing(path):
+                pq.write_table(tbl, path)
+            rows += tbl.num_rows
+            fallback += int(res.fallback.sum())
+            short += n_short
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # half a night's lists never reach the lake
+        raise
     final = lake.partition_path(settings.lake, RECS.name, ds)
     lake.commit_staging(staging, final)
     lake.write_marker(final, fingerprint, table=RECS.name, rows=rows)
