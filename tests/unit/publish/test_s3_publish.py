@@ -89,6 +89,20 @@ def store(request, tmp_path, monkeypatch):
     return request.getfixturevalue("s3_store")
 
 
+@pytest.fixture(autouse=True)
+def live_invariant(request):
+    """After every scenario: the pointer (if any) leads to a complete manifest whose parts exist with matching
+    checksums and row counts (RELIABILITY.md's invariant), unless the test broke the live snapshot on purpose."""
+    # Resolved here, before the test, so the stores outlive this fixture's teardown.
+    stores = [request.getfixturevalue(n) for n in ("store", "s3_store") if n in request.fixturenames]
+    yield
+    if request.node.get_closest_marker("breaks_live"):
+        return
+    for store in stores:
+        if pointer.read_live(store) is not None:
+            reader.verify_live(store)
+
+
 @pytest.fixture
 def recs_dir(tmp_path):
     return write_recs(tmp_path / "recs", n_users=20, k=3)
@@ -246,6 +260,7 @@ def test_reader_racing_publish_and_retention_always_sees_a_whole_list(store, rec
     reader.verify_live(store)
 
 
+@pytest.mark.breaks_live
 def test_verify_live_catches_a_tampered_part(store, recs_dir):
     manifest, key = publish(store, recs_dir, DS, "run-a")
     pointer.flip_live(store, manifest, key)
