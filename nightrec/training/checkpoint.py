@@ -59,7 +59,13 @@ def save_fit(path: Path, name: str, n_train: int, s: FitState, model, opt, gen, 
 
 def resume_fit(path: Path, name: str, n_train: int, model, opt, gen, device) -> FitState | None:
     """Restore model, optimizer and RNG from ``path``; None (fresh start) when there is no usable one."""
-    state = load(path)
+    return restore_fit(load(path), path, name, n_train, model, opt, gen, device)
+
+
+def restore_fit(
+    state: dict | None, path: Path, name: str, n_train: int, model, opt, gen, device
+) -> FitState | None:
+    """:func:`resume_fit` from a checkpoint already loaded from ``path`` (by rank 0, for every rank)."""
     if state is None:
         return None
     if (state.get("name"), state.get("n_train")) != (name, n_train):

@@ -76,6 +76,31 @@ def iter_batches(n: int, batch_size: int, generator: torch.Generator | None = No
     yield from order.split(batch_size)
 
 
+def shard_batches(
+    n: int, batch_size: int, generator: torch.Generator, rank: int, world_size: int
+) -> Iterator[torch.Tensor]:
+    """This process's part of each batch of :func:`iter_batches`, for one of ``world_size`` processes.
+
+    Every process draws the same seeded permutation (same generator state) and keeps the slice
+    ``rank::world_size`` of it, in batches of ``batch_size // world_size``: together the processes' k-th
+    batches hold the rows of the one-process k-th batch of ``batch_size`` (when it divides). The permutation
+    is padded with its own head to a multiple of ``world_size`` (as ``DistributedSampler`` does), so every
+    process takes the same number of equal batches and no collective waits on a process that has finished.
+
+    Example:
+        >>> torch.randperm(5, generator=torch.Generator().manual_seed(0)).tolist()
+        [4, 0, 1, 3, 2]
+        >>> [[b.tolist() for b in shard_batches(5, 4, torch.Generator().manual_seed(0), r, 2)] for r in (0, 1)]
+        [[[4, 1], [2]], [[0, 3], [4]]]
+    """
+    order = torch.randperm(n, generator=generator)
+    if world_size == 1:
+        yield from order.split(batch_size)
+        return
+    padded = order[torch.arange(-(-n // world_size) * world_size) % max(n, 1)] if n else order
+    yield from padded[rank::world_size].split(max(batch_size // world_size, 1))
+
+
 def pad_lists(col: pa.ChunkedArray | pa.Array, width: int) -> np.ndarray:
     """``list<int>`` -> int64 ``[n, width]``, 0-padded and truncated to ``width``, via the list offsets."""
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col

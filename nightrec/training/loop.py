@@ -1,196 +1,51 @@
-"""Training loops for the two models: device, precision, seeding, early stopping and the divergence guard.
+"""Training the two models (and the ranker's logistic baseline) on example tensors.
 
-Both models share one epoch loop (:func:`_fit`); each model supplies a step loss and a validation function.
-CPU runs are fp32 and seeded (same seed, same losses); CUDA runs use bf16 autocast (needs no grad scaler).
-Id tables with sparse gradients train with SparseAdam, everything else with Adam: on a 2-core CPU the dense
-Adam update over the id tables is what dominates a step. With a checkpoint path the loop writes its whole
-state after every epoch (``nightrec.training.checkpoint``) and a re-run resumes after the last complete one.
+Each trainer builds its model, a step loss and a validation function and hands them to the epoch loop both
+share (``epochs.fit``). Around it: ``devices`` (device, bf16 on CUDA, threads, seed), ``optimizers``
+(SparseAdam for sparse id tables, Adam for the rest), ``guards`` (the divergence guard), ``early_stopping``,
+``valid_metrics``, ``checkpoint`` (per-epoch state, resumed after a kill) and ``process_group`` (several
+processes under DistributedDataParallel; ``nightrec.training.distributed`` launches them). The names callers
+import from this module (``loop.TrainResult``, ``loop.roc_auc``...) stay importable from it.
 """
 
 from __future__ import annotations
 
-import copy
-import math
-import os
-import time
-from collections.abc import Callable
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+import dataclasses
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nightrec import faults
-from nightrec.errors import NightrecError
 from nightrec.models.configs import DeepFMConfig, TwoTowerConfig
 from nightrec.models.deepfm import DeepFM
 from nightrec.models.logistic import LogisticRegression
 from nightrec.models.two_tower import TwoTower, in_batch_softmax_loss
 from nightrec.settings import TrainSettings
-from nightrec.training import checkpoint
-from nightrec.training.datasets import RankingTensors, RetrievalTensors, item_categories, iter_batches
+from nightrec.training import devices, epochs, retrieval_loss, valid_metrics
+from nightrec.training.datasets import RankingTensors, RetrievalTensors, item_categories
+from nightrec.training.devices import select_device
+from nightrec.training.epochs import EpochCallback, TrainResult
+from nightrec.training.guards import TrainingDiverged
+from nightrec.training.optimizers import SparseDenseOptimizer
+from nightrec.training.process_group import World
+from nightrec.training.valid_metrics import RECALL_K, roc_auc
 
-RECALL_K = 50
-_EVAL_CHUNK = 8192
-EpochCallback = Callable[[int, dict], None]
+__all__ = [
+    "RECALL_K",
+    "EpochCallback",
+    "SparseDenseOptimizer",
+    "TrainResult",
+    "TrainingDiverged",
+    "World",
+    "roc_auc",
+    "select_device",
+    "train_logistic_baseline",
+    "train_ranking",
+    "train_retrieval",
+]
 
-
-class TrainingDiverged(NightrecError):
-    """The training loss became NaN or infinite; nothing should be registered from this run."""
-
-    def __init__(self, model: str, epoch: int, step: int, last_finite_loss: float | None) -> None:
-        self.model, self.epoch, self.step, self.last_finite_loss = model, epoch, step, last_finite_loss
-        last = f"{last_finite_loss:.6g}" if last_finite_loss is not None else "none (first step)"
-        super().__init__(
-            f"{model} training diverged at epoch {epoch}, step {step}: loss is not finite; "
-            f"last finite loss {last}. Lower the learning rate or check the examples for NaN weights/labels."
-        )
-
-
-@dataclass
-class TrainResult:
-    """A trained model (best epoch's weights, on CPU, in eval mode) and how it got there."""
-
-    model: nn.Module
-    history: list[dict] = field(default_factory=list)  # one row per epoch
-    best_epoch: int = 0
-    metrics: dict = field(default_factory=dict)  # the best epoch's row, plus best_epoch and epochs_run
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cpu``/``cuda`` as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _autocast(device: torch.device):
-    # bf16 autocast pays off on GPUs only; on this CPU the gathers and optimizer dominate (ECOSYSTEM 6).
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
-class SparseDenseOptimizer:
-    """SparseAdam over the weights of embedding tables with ``sparse=True``, Adam over the rest.
-
-    Adam rejects sparse gradients and SparseAdam dense ones, so one model needs both.
-    """
-
-    def __init__(self, model: nn.Module, lr: float) -> None:
-        sparse = {
-            id(m.weight)
-            for m in model.modules()
-            if isinstance(m, nn.Embedding | nn.EmbeddingBag) and m.sparse
-        }
-        params = list(model.parameters())
-        groups = [
-            (torch.optim.SparseAdam, [p for p in params if id(p) in sparse]),
-            (torch.optim.Adam, [p for p in params if id(p) not in sparse]),
-        ]
-        self.optimizers = [cls(ps, lr=lr) for cls, ps in groups if ps]
-
-    def zero_grad(self) -> None:
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=True)
-
-    def step(self) -> None:
-        for opt in self.optimizers:
-            opt.step()
-
-    def state_dict(self) -> list[dict]:
-        return [opt.state_dict() for opt in self.optimizers]
-
-    def load_state_dict(self, states: list[dict]) -> None:
-        for opt, state in zip(self.optimizers, states, strict=True):
-            opt.load_state_dict(state)
-
-
-def _fit(
-    model: nn.Module,
-    *,
-    name: str,
-    n_train: int,
-    step_loss: Callable[[torch.Tensor], torch.Tensor],
-    evaluate: Callable[[], dict],
-    monitor: tuple[str, ...],
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    settings: TrainSettings,
-    device: torch.device,
-    on_epoch: EpochCallback | None,
-    checkpoint_path: Path | None = None,
-) -> TrainResult:
-    """The shared epoch loop: train, validate, call back, checkpoint, early-stop on ``monitor``.
-
-    ``monitor`` names validation figures compared in order (higher is better; a ``-`` prefix negates), so a
-    tie in the first (recall saturates on small catalogs) is broken by the next (the loss).
-    With ``checkpoint_path`` the full state (weights, optimizer, epoch, best so far, RNG) is written there
-    after every epoch, and a run that finds one resumes after its epoch; seeded on CPU, the result equals an
-    uninterrupted run's.
-    """
-    if n_train == 0 or epochs < 1:
-        raise ValueError(f"{name}: nothing to train ({n_train} examples, {epochs} epochs)")
-    opt = SparseDenseOptimizer(model, lr)
-    gen = torch.Generator().manual_seed(settings.seed)
-    s = checkpoint.FitState()
-    if checkpoint_path is not None:
-        s = checkpoint.resume_fit(checkpoint_path, name, n_train, model, opt, gen, device) or s
-    for epoch in range(s.epoch + 1, epochs + 1):
-        if s.stale > settings.patience:
-            break  # the checkpoint was written by the epoch that exhausted the patience
-        model.train()
-        start, total = time.perf_counter(), 0.0
-        n_steps = 0
-        for step, idx in enumerate(iter_batches(n_train, batch_size, gen), start=1):
-            with _autocast(device):
-                loss = step_loss(idx.to(device))
-            value = loss.item()  # one sync per step; it is also the divergence check
-            if not math.isfinite(value):
-                raise TrainingDiverged(name, epoch, step, s.last_finite)
-            s.last_finite, total, n_steps = value, total + value, step
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        seconds = time.perf_counter() - start
-        model.eval()
-        with torch.no_grad(), _autocast(device):
-            valid = evaluate()
-        row = {"epoch": epoch, "train_loss": total / n_steps, **valid}
-        row |= {"epoch_seconds": seconds, "samples_per_s": n_train / seconds}
-        s.history.append(row)
-        s.epoch = epoch
-        if on_epoch is not None:
-            on_epoch(epoch, dict(row))
-        score = _score(row, monitor)
-        if s.best is None or score > s.best:
-            s.best, s.best_epoch, s.stale = score, epoch, 0
-            s.best_state = copy.deepcopy(model.state_dict())
-        else:
-            s.stale += 1
-        if checkpoint_path is not None:
-            checkpoint.save_fit(checkpoint_path, name, n_train, s, model, opt, gen, device)
-            faults.fault("train.after_epoch", count=epoch)
-    model.load_state_dict(s.best_state)
-    model.to("cpu").eval()
-    metrics = {k: v for k, v in s.history[s.best_epoch - 1].items() if k != "epoch"}
-    metrics |= {"best_epoch": s.best_epoch, "epochs_run": len(s.history)}
-    return TrainResult(model=model, history=s.history, best_epoch=s.best_epoch, metrics=metrics)
-
-
-def _score(row: dict, monitor: tuple[str, ...]) -> tuple[float, ...]:
-    signed = [(-1.0, key[1:]) if key.startswith("-") else (1.0, key) for key in monitor]
-    score = tuple(sign * row.get(key, math.nan) for sign, key in signed)
-    # Without validation figures (empty valid split) fall back to the training loss.
-    return score if all(math.isfinite(v) for v in score) else (-row["train_loss"],)
-
-
-def _prepare(settings: TrainSettings) -> torch.device:
-    torch.set_num_threads(os.cpu_count() or 1)
-    torch.manual_seed(settings.seed)
-    return select_device(settings.device)
+_fit = epochs.fit  # the shared epoch loop, under the name the tests drive it by
 
 
 def _log_q(item_idx: torch.Tensor, n_items: int) -> torch.Tensor:
@@ -201,6 +56,18 @@ def _log_q(item_idx: torch.Tensor, n_items: int) -> torch.Tensor:
     return torch.log(counts.clamp_min(1.0) / max(len(item_idx), 1))
 
 
+def _dense_under_nccl(cfg, world: World, device: torch.device):
+    """The config with dense id tables when several CUDA processes train it.
+
+    DDP all-reduces sparse gradients with gloo (CPU; checked by tests/model/test_distributed.py), but NCCL
+    has long had no sparse all-reduce ("Tensors must be CUDA and dense") and its newer one is untested here,
+    so GPU processes train dense tables with Adam, which is what a GPU does fast anyway.
+    """
+    if world.distributed and device.type == "cuda" and cfg.use_sparse:
+        return dataclasses.replace(cfg, sparse=False)
+    return cfg
+
+
 def train_retrieval(
     train: RetrievalTensors,
     valid: RetrievalTensors,
@@ -208,6 +75,7 @@ def train_retrieval(
     settings: TrainSettings,
     on_epoch: EpochCallback | None = None,
     checkpoint_path: Path | None = None,
+    world: World | None = None,
 ) -> TrainResult:
     """Train the two-tower model with in-batch sampled softmax; early-stop on valid ``recall_at_50``.
 
@@ -216,8 +84,11 @@ def train_retrieval(
         valid: Validation examples (may be empty: then the best epoch is the one with the lowest train loss).
         cfg: Model config.
         settings: Epochs, batch size, learning rate, patience, seed and device (``retrieval_*`` fields).
-        on_epoch: Called as ``on_epoch(epoch, metrics)`` after each epoch (e.g. to log to MLflow).
-        checkpoint_path: Where to checkpoint after each epoch and resume from (see :func:`_fit`); None = never.
+        on_epoch: Called as ``on_epoch(epoch, metrics)`` after each epoch (e.g. to log to MLflow); rank 0 only.
+        checkpoint_path: Where to checkpoint after each epoch and resume from (see ``epochs.fit``); None = never.
+        world: The training processes (every process passes the same examples); None = this process alone.
+            With several, each trains on its share of every batch, and the in-batch negatives are the
+            whole batch's items (``retrieval_loss``).
 
     Returns:
         The model with its best epoch's weights; per-epoch rows hold ``train_loss``, ``valid_loss``,
@@ -226,7 +97,9 @@ def train_retrieval(
     Raises:
         TrainingDiverged: a training loss was NaN/inf.
     """
-    device = _prepare(settings)
+    world = world or World()
+    device = devices.prepare(settings, world)
+    cfg = _dense_under_nccl(cfg, world, device)
     model = TwoTower(cfg).to(device)
     cats = item_categories(cfg.n_items, train, valid).to(device)
     log_q = _log_q(train.item_idx, cfg.n_items).to(device) if cfg.logq else None
@@ -237,14 +110,25 @@ def train_retrieval(
         v = model.item_vectors(b.item_idx, b.category_idx)
         return in_batch_softmax_loss(u, v, b.item_idx, cfg.temperature, b.weight, log_q)
 
-    def evaluate() -> dict:
-        return _evaluate_retrieval(model, va, cats, loss_of, settings.retrieval_batch_size)
+    def shard_loss_of(b: RetrievalTensors) -> torch.Tensor:
+        u = model.user_vectors(b.user_idx, b.segment_idx, b.history)
+        v = model.item_vectors(b.item_idx, b.category_idx)
+        return retrieval_loss.sharded_in_batch_softmax_loss(
+            world, u, v, b.item_idx, cfg.temperature, b.weight, log_q
+        )
 
-    return _fit(
+    step_loss_of = shard_loss_of if world.distributed else loss_of
+
+    def evaluate() -> dict:
+        return valid_metrics.evaluate_retrieval(
+            model, va, cats, loss_of, settings.retrieval_batch_size, world
+        )
+
+    return epochs.fit(
         model,
         name="two-tower retrieval",
         n_train=len(tr),
-        step_loss=lambda idx: loss_of(tr.take(idx)),
+        step_loss=lambda idx: step_loss_of(tr.take(idx)),
         evaluate=evaluate,
         monitor=(f"recall_at_{RECALL_K}", "-valid_loss"),
         epochs=settings.retrieval_epochs,
@@ -254,30 +138,8 @@ def train_retrieval(
         device=device,
         on_epoch=on_epoch,
         checkpoint_path=checkpoint_path,
+        world=world,
     )
-
-
-def _evaluate_retrieval(
-    model: TwoTower, va: RetrievalTensors, cats: torch.Tensor, loss_of, batch: int
-) -> dict:
-    """Valid loss (in-batch, in order) and recall@50 of each valid positive among all items."""
-    if len(va) == 0:
-        return {"valid_loss": math.nan, f"recall_at_{RECALL_K}": math.nan}
-    loss_sum = weight_sum = 0.0
-    for idx in iter_batches(len(va), batch):
-        b = va.take(idx.to(va.weight.device))
-        w = float(b.weight.sum())
-        loss_sum, weight_sum = loss_sum + float(loss_of(b)) * w, weight_sum + w
-    items = model.item_vectors(torch.arange(len(cats), device=cats.device), cats)
-    k = min(RECALL_K, len(cats) - 1)
-    hits = 0
-    for idx in iter_batches(len(va), _EVAL_CHUNK):
-        b = va.take(idx.to(cats.device))
-        scores = model.user_vectors(b.user_idx, b.segment_idx, b.history) @ items.T
-        scores[:, 0] = -math.inf  # the OOV row is never a recommendation
-        top = scores.topk(k, dim=1).indices
-        hits += int((top == b.item_idx[:, None]).any(dim=1).sum())
-    return {"valid_loss": loss_sum / max(weight_sum, 1e-12), f"recall_at_{RECALL_K}": hits / len(va)}
 
 
 def train_ranking(
@@ -287,6 +149,7 @@ def train_ranking(
     settings: TrainSettings,
     on_epoch: EpochCallback | None = None,
     checkpoint_path: Path | None = None,
+    world: World | None = None,
 ) -> TrainResult:
     """Train DeepFM with binary cross-entropy; early-stop on valid ``auc``.
 
@@ -295,8 +158,9 @@ def train_ranking(
         valid: Validation examples (may be empty: then the best epoch is the one with the lowest train loss).
         cfg: Model config.
         settings: Epochs, batch size, learning rate, patience, seed and device (``ranking_*`` fields).
-        on_epoch: Called as ``on_epoch(epoch, metrics)`` after each epoch.
-        checkpoint_path: Where to checkpoint after each epoch and resume from (see :func:`_fit`); None = never.
+        on_epoch: Called as ``on_epoch(epoch, metrics)`` after each epoch; rank 0 only.
+        checkpoint_path: Where to checkpoint after each epoch and resume from (see ``epochs.fit``); None = never.
+        world: The training processes (every process passes the same examples); None = this process alone.
 
     Returns:
         The model with its best epoch's weights; per-epoch rows hold ``train_loss``, ``logloss``, ``auc``,
@@ -305,9 +169,10 @@ def train_ranking(
     Raises:
         TrainingDiverged: a training loss was NaN/inf.
     """
-    device = _prepare(settings)
+    world = world or World()
+    device = devices.prepare(settings, world)
     return _fit_binary(
-        DeepFM(cfg).to(device),
+        DeepFM(_dense_under_nccl(cfg, world, device)).to(device),
         train,
         valid,
         name="DeepFM ranking",
@@ -316,11 +181,16 @@ def train_ranking(
         device=device,
         on_epoch=on_epoch,
         checkpoint_path=checkpoint_path,
+        world=world,
     )
 
 
 def train_logistic_baseline(
-    train: RankingTensors, valid: RankingTensors, field_dims: tuple[int, ...], settings: TrainSettings
+    train: RankingTensors,
+    valid: RankingTensors,
+    field_dims: tuple[int, ...],
+    settings: TrainSettings,
+    world: World | None = None,
 ) -> TrainResult:
     """Logistic regression over the same one-hot fields and examples as DeepFM: the AUC it must beat.
 
@@ -330,7 +200,8 @@ def train_logistic_baseline(
     Returns:
         The fitted baseline; ``metrics["auc"]`` is its best validation AUC.
     """
-    device = _prepare(settings)
+    world = world or World()
+    device = devices.prepare(settings, world)
     return _fit_binary(
         LogisticRegression(field_dims).to(device),
         train,
@@ -340,6 +211,7 @@ def train_logistic_baseline(
         settings=settings,
         device=device,
         on_epoch=None,
+        world=world,
     )
 
 
@@ -354,6 +226,7 @@ def _fit_binary(
     device: torch.device,
     on_epoch: EpochCallback | None,
     checkpoint_path: Path | None = None,
+    world: World,
 ) -> TrainResult:
     """Binary cross-entropy over ``x -> logit``; valid ``logloss`` and ``auc`` per epoch."""
     tr, va = train.to(device), valid.to(device)
@@ -362,19 +235,12 @@ def _fit_binary(
         b = tr.take(idx)
         return F.binary_cross_entropy_with_logits(model(b.x).float(), b.label)
 
-    def evaluate() -> dict:
-        if len(va) == 0:
-            return {"logloss": math.nan, "auc": math.nan}
-        logits = torch.cat([model(va.x[i : i + _EVAL_CHUNK]).float() for i in range(0, len(va), _EVAL_CHUNK)])
-        logloss = float(F.binary_cross_entropy_with_logits(logits, va.label))
-        return {"logloss": logloss, "auc": roc_auc(va.label.cpu().numpy(), logits.cpu().numpy())}
-
     return _fit(
         model,
         name=name,
         n_train=len(tr),
         step_loss=step_loss,
-        evaluate=evaluate,
+        evaluate=lambda: valid_metrics.evaluate_binary(model, va, world),
         monitor=("auc", "-logloss"),
         epochs=epochs,
         batch_size=settings.ranking_batch_size,
@@ -383,26 +249,5 @@ def _fit_binary(
         device=device,
         on_epoch=on_epoch,
         checkpoint_path=checkpoint_path,
+        world=world,
     )
-
-
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve via the rank-sum (Mann-Whitney) formula; ties get their average rank.
-
-    Returns NaN when only one class is present.
-
-    Example:
-        >>> roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
-        0.75
-    """
-    y = np.asarray(labels) > 0.5
-    n_pos = int(y.sum())
-    n_neg = len(y) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return math.nan
-    _, inverse, counts = np.unique(
-        np.asarray(scores, dtype=np.float64), return_inverse=True, return_counts=True
-    )
-    avg_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based average rank of each distinct score
-    rank_sum = float(avg_rank[inverse][y].sum())
-    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)

@@ -1,7 +1,14 @@
-"""The two training stages: lake examples in, one MLflow run and one registered `challenger` version out."""
+"""The two training stages: lake examples in, one MLflow run and one registered `challenger` version out.
+
+Under several training processes (``world``, see ``nightrec.training.distributed``) every process loads the
+examples and trains; only rank 0 talks to MLflow (run, metrics, registration) and writes checkpoints, and
+the others wait for it at the end of the stage.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import date, timedelta
 from pathlib import Path
@@ -14,6 +21,7 @@ from nightrec.models.configs import DeepFMConfig, TwoTowerConfig
 from nightrec.settings import Settings
 from nightrec.training import checkpoint, datasets, loop, ranker_examples, tracking
 from nightrec.training.datasets import RankingTensors
+from nightrec.training.process_group import World
 from schemas.tables import RANKING_EXAMPLES, RETRIEVAL_EXAMPLES
 
 RETRIEVAL, RANKING = "nightrec-retrieval", "nightrec-ranking"
@@ -40,11 +48,14 @@ def _checkpoint(settings: Settings, model_name: str, ds: date, *parts: object) -
     return checkpoint.checkpoint_path(root, model_name, ds, key)
 
 
-def _adopt(ckpt: Path, run_id: str) -> None:
+def _adopt(ckpt: Path, run_id: str | None) -> None:
     """Record ``run_id`` as the training behind ``ckpt``; end a previous owner left RUNNING by a kill.
 
     A SIGKILLed process cannot end its MLflow run, so the run that resumes its checkpoint does (KILLED).
+    No run id (ranks other than 0 have no run): nothing to record.
     """
+    if run_id is None:
+        return
     owner = ckpt.with_name(ckpt.name + ".run")
     if owner.exists():  # a previous run of this training did not finish: it failed, or was killed
         tracking.end_orphan_run(owner.read_text().strip(), resumed_by=run_id)
@@ -59,6 +70,40 @@ def _release(*ckpts: Path) -> None:
         path.with_name(path.name + ".run").unlink(missing_ok=True)
 
 
+@contextmanager
+def _main_run(world: World, model_name: str, tags: dict[str, str]) -> Iterator[str | None]:
+    """The training's MLflow run on rank 0 (yields its id); nothing on the other ranks (they train only)."""
+    if not world.is_main:
+        yield None
+        return
+    with tracking.training_run(model_name, tags=tags) as run_id:
+        yield run_id
+
+
+def _configure_mlflow(settings: Settings, world: World) -> None:
+    if world.is_main:
+        tracking.configure_mlflow(
+            settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
+        )
+
+
+def _log_training_run(world: World, result: loop.TrainResult, **kwargs) -> tracking.ModelRef | None:
+    """``tracking.log_training_run`` on rank 0 (the registered version); None on the other ranks."""
+    return tracking.log_training_run(result, **kwargs) if world.is_main else None
+
+
+def _finish(world: World, ref: tracking.ModelRef | None, result: loop.TrainResult, *ckpts: Path) -> dict:
+    """Rank 0 deletes the checkpoints; every rank returns rank 0's model reference and metrics.
+
+    The broadcast is also the barrier: no rank leaves the stage before the model is registered.
+    """
+    out = None
+    if world.is_main:
+        _release(*ckpts)
+        out = asdict(ref) | {"metrics": result.metrics}
+    return world.broadcast(out)
+
+
 def _inputs(settings: Settings, table: str, ds: date) -> tuple[dict[str, str], dict[str, str]]:
     path = lake.require_partition(settings.lake, table, ds)
     marker = lake.read_marker(path) or {}
@@ -66,12 +111,14 @@ def _inputs(settings: Settings, table: str, ds: date) -> tuple[dict[str, str], d
     return sources, {"features": str(marker.get("fingerprint")), "ds": ds.isoformat()}
 
 
-def train_retrieval(settings: Settings, ds: date, tags: dict[str, str]) -> dict:
-    """Train the two-tower model on ``ds``'s examples; log, register and alias it `challenger`."""
+def train_retrieval(settings: Settings, ds: date, tags: dict[str, str], world: World | None = None) -> dict:
+    """Train the two-tower model on ``ds``'s examples; log, register and alias it `challenger`.
+
+    With ``world`` of several processes each calls this; every one returns rank 0's model reference.
+    """
+    world = world or World()
     t = settings.train
-    tracking.configure_mlflow(
-        settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
-    )
+    _configure_mlflow(settings, world)
     sizes = datasets.vocab_sizes(settings.lake, ds)
     h = settings.features.history_len
     train = _newest(datasets.load_retrieval_examples(settings.lake, ds, "train", h), t.max_train_rows)
@@ -83,10 +130,11 @@ def train_retrieval(settings: Settings, ds: date, tags: dict[str, str]) -> dict:
     run_tags = {"nightrec.stage": "train_retrieval", "nightrec.ds": ds.isoformat(), **tags}
     params = {**cfg.to_dict(), **_train_params(t, "retrieval"), "n_train": len(train), "n_valid": len(valid)}
     ckpt = _checkpoint(settings, RETRIEVAL, ds, fingerprints, params)
-    with tracking.training_run(RETRIEVAL, tags=run_tags) as run_id:
+    with _main_run(world, RETRIEVAL, run_tags) as run_id:
         _adopt(ckpt, run_id)
-        result = loop.train_retrieval(train, valid, cfg, t, checkpoint_path=ckpt)
-        ref = tracking.log_training_run(
+        result = loop.train_retrieval(train, valid, cfg, t, checkpoint_path=ckpt, world=world)
+        ref = _log_training_run(
+            world,
             result,
             model_name=RETRIEVAL,
             params=params,
@@ -95,11 +143,10 @@ def train_retrieval(settings: Settings, ds: date, tags: dict[str, str]) -> dict:
             tags=run_tags,
             input_example=train.packed_users()[:5].numpy(),
         )
-    _release(ckpt)
-    return asdict(ref) | {"metrics": result.metrics}
+    return _finish(world, ref, result, ckpt)
 
 
-def train_ranking(settings: Settings, ds: date, tags: dict[str, str]) -> dict:
+def train_ranking(settings: Settings, ds: date, tags: dict[str, str], world: World | None = None) -> dict:
     """Train DeepFM on ``ds``'s labelled examples; log, register and alias it `challenger`.
 
     The ranker learns from the validation window only, split in time: its last ``ranking_valid_days`` early-stop
@@ -108,11 +155,11 @@ def train_ranking(settings: Settings, ds: date, tags: dict[str, str]) -> dict:
     demo data: held-out NDCG@10 0.17 against 0.12 when trained on the train window, where the ranks are
     in-sample and the ranker learns to over-trust them). Its derived inputs come from the retrieval
     `challenger` (the two-tower trained just before, the model it is promoted and served with).
+    With ``world`` of several processes each calls this, and rank 0 hands the others that two-tower.
     """
+    world = world or World()
     t = settings.train
-    tracking.configure_mlflow(
-        settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
-    )
+    _configure_mlflow(settings, world)
     sizes = datasets.vocab_sizes(settings.lake, ds)
     h = settings.features.history_len
     cut = Cutoffs.for_run(ds, settings.features)
@@ -126,7 +173,7 @@ def train_ranking(settings: Settings, ds: date, tags: dict[str, str]) -> dict:
     # among the candidates it does.
     train, valid = (ex.take(torch.nonzero(ex.label > 0.5)[:, 0]) for ex in (train, valid))
     item_fields = datasets.load_item_fields(settings.lake, ds, sizes["item_id"])
-    found = tracking.load_model(RETRIEVAL, tracking.CHALLENGER)
+    found = world.broadcast(tracking.load_model(RETRIEVAL, tracking.CHALLENGER) if world.is_main else None)
     retrieval, retrieval_version = (found[0], found[1]) if found else (None, None)
     gen = torch.Generator().manual_seed(t.seed)
     derive = dict(
@@ -150,11 +197,11 @@ def train_ranking(settings: Settings, ds: date, tags: dict[str, str]) -> dict:
     }
     ckpt = _checkpoint(settings, RANKING, ds, fingerprints, params)
     refit_ckpt = ckpt.with_name(f"{ckpt.stem}-refit.pt")
-    with tracking.training_run(RANKING, tags=run_tags) as run_id:
+    with _main_run(world, RANKING, run_tags) as run_id:
         _adopt(ckpt, run_id)
-        result = loop.train_ranking(train, valid, cfg, t, checkpoint_path=ckpt)
+        result = loop.train_ranking(train, valid, cfg, t, checkpoint_path=ckpt, world=world)
         # The bar DeepFM must clear: a logistic regression on the same fields, examples and validation days.
-        baseline = loop.train_logistic_baseline(train, valid, cfg.field_dims, t)
+        baseline = loop.train_logistic_baseline(train, valid, cfg.field_dims, t, world=world)
         # Chosen on the validation window (never the holdout), then carried by the model to the scorer.
         weight, figures = ranker_examples.choose_blend_weight(
             result.model,
@@ -172,12 +219,15 @@ def train_ranking(settings: Settings, ds: date, tags: dict[str, str]) -> dict:
             refit = t.model_copy(update={"ranking_epochs": result.best_epoch})
             full = RankingTensors(torch.cat([train.x, valid.x]), torch.cat([train.label, valid.label]))
             empty = full.take(torch.zeros(0, dtype=torch.long))
-            result.model = loop.train_ranking(full, empty, cfg, refit, checkpoint_path=refit_ckpt).model
+            result.model = loop.train_ranking(
+                full, empty, cfg, refit, checkpoint_path=refit_ckpt, world=world
+            ).model
         result.model.blend_weight = weight
         result.metrics |= {"blend_weight": weight, "lr_auc": baseline.metrics["auc"]} | {
             f"valid_ndcg_at_10_w{w:.1f}": v for w, v in figures.items()
         }
-        ref = tracking.log_training_run(
+        ref = _log_training_run(
+            world,
             result,
             model_name=RANKING,
             params=params,
@@ -186,8 +236,7 @@ def train_ranking(settings: Settings, ds: date, tags: dict[str, str]) -> dict:
             tags=run_tags,
             input_example=train.x[:5].numpy(),
         )
-    _release(ckpt, refit_ckpt)
-    return asdict(ref) | {"metrics": result.metrics}
+    return _finish(world, ref, result, ckpt, refit_ckpt)
 
 
 def _train_params(t, prefix: str) -> dict:

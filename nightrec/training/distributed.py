@@ -1,0 +1,141 @@
+"""Multi-process (DDP) training of the two models on the lake's examples for one date.
+
+Launch it with torchrun, which starts the processes and describes them in the environment::
+
+    torchrun --nproc-per-node 2 -m nightrec.training.distributed --date 2026-11-20 [--model retrieval]
+
+or let it spawn its own processes on this machine (``--nproc 2``, no torchrun needed). One process
+(``--nproc 1``, no torchrun) trains as the nightly's training stages do. Each process loads the examples and
+trains on its share of every batch (gloo on CPU, nccl with one GPU per process); rank 0 alone writes the
+checkpoints, logs the MLflow run and registers the `challenger` versions, tagged with the nightly's reuse key
+so a nightly run of the same date, settings and code reuses them instead of retraining. Settings come from
+the environment (``NIGHTREC_*``), as for every other entry point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from datetime import date
+from pathlib import Path
+
+import torch.multiprocessing as mp
+
+from nightrec.settings import Settings
+from nightrec.training import process_group, reuse, stages, tracking
+from nightrec.training.process_group import World
+from schemas.tables import RANKING_EXAMPLES, RETRIEVAL_EXAMPLES
+
+MODELS = ("retrieval", "ranking")
+log = logging.getLogger(__name__)
+
+
+def train(settings: Settings, ds: date, models: tuple[str, ...] = MODELS, world: World | None = None) -> dict:
+    """Train ``models`` (in order: the ranker learns from the two-tower `challenger`) in this process's world.
+
+    Args:
+        settings: Locations and training knobs (the same on every process).
+        ds: Run date whose examples are trained on.
+        models: ``retrieval`` and/or ``ranking``.
+        world: This process's place among the training processes; None = this process alone.
+
+    Returns:
+        ``{model: reference}`` with the registered name, version, run id and metrics (rank 0's, on every rank).
+    """
+    world = world or World()
+    launched = {"nightrec.launcher": "nightrec.training.distributed", "nightrec.world_size": str(world.size)}
+    out = {}
+    for model in models:
+        name, table, run = _STAGES[model]
+        tags = dict(launched)
+        if world.is_main:
+            tracking.configure_mlflow(
+                settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
+            )
+            # The nightly's reuse key (tasks/training.py): the ranker's names the two-tower it learns from.
+            extra = {"two_tower": tracking.get_alias_version(stages.RETRIEVAL, "challenger")}
+            tags[reuse.REUSE_TAG] = reuse.reuse_key(
+                settings, ds, name, table, extra if model == "ranking" else None
+            )
+        out[model] = run(settings, ds, tags, world=world)
+    return out
+
+
+_STAGES = {
+    "retrieval": (stages.RETRIEVAL, RETRIEVAL_EXAMPLES.name, stages.train_retrieval),
+    "ranking": (stages.RANKING, RANKING_EXAMPLES.name, stages.train_ranking),
+}
+
+
+def run_in_world(
+    world: World, settings: Settings, ds: date, models: tuple[str, ...], init_method: str
+) -> dict:
+    """Join the process group of ``world``, train, and leave it (also on failure)."""
+    world = process_group.join(world, settings.train.device, init_method)
+    try:
+        return train(settings, ds, models, world)
+    finally:
+        process_group.leave(world)
+
+
+def _spawned(
+    rank: int, nproc: int, settings: Settings, ds: date, models: tuple[str, ...], store: str, out: str
+):
+    result = run_in_world(World(rank, nproc, rank, nproc), settings, ds, models, f"file://{store}")
+    if rank == 0:
+        Path(out).write_text(json.dumps(result, default=str))
+
+
+def spawn(nproc: int, settings: Settings, ds: date, models: tuple[str, ...] = MODELS) -> dict:
+    """Train in ``nproc`` processes started here (``torch.multiprocessing.spawn``, a file rendezvous).
+
+    Returns:
+        Rank 0's result of :func:`train`. A failure in any process ends the others and is raised here.
+    """
+    with tempfile.TemporaryDirectory(prefix="nightrec-ddp-") as tmp:
+        out = os.path.join(tmp, "result.json")
+        args = (nproc, settings, ds, models, os.path.join(tmp, "store"), out)
+        mp.spawn(_spawned, args=args, nprocs=nproc, join=True)
+        return json.loads(Path(out).read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m nightrec.training.distributed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--date", required=True, type=date.fromisoformat, help="run date YYYY-MM-DD (lake partition)"
+    )
+    ap.add_argument(
+        "--model", choices=[*MODELS, "both"], default="both", help="which model(s) to train (default both)"
+    )
+    ap.add_argument(
+        "--nproc", type=int, default=1, help="processes to spawn when not under torchrun (default 1)"
+    )
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    settings = Settings()  # built at the edge, from NIGHTREC_* and .env
+    models = MODELS if args.model == "both" else (args.model,)
+    world = process_group.world_from_env()
+    if world.distributed:  # torchrun: this is one of its processes
+        if args.nproc not in (1, world.size):
+            ap.error(f"--nproc {args.nproc} under torchrun, which started {world.size} processes")
+        result = run_in_world(world, settings, args.date, models, "env://")
+    elif args.nproc > 1:
+        result = spawn(args.nproc, settings, args.date, models)
+    else:
+        result = train(settings, args.date, models)
+    if world.is_main:
+        print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
