@@ -54,6 +54,8 @@ class TwoTowerConfig:
         sparse: Sparse gradients for the id tables (trained with SparseAdam); None = only when the id tables
             hold at least ``SPARSE_MIN_ROWS`` rows, where it pays.
         logq: Subtract log sampling probability of in-batch negatives (popularity correction).
+        n_tags: Tag table size of the item tower (index 0 = padding / unknown tag).
+        max_tags: Tags kept per item (the item side table's width).
     """
 
     n_users: int
@@ -66,9 +68,20 @@ class TwoTowerConfig:
     temperature: float = 0.1
     sparse: bool | None = None
     logq: bool = True
+    n_tags: int = 1
+    max_tags: int = 8
 
     def __post_init__(self) -> None:
-        for name in ("n_users", "n_items", "n_categories", "n_segments", "dim", "history_len"):
+        for name in (
+            "n_users",
+            "n_items",
+            "n_categories",
+            "n_segments",
+            "dim",
+            "history_len",
+            "n_tags",
+            "max_tags",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"TwoTowerConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.temperature <= 0:

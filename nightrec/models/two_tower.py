@@ -3,6 +3,12 @@
 Both towers end in an L2-normalised vector, so a score is a cosine and the in-batch softmax temperature sets
 its scale. Ids beyond a table (users or items newer than the model) are read as 0, the out-of-vocabulary row,
 so an older champion keeps working on a newer, larger vocabulary.
+
+Side information travels with the model as an item side table (``TwoTower.set_item_side``): each item's tags
+and dense catalog features, indexed by item index. Only catalog attributes go there (tags, price), never
+statistics of engagement: a popularity "as of the training cutoff" would tell an example about its own future.
+The user tower's dense features are computed from the example's own history (its length, the prices of its
+items), so they are point-in-time by construction.
 """
 
 from __future__ import annotations
@@ -19,6 +25,12 @@ def _oov(idx: torch.Tensor, size: int) -> torch.Tensor:
     return idx.masked_fill((idx >= size) | (idx < 0), 0)
 
 
+# Dense item features of the side table: price decile / 10, and whether the price is known.
+ITEM_DENSE = 2
+# Dense user features, from the history: its fill ratio, mean price feature and price coverage of its items.
+USER_DENSE = 3
+
+
 def _mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     for width in hidden:
@@ -29,7 +41,8 @@ def _mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
 
 
 class UserTower(nn.Module):
-    """User id + segment + mean of the history's item embeddings -> MLP -> unit vector.
+    """User id + segment + mean of the history's item embeddings + history-derived dense features -> MLP ->
+    unit vector.
 
     Padding (item 0) is left out of the mean; an empty history pools to zeros.
 
@@ -43,27 +56,53 @@ class UserTower(nn.Module):
     def __init__(self, cfg: TwoTowerConfig) -> None:
         super().__init__()
         self.n_users, self.n_segments, self.n_items = cfg.n_users, cfg.n_segments, cfg.n_items
+        self.history_len = cfg.history_len
         self.user_embedding = nn.Embedding(cfg.n_users, cfg.dim, sparse=cfg.use_sparse)
         # Segments are a handful of rows: a dense table costs nothing and trains with Adam.
         self.segment_embedding = nn.Embedding(cfg.n_segments, cfg.dim)
         self.history_embedding = nn.EmbeddingBag(
             cfg.n_items, cfg.dim, mode="mean", padding_idx=0, sparse=cfg.use_sparse
         )
-        self.mlp = _mlp(3 * cfg.dim, cfg.hidden, cfg.dim)
+        self.mlp = _mlp(3 * cfg.dim + USER_DENSE, cfg.hidden, cfg.dim)
 
     def forward(
-        self, user_idx: torch.Tensor, segment_idx: torch.Tensor, history: torch.Tensor
+        self,
+        user_idx: torch.Tensor,
+        segment_idx: torch.Tensor,
+        history: torch.Tensor,
+        item_dense: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        history = _oov(history, self.n_items)
         parts = [
             self.user_embedding(_oov(user_idx, self.n_users)),
             self.segment_embedding(_oov(segment_idx, self.n_segments)),
-            self.history_embedding(_oov(history, self.n_items)),
+            self.history_embedding(history),
+            history_dense(history, item_dense, self.history_len),
         ]
         return F.normalize(self.mlp(torch.cat(parts, dim=1)), dim=1)
 
 
+def history_dense(history: torch.Tensor, item_dense: torch.Tensor | None, history_len: int) -> torch.Tensor:
+    """``[B, USER_DENSE]``: share of the ``history_len`` slots filled, mean price feature of its priced items, and the
+    share of its items with a known price (zeros without an item side table)."""
+    filled = (history > 0).float()
+    n = filled.sum(1, keepdim=True)
+    if item_dense is None:
+        price = known = torch.zeros_like(n)
+    else:
+        side = item_dense[history]  # [B, H, ITEM_DENSE]
+        known_each = side[..., 1] * filled
+        known = known_each.sum(1, keepdim=True)
+        price = (side[..., 0] * known_each).sum(1, keepdim=True) / known.clamp(min=1)
+        known = known / n.clamp(min=1)
+    return torch.cat([n / max(history_len, 1), price, known], dim=1)
+
+
 class ItemTower(nn.Module):
-    """Item id + category -> MLP -> unit vector.
+    """Item id + category + mean of the item's tag embeddings + dense catalog features -> MLP -> unit vector.
+
+    The tags and dense features come from the item side table, a pair of buffers indexed by item index and
+    saved with the model (all zeros until ``TwoTower.set_item_side``).
 
     Example::
 
@@ -77,12 +116,18 @@ class ItemTower(nn.Module):
         self.n_items, self.n_categories = cfg.n_items, cfg.n_categories
         self.item_embedding = nn.Embedding(cfg.n_items, cfg.dim, sparse=cfg.use_sparse)
         self.category_embedding = nn.Embedding(cfg.n_categories, cfg.dim)
-        self.mlp = _mlp(2 * cfg.dim, cfg.hidden, cfg.dim)
+        self.tag_embedding = nn.EmbeddingBag(cfg.n_tags, cfg.dim, mode="mean", padding_idx=0)
+        self.register_buffer("side_tags", torch.zeros(cfg.n_items, cfg.max_tags, dtype=torch.long))
+        self.register_buffer("side_dense", torch.zeros(cfg.n_items, ITEM_DENSE))
+        self.mlp = _mlp(3 * cfg.dim + ITEM_DENSE, cfg.hidden, cfg.dim)
 
     def forward(self, item_idx: torch.Tensor, category_idx: torch.Tensor) -> torch.Tensor:
+        idx = _oov(item_idx, self.n_items)
         parts = [
-            self.item_embedding(_oov(item_idx, self.n_items)),
+            self.item_embedding(idx),
             self.category_embedding(_oov(category_idx, self.n_categories)),
+            self.tag_embedding(self.side_tags[idx]),
+            self.side_dense[idx],
         ]
         return F.normalize(self.mlp(torch.cat(parts, dim=1)), dim=1)
 
@@ -112,7 +157,24 @@ class TwoTower(nn.Module):
         self, user_idx: torch.Tensor, segment_idx: torch.Tensor, history: torch.Tensor
     ) -> torch.Tensor:
         """Unit user vectors ``[B, D]`` from ``[B]``, ``[B]`` and a 0-padded ``[B, H]`` history."""
-        return self.user_tower(user_idx, segment_idx, history)
+        return self.user_tower(user_idx, segment_idx, history, self.item_tower.side_dense)
+
+    def set_item_side(self, tags: torch.Tensor, dense: torch.Tensor) -> None:
+        """Install the item side table: ``tags`` int64 ``[n_items, max_tags]`` (0-padded tag indices) and
+        ``dense`` float ``[n_items, ITEM_DENSE]``, row = item index. Saved with the model."""
+        tower = self.item_tower
+        if tags.shape != tower.side_tags.shape or dense.shape != tower.side_dense.shape:
+            raise ValueError(
+                f"item side table shapes {tuple(tags.shape)}, {tuple(dense.shape)} do not match the model's "
+                f"{tuple(tower.side_tags.shape)}, {tuple(tower.side_dense.shape)}"
+            )
+        n_tags = tower.tag_embedding.num_embeddings
+        if tags.numel() and (int(tags.max()) >= n_tags or int(tags.min()) < 0):
+            raise ValueError(
+                f"tag indices must lie in [0, {n_tags}); got [{int(tags.min())}, {int(tags.max())}]"
+            )
+        tower.side_tags.copy_(tags)
+        tower.side_dense.copy_(dense)
 
     def item_vectors(self, item_idx: torch.Tensor, category_idx: torch.Tensor) -> torch.Tensor:
         """Unit item vectors ``[N, D]`` from ``[N]`` item and category indices."""

@@ -27,6 +27,7 @@ from nightrec.training.datasets import RankingTensors, RetrievalTensors, item_ca
 from nightrec.training.devices import select_device
 from nightrec.training.epochs import EpochCallback, TrainResult
 from nightrec.training.guards import TrainingDiverged
+from nightrec.training.item_side import ItemSide
 from nightrec.training.optimizers import SparseDenseOptimizer
 from nightrec.training.process_group import World
 from nightrec.training.valid_metrics import RECALL_K, roc_auc
@@ -76,6 +77,7 @@ def train_retrieval(
     on_epoch: EpochCallback | None = None,
     checkpoint_path: Path | None = None,
     world: World | None = None,
+    item_side: ItemSide | None = None,
 ) -> TrainResult:
     """Train the two-tower model with in-batch sampled softmax; early-stop on valid ``recall_at_50``.
 
@@ -89,6 +91,8 @@ def train_retrieval(
         world: The training processes (every process passes the same examples); None = this process alone.
             With several, each trains on its share of every batch, and the in-batch negatives are the
             whole batch's items (``retrieval_loss``).
+        item_side: The items' tags and catalog features (``item_side.load_item_side``), installed in the
+            model and saved with it; None = none (zeros).
 
     Returns:
         The model with its best epoch's weights; per-epoch rows hold ``train_loss``, ``valid_loss``,
@@ -101,6 +105,9 @@ def train_retrieval(
     device = devices.prepare(settings, world)
     cfg = _dense_under_nccl(cfg, world, device)
     model = TwoTower(cfg).to(device)
+    if item_side is not None:
+        model.set_item_side(item_side.tags.to(device), item_side.dense.to(device))
+        model.tag_index = item_side.tag_index  # travels with the pickled model, for readers of its tags
     cats = item_categories(cfg.n_items, train, valid).to(device)
     log_q = _log_q(train.item_idx, cfg.n_items).to(device) if cfg.logq else None
     tr, va = train.to(device), valid.to(device)

@@ -19,7 +19,7 @@ from nightrec.features.events import Cutoffs
 from nightrec.io import lake
 from nightrec.models.configs import DeepFMConfig, TwoTowerConfig
 from nightrec.settings import Settings
-from nightrec.training import checkpoint, datasets, loop, ranker_examples, tracking
+from nightrec.training import checkpoint, datasets, item_side, loop, ranker_examples, tracking
 from nightrec.training.datasets import RankingTensors
 from nightrec.training.process_group import World
 from schemas.tables import RANKING_EXAMPLES, RETRIEVAL_EXAMPLES
@@ -123,8 +123,9 @@ def train_retrieval(settings: Settings, ds: date, tags: dict[str, str], world: W
     h = settings.features.history_len
     train = _newest(datasets.load_retrieval_examples(settings.lake, ds, "train", h), t.max_train_rows)
     valid = datasets.load_retrieval_examples(settings.lake, ds, "valid", h)
+    side = item_side.load_item_side(settings.lake, ds, sizes["item_id"])
     cfg = TwoTowerConfig.from_vocab(
-        sizes, dim=t.retrieval_dim, history_len=h, temperature=t.retrieval_temperature
+        sizes, dim=t.retrieval_dim, history_len=h, temperature=t.retrieval_temperature, n_tags=side.n_tags
     )
     sources, fingerprints = _inputs(settings, RETRIEVAL_EXAMPLES.name, ds)
     run_tags = {"nightrec.stage": "train_retrieval", "nightrec.ds": ds.isoformat(), **tags}
@@ -132,7 +133,7 @@ def train_retrieval(settings: Settings, ds: date, tags: dict[str, str], world: W
     ckpt = _checkpoint(settings, RETRIEVAL, ds, fingerprints, params)
     with _main_run(world, RETRIEVAL, run_tags) as run_id:
         _adopt(ckpt, run_id)
-        result = loop.train_retrieval(train, valid, cfg, t, checkpoint_path=ckpt, world=world)
+        result = loop.train_retrieval(train, valid, cfg, t, checkpoint_path=ckpt, world=world, item_side=side)
         ref = _log_training_run(
             world,
             result,
