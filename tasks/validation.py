@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
+from filelock import FileLock
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -42,6 +45,17 @@ def _markdown(report: GateReport, ds: date) -> str:
     return "\n".join(lines)
 
 
+@contextmanager
+def _one_gate_at_a_time(settings: Settings) -> Iterator[None]:
+    """Hold the GX project of this home for one gate. Every gate rewrites the same file stores (suites,
+    validation definitions, checkpoints) and points the Data Docs site in great_expectations.yml at its own run
+    date, so two nights on one home would pull them from under each other ("ExpectationSuite 'interactions' not
+    found"; RELIABILITY.md scenario 17)."""
+    Path(settings.gx_root).mkdir(parents=True, exist_ok=True)
+    with FileLock(str(Path(settings.gx_root) / ".gate.lock")):
+        yield
+
+
 def _publish(report: GateReport, ds: date, settings: Settings) -> dict:
     create_markdown_artifact(
         _markdown(report, ds), key=f"gate-{report.gate}", description=f"{report.gate} gate, {ds}"
@@ -68,7 +82,8 @@ def _publish(report: GateReport, ds: date, settings: Settings) -> dict:
 def validate_raw(params: NightlyParams) -> dict:
     """Great Expectations on the raw events, items and users."""
     s = settings_for(params)
-    report = gates.validate_raw(get_spark(s.spark), s.raw_data, s, params.run_date)
+    with _one_gate_at_a_time(s):
+        report = gates.validate_raw(get_spark(s.spark), s.raw_data, s, params.run_date)
     return _publish(report, params.run_date, s)
 
 
@@ -76,11 +91,15 @@ def validate_raw(params: NightlyParams) -> dict:
 def validate_features(params: NightlyParams) -> dict:
     """Great Expectations on every feature table of the run date."""
     s = settings_for(params)
-    return _publish(gates.validate_features(get_spark(s.spark), s, params.run_date), params.run_date, s)
+    with _one_gate_at_a_time(s):
+        report = gates.validate_features(get_spark(s.spark), s, params.run_date)
+    return _publish(report, params.run_date, s)
 
 
 @task(name="validate-recommendations", cache_policy=NO_CACHE)
 def validate_recs(params: NightlyParams) -> dict:
     """Great Expectations on the final lists and their per-user audit."""
     s = settings_for(params)
-    return _publish(gates.validate_recs(s, params.run_date), params.run_date, s)
+    with _one_gate_at_a_time(s):
+        report = gates.validate_recs(s, params.run_date)
+    return _publish(report, params.run_date, s)

@@ -1,4 +1,5 @@
-"""A real Prefect stack on loopback: server, work pools, `prefect deploy --all`, one process worker per pool.
+"""A real Prefect stack on loopback: server, work pools, `prefect deploy --all`, the automations of prefect.yaml,
+one process worker per pool.
 
 It drives the `prefect` command line in subprocesses (this package never imports Prefect), so what runs is
 exactly what an operator runs by hand. Used by `nightrec serve` and by the deployment integration tests.
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from nightrec.ops.automations import apply_automations
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,6 +49,16 @@ class LocalStack:
                 f"prefect {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
             )
         return proc.stdout
+
+    def start_worker(self, pool: str, name: str, *, env: dict[str, str] | None = None) -> None:
+        """Start a process worker for ``pool`` (stopped with the stack); ``env`` adds to the stack's."""
+        self.processes.append(
+            _spawn(
+                [_prefect_bin(), "worker", "start", "--pool", pool, "--type", "process", "--name", name],
+                {**self.env, **(env or {})},
+                self.logs / f"worker-{name}.log",
+            )
+        )
 
 
 def _prefect_bin() -> str:
@@ -117,7 +130,7 @@ def local_stack(
     Args:
         home: NIGHTREC_HOME for the flows the workers run; Prefect's own home goes under it.
         port: API port (default: a free one).
-        pools: Pools to start a worker for (default: every pool prefect.yaml uses).
+        pools: Pools to start a worker for (default: every pool prefect.yaml uses; [] for none).
         extra_env: More environment for the deploy and the workers (settings such as NIGHTREC_TRAIN__...).
         ui: Serve the Prefect UI too.
     """
@@ -157,28 +170,13 @@ def local_stack(
             )
         )
         _wait_healthy(api_url, stack.processes[0], server_log, startup_timeout_s)
-        wanted = pools or work_pools()
+        wanted = work_pools() if pools is None else pools
         for pool in work_pools():
             stack.prefect("work-pool", "create", pool, "--type", "process", "--overwrite")
         stack.prefect("deploy", "--all")
+        apply_automations(api_url)  # prefect.yaml's `automations:` (the zombie-run automation)
         for pool in wanted:
-            stack.processes.append(
-                _spawn(
-                    [
-                        _prefect_bin(),
-                        "worker",
-                        "start",
-                        "--pool",
-                        pool,
-                        "--type",
-                        "process",
-                        "--name",
-                        f"{pool}-1",
-                    ],
-                    env,
-                    logs / f"worker-{pool}.log",
-                )
-            )
+            stack.start_worker(pool, f"{pool}-1")
         yield stack
     finally:
         # Workers first, while the server can still take their last events; then the server.

@@ -20,6 +20,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from filelock import FileLock
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 from mlflow.entities import Metric
@@ -61,14 +62,32 @@ def configure_mlflow(tracking_uri: str, artifact_root: str, experiment: str) -> 
     set_telemetry_client()
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    found = mlflow.get_experiment_by_name(experiment)
-    exp_id = (
-        found.experiment_id
-        if found
-        else mlflow.create_experiment(experiment, artifact_location=artifact_root)
-    )
+    with _sqlite_first_use_lock(tracking_uri):
+        found = mlflow.get_experiment_by_name(experiment)
+        exp_id = (
+            found.experiment_id
+            if found
+            else mlflow.create_experiment(experiment, artifact_location=artifact_root)
+        )
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+@contextmanager
+def _sqlite_first_use_lock(tracking_uri: str) -> Iterator[None]:
+    """Serialise the first use of a SQLite store across processes (RELIABILITY.md scenario 17).
+
+    MLflow creates and migrates a fresh SQLite database without any lock between processes: two nights starting
+    together on a new home fail with ``duplicate column name`` or ``table ... already exists``, and both may
+    try to create the experiment. The store is built (tables, migrations) on the first call under this lock.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(db.parent / f".{db.name}.init.lock"), timeout=600):
+        yield
 
 
 def code_version() -> str:
