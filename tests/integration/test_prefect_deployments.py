@@ -77,6 +77,19 @@ def _live(stack):
     return pointer.read_live(open_store(Settings(home=stack.home).store))
 
 
+def test_the_scheduler_creates_the_nightly_cron_runs(stack):
+    # A pin of SQLAlchemy 2.1 once broke Prefect's scheduler service ("Can't evaluate bulk DML statement"):
+    # the deployments looked fine and the cron never fired.
+    def scheduled(client):
+        runs = [r for r in _runs_of(client, "nightly/nightly") if r.state and r.state.is_scheduled()]
+        return runs if len(runs) >= 2 else None
+
+    runs = _wait(stack, scheduled, 120, "the scheduler to create nightly runs")
+    starts = sorted(r.expected_start_time for r in runs)
+    assert all((t.hour, t.minute) == (2, 0) and t.utcoffset().total_seconds() == 0 for t in starts)
+    assert (starts[1] - starts[0]).total_seconds() == 86_400
+
+
 def test_ui_trigger_of_nightly_runs_on_a_worker_and_publishes(stack):
     run_id = _trigger(stack, "nightly/nightly")
 
