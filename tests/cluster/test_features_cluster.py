@@ -62,8 +62,8 @@ def _spark_home_with_own_work_dir(home: Path) -> tuple[Path, Path]:
     return home, home / "work"
 
 
-def test_local_cluster_build_equals_local_mode(tiny_raw, clean_build, tmp_path):  # noqa: F811
-    lake_root = str(tmp_path / "lake")
+def cluster_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """(environment, executor work dir) for a subprocess that starts a local-cluster session."""
     spark_home, work = _spark_home_with_own_work_dir(tmp_path / "spark-home")
     env = {
         **os.environ,
@@ -72,6 +72,12 @@ def test_local_cluster_build_equals_local_mode(tiny_raw, clean_build, tmp_path):
         "SPARK_WORKER_DIR": str(work),
         "PYSPARK_PYTHON": sys.executable,
     }
+    return env, work
+
+
+def test_local_cluster_build_equals_local_mode(tiny_raw, clean_build, tmp_path):  # noqa: F811
+    lake_root = str(tmp_path / "lake")
+    env, work = cluster_env(tmp_path)
     code = textwrap.dedent(_CLUSTER_RUN.format(holdout=CFG.holdout_days, valid=CFG.valid_days))
     proc = subprocess.run(
         [sys.executable, "-c", code, str(tiny_raw), lake_root, RUN_DATE.isoformat(), str(work)],

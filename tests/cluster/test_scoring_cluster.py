@@ -6,7 +6,6 @@ catalog broadcast, users and their seen items as Arrow batches through mapInArro
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -22,7 +21,7 @@ from nightrec.models.two_tower import TwoTower
 from nightrec.scoring.precompute import precompute
 from nightrec.settings import Settings
 from nightrec.training.datasets import vocab_sizes
-from tests.cluster.test_features_cluster import _spark_home_with_own_work_dir
+from tests.cluster.test_features_cluster import cluster_env
 from tests.conftest import TEST_SPARK
 from tests.unit.features.conftest import RUN_DATE, clean_build, lake_copy  # noqa: F401
 
@@ -79,14 +78,7 @@ def test_spark_engine_on_a_local_cluster_writes_the_local_paths_lists(clean_buil
     )
     local = precompute(settings, RUN_DATE, *models, fingerprint="fp")
 
-    spark_home, work = _spark_home_with_own_work_dir(tmp_path / "spark-home")
-    env = {
-        **os.environ,
-        "SPARK_HOME": str(spark_home),
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "SPARK_WORKER_DIR": str(work),
-        "PYSPARK_PYTHON": sys.executable,
-    }
+    env, work = cluster_env(tmp_path)
     proc = subprocess.run(
         [
             sys.executable,
