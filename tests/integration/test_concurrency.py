@@ -216,7 +216,7 @@ def test_two_nights_at_once_on_one_home_both_finish(tmp_path, raw):
 # ---- 18 ---------------------------------------------------------------------------------------------------
 
 HEARTBEAT_S = 30  # Prefect's minimum; production keeps the default (180 s) and prefect.yaml's 600 s window
-WITHIN_S = 75  # two and a half heartbeats: room for a late one on a loaded CI machine
+WITHIN_S = 120  # four heartbeats: a healthy night on a loaded machine must never look like a zombie
 
 
 @contextmanager
