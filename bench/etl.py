@@ -39,10 +39,11 @@ def _spark_worker(raw: Path, out: Path, run_date: date, threads: int) -> dict:
     )
     started = time.perf_counter() - t0
     t = time.perf_counter()
-    items = raw_io.read_raw_table(spark, raw, "items").persist()
-    users = raw_io.read_raw_table(spark, raw, "users").persist()
+    # The steps of build.build_features, with the same production functions, for the serve role only (what
+    # the DuckDB reference computes): no lake writes of vocabularies and interactions, no examples.
+    items = raw_io.read_raw_table(spark, raw, "items").dropDuplicates(["item_id"]).persist()
+    users = raw_io.read_raw_table(spark, raw, "users").dropDuplicates(["user_id"]).persist()
     events = raw_io.read_raw_table(spark, raw, "events")
-    clean = ev.clean_events(events, items, run_date, cfg)
     item_map = vocab.lookup(
         vocab.extend_vocab(None, items.select(F.col("item_id").alias("value")), "item_id"),
         "item_id",
@@ -55,16 +56,18 @@ def _spark_worker(raw: Path, out: Path, run_date: date, threads: int) -> dict:
         "category",
         "category_idx",
     )
-    # As build_features does: indexed interactions cached once, read by both feature builders.
-    inter = clean.join(F.broadcast(item_map), "item_id", "left").fillna(0, ["item_idx"]).persist()
     user_map = spark.createDataFrame([], "user_id string, user_idx int")
     seg_map = spark.createDataFrame([], "segment string, segment_idx int")
-    item_cats = items.join(cat_map, "category").join(item_map, "item_id").select("item_idx", "category_idx")
-    prices = items.join(item_map, "item_id").select("item_idx", "price")
-    duplicates = ev.count_duplicates(events, items, run_date, cfg, inter)
-    point_in_time.build_item_features(
+    # As build_features does: deduplicated once (partitioned by user), indexed, cached, read by both builders.
+    clean = ev.clean_events(events, items, run_date, cfg, copies=True)
+    inter = ev.index_interactions(clean, user_map, item_map).persist()
+    duplicates = ev.duplicates_dropped(inter)
+    item_features = point_in_time.build_item_features(
         inter, items, item_map, cat_map, run_date, cfg.popularity_days, "serve"
-    ).write.mode("overwrite").parquet(str(out / "spark_items"))
+    ).persist()
+    item_features.write.mode("overwrite").parquet(str(out / "spark_items"))
+    item_cats = item_features.select("item_idx", "category_idx").where(F.col("item_idx") > 0)
+    prices = items.select("item_id", "price").join(item_map, "item_id", "inner").select("item_idx", "price")
     point_in_time.build_user_features(
         inter, users, user_map, seg_map, item_cats, run_date, cfg.history_len, "serve", prices
     ).write.mode("overwrite").parquet(str(out / "spark_users"))

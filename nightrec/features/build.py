@@ -51,10 +51,27 @@ def code_fingerprint() -> str:
     return h.hexdigest()[:12]
 
 
-def fingerprint(raw_root: str | Path, run_date: date, cfg: FeatureSettings) -> str:
+def previous_vocab(lake_root: str | Path, run_date: date) -> date | None:
+    """The run date of the vocabulary that ``run_date`` extends: the newest complete one before it."""
+    return lake.latest_complete(lake_root, VOCAB.name, before=run_date)
+
+
+def fingerprint(
+    raw_root: str | Path, run_date: date, cfg: FeatureSettings, lake_root: str | Path | None = None
+) -> str:
+    """Hash of everything the night's feature tables depend on.
+
+    The raw files, the run date, the settings and the feature code; and, given the lake, the previous night's
+    vocabulary (its date and its marker's fingerprint): an id keeps its index across nights, so the indices
+    of night N depend on night N-1's vocabulary, and through its fingerprint on every night before.
+    """
+    prev = None
+    if lake_root is not None and (prev_ds := previous_vocab(lake_root, run_date)) is not None:
+        marker = lake.read_marker(lake.partition_path(lake_root, VOCAB.name, prev_ds)) or {}
+        prev = {"ds": prev_ds.isoformat(), "fingerprint": marker.get("fingerprint")}
     return lake.fingerprint_files(
         raw.raw_files(raw_root),
-        {"ds": run_date.isoformat(), "cfg": cfg.model_dump(), "code": code_fingerprint()},
+        {"ds": run_date.isoformat(), "cfg": cfg.model_dump(), "code": code_fingerprint(), "prev_vocab": prev},
     )
 
 
@@ -92,8 +109,12 @@ class _Writer:
         self.rows: dict[str, int] = {}
         self.written: list[str] = []
 
+    def done(self, table: Table) -> bool:
+        """Whether ``table`` is complete for this run's fingerprint and will not be rewritten."""
+        return not self.force and lake.is_complete(self.lake_root, table.name, self.ds, self.fp)
+
     def ensure(self, table: Table, make: Callable[[], DataFrame], **meta: Callable[[], object]) -> None:
-        if not self.force and lake.is_complete(self.lake_root, table.name, self.ds, self.fp):
+        if self.done(table):
             marker = lake.read_marker(lake.partition_path(self.lake_root, table.name, self.ds)) or {}
             self.rows[table.name] = marker["rows"]
             return
@@ -117,7 +138,8 @@ def build_features(
     """
     cut = ev.Cutoffs.for_run(run_date, cfg)
     cut_info = {k: str(v) for k, v in asdict(cut).items()}
-    fp = fingerprint(raw_root, run_date, cfg)
+    prev_ds = previous_vocab(lake_root, run_date)
+    fp = fingerprint(raw_root, run_date, cfg, lake_root)
     if not force and all(lake.is_complete(lake_root, t.name, run_date, fp) for t in OUTPUTS):
         markers = {
             t.name: lake.read_marker(lake.partition_path(lake_root, t.name, run_date)) for t in OUTPUTS
@@ -131,10 +153,10 @@ def build_features(
     # Small and read by almost every table: cached once instead of re-scanned and re-deduplicated each time.
     items = raw.read_raw_table(spark, raw_root, "items").dropDuplicates(["item_id"]).persist()
     users = raw.read_raw_table(spark, raw_root, "users").dropDuplicates(["user_id"]).persist()
-    clean = ev.clean_events(events, items, run_date, cfg).persist()
+    # Deduplicated once, partitioned by user, cached: read by the vocabulary, the interactions and the count.
+    clean = ev.clean_events(events, items, run_date, cfg, copies=True).persist()
 
     def make_vocab() -> DataFrame:
-        prev_ds = lake.latest_complete(lake_root, VOCAB.name, before=run_date)
         prev = read_table(spark, lake_root, VOCAB, prev_ds) if prev_ds else None
         train_engaged = clean.where((F.col("ts") < F.lit(ev.ts_of(cut.eval_start))) & (F.col("weight") > 0))
         segments = users.select(F.col("attributes")["segment"].alias("value"))
@@ -152,17 +174,16 @@ def build_features(
     category_map = vocab.lookup(voc, "category", "category", "category_idx")
     segment_map = vocab.lookup(voc, "segment", "segment", "segment_idx")
 
-    out.ensure(
-        INTERACTIONS,
-        lambda: (
-            clean.join(user_map, "user_id", "left")
-            .join(item_map, "item_id", "left")
-            .fillna(0, ["user_idx", "item_idx"])
-        ),
-        duplicates_dropped=lambda: ev.count_duplicates(events, items, run_date, cfg, clean),
-    )
+    # The interactions, cached and partitioned by user: the user features of both roles and both example
+    # tables group or window by user, so they shuffle nothing more. Written in this run, they are cached in
+    # contract form as they are written (what the lake holds, value for value); on a resumed run they are
+    # read back from the lake and shuffled by user once.
+    if out.done(INTERACTIONS):
+        inter = read_table(spark, lake_root, INTERACTIONS, run_date).repartition("user_id").persist()
+    else:
+        inter = conform(ev.index_interactions(clean, user_map, item_map), INTERACTIONS).persist()
+    out.ensure(INTERACTIONS, lambda: inter, duplicates_dropped=lambda: ev.duplicates_dropped(clean))
     clean.unpersist()
-    inter = read_table(spark, lake_root, INTERACTIONS, run_date).persist()
     roles = (("eval", cut.eval_start), ("serve", run_date))
 
     def make_items() -> DataFrame:

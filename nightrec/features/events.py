@@ -47,26 +47,54 @@ def _usable(events: DataFrame, items: DataFrame, run_date: date, cfg: FeatureSet
         events.where(F.col("ts") < F.lit(ts_of(run_date)))
         .where(F.col("event_type").isin(list(cfg.event_weights)))
         .where(F.col("user_id").isNotNull() & F.col("item_id").isNotNull() & F.col("ts").isNotNull())
-        .join(known_items, on="item_id", how="left_semi")
+        # The catalog is small next to the events: a broadcast semi-join keeps the events where they are.
+        .join(F.broadcast(known_items), on="item_id", how="left_semi")
     )
 
 
-def clean_events(events: DataFrame, items: DataFrame, run_date: date, cfg: FeatureSettings) -> DataFrame:
+def clean_events(
+    events: DataFrame, items: DataFrame, run_date: date, cfg: FeatureSettings, copies: bool = False
+) -> DataFrame:
     """Events usable as of ``run_date``: before it, known type and item, exact replays removed, weighted.
 
     A replay is a second row with the same user, item, type and time. The kept ``value`` is the largest, so
     the result never depends on which copy a task happened to see first.
+
+    The result is hash-partitioned by ``user_id``: the one shuffle of the events. The replay key contains the
+    user, so the dedupe needs no shuffle of its own, and every per-user step downstream (features, histories,
+    examples) finds its rows already in place. Deduplicating on the four-column key directly would shuffle on
+    that key and then again on the user.
+
+    Args:
+        copies: Add ``copies``, how many raw rows each kept row stands for (``duplicates_dropped`` reads it).
     """
-    return (
+    out = (
         _usable(events, items, run_date, cfg)
+        .repartition("user_id")
         .groupBy("user_id", "item_id", "event_type", "ts")
-        .agg(F.max("value").alias("value"))
+        .agg(F.max("value").alias("value"), F.count(F.lit(1)).alias("copies"))
         .withColumn("weight", weight_column(cfg))
     )
+    return out if copies else out.drop("copies")
 
 
-def count_duplicates(
-    events: DataFrame, items: DataFrame, run_date: date, cfg: FeatureSettings, clean: DataFrame
-) -> int:
-    """Replayed rows that ``clean_events`` dropped: usable rows minus kept rows (``clean`` is its output)."""
-    return _usable(events, items, run_date, cfg).count() - clean.count()
+def duplicates_dropped(clean: DataFrame) -> int:
+    """Replayed rows that ``clean_events`` dropped, from its ``copies`` column (no second pass over the events)."""
+    return int(clean.agg(F.coalesce(F.sum(F.col("copies") - 1), F.lit(0))).first()[0])
+
+
+def index_interactions(clean: DataFrame, user_map: DataFrame, item_map: DataFrame) -> DataFrame:
+    """Clean events with their vocabulary indices (``user_idx``, ``item_idx``; 0 where unknown).
+
+    The item vocabulary is the catalog's, small next to the events, so it is broadcast. The user vocabulary
+    grows with the users: it is hashed by user (a shuffled hash join), so the events, already partitioned by
+    user, are neither shuffled nor sorted for it.
+    """
+    keep = ["user_id", "item_id", "user_idx", "item_idx", "event_type", "ts", "weight"]
+    keep += ["copies"] if "copies" in clean.columns else []
+    return (
+        clean.join(user_map.hint("shuffle_hash"), "user_id", "left")
+        .join(F.broadcast(item_map), "item_id", "left")
+        .fillna(0, ["user_idx", "item_idx"])
+        .select(*keep)
+    )

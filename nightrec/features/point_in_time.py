@@ -22,44 +22,79 @@ def _since(cutoff: date, days: int) -> Column:
     return F.col("ts") >= F.lit(ts_of(cutoff - timedelta(days=days)))
 
 
-def _user_counts(interactions: DataFrame, item_prices: DataFrame | None, cutoff: date) -> DataFrame:
-    """One aggregate per user: windowed counts per event type, engaged count, recency and mean price."""
-    cut = F.lit(ts_of(cutoff))
+def _by_user_and_category(before: DataFrame, cutoff: date) -> DataFrame:
+    """First level of the user aggregate: one row per (user, category) with additive partial sums.
+
+    ``category_idx`` is null for events whose item has no category; such rows still count, but carry no
+    affinity weight.
+    """
     engaged = F.col("weight") > 0
-    counts = [
-        F.count(F.when((F.col("event_type") == t) & _since(cutoff, w), 1)).alias(count_column(t, w))
-        for t in COUNT_EVENT_TYPES
-        for w in COUNT_WINDOWS
-    ]
-    df = interactions.where(F.col("ts") < cut)
-    price = F.lit(None).cast("double")
-    if item_prices is not None:
-        df = df.join(F.broadcast(item_prices), "item_idx", "left")
-        price = F.col("price")
-    return df.groupBy("user_id").agg(
-        *counts,
+    return before.groupBy("user_id", "category_idx").agg(
+        *[
+            F.count(F.when((F.col("event_type") == t) & _since(cutoff, w), 1)).alias(count_column(t, w))
+            for t in COUNT_EVENT_TYPES
+            for w in COUNT_WINDOWS
+        ],
         F.count(F.when(engaged, 1)).alias("n_events"),
-        ((F.unix_micros(cut) - F.unix_micros(F.max(F.when(engaged, F.col("ts"))))) / _DAY_US).alias(
-            "days_since_last"
-        ),
-        F.avg(F.when(engaged, price)).alias("mean_price"),
+        F.max(F.when(engaged, F.col("ts"))).alias("last_ts"),
+        F.sum(F.when(engaged, F.col("price"))).alias("price_sum"),
+        F.count(F.when(engaged, F.col("price"))).alias("price_n"),
+        F.sum(F.when(engaged & F.col("category_idx").isNotNull(), F.col("weight"))).alias("w"),
     )
 
 
-def _category_affinity(engaged: DataFrame, item_categories: DataFrame) -> DataFrame:
-    """Top category by engaged weight and the weight share of the top 1 and top 3 categories."""
-    by_cat = Window.partitionBy("user_id").orderBy(F.col("w").desc(), F.col("category_idx"))
+def _user_stats(before: DataFrame, cutoff: date) -> DataFrame:
+    """Counts by type and window, engaged count, recency, mean price and category affinity: one pass.
+
+    Two aggregation levels over rows that are already partitioned by user (see ``clean_events``), so neither
+    level shuffles the events. Affinity: the top category by engaged weight (ties: the smaller index) and the
+    weight share of the top 1 and top 3 categories.
+    """
+    cut = F.lit(ts_of(cutoff))
+    counts = [count_column(t, w) for t in COUNT_EVENT_TYPES for w in COUNT_WINDOWS]
+    # Categories by weight, heaviest first: sorting (-w, category_idx) ascending breaks ties by the index.
+    cats = F.sort_array(
+        F.collect_list(F.when(F.col("w").isNotNull(), F.struct((-F.col("w")).alias("nw"), "category_idx")))
+    )
+
+    def total(arr: Column) -> Column:  # summed heaviest first, as a running sum over the ranked rows would
+        return -F.aggregate(arr, F.lit(0.0), lambda acc, x: acc + x["nw"])
+
+    total_w = F.when(F.size("cats") > 0, total(F.col("cats")))  # no engaged weight: no affinity
+
     return (
-        engaged.join(F.broadcast(item_categories), on="item_idx", how="inner")
-        .groupBy("user_id", "category_idx")
-        .agg(F.sum("weight").alias("w"))
-        .withColumn("rn", F.row_number().over(by_cat))
+        _by_user_and_category(before, cutoff)
         .groupBy("user_id")
         .agg(
-            F.max(F.when(F.col("rn") == 1, F.col("category_idx"))).alias("top_category_idx"),
-            (F.sum(F.when(F.col("rn") == 1, F.col("w"))) / F.sum("w")).alias("top_category_share"),
-            (F.sum(F.when(F.col("rn") <= 3, F.col("w"))) / F.sum("w")).alias("top3_category_share"),
+            *[F.sum(c).alias(c) for c in counts],
+            F.sum("n_events").alias("n_events"),
+            F.max("last_ts").alias("last_ts"),
+            (F.sum("price_sum") / F.nullif(F.sum("price_n"), F.lit(0))).alias("mean_price"),
+            cats.alias("cats"),
         )
+        .select(
+            "user_id",
+            *counts,
+            "n_events",
+            ((F.unix_micros(cut) - F.unix_micros("last_ts")) / _DAY_US).alias("days_since_last"),
+            "mean_price",
+            F.get("cats", 0)["category_idx"].alias("top_category_idx"),
+            (total(F.slice("cats", 1, 1)) / total_w).alias("top_category_share"),
+            (total(F.slice("cats", 1, 3)) / total_w).alias("top3_category_share"),
+        )
+    )
+
+
+def _history(engaged: DataFrame, history_len: int) -> DataFrame:
+    """(user_id, history): the last ``history_len`` engaged known items, newest first."""
+    recent_first = Window.partitionBy("user_id").orderBy(F.col("ts").desc(), F.col("item_idx").desc())
+    return (
+        engaged.where(F.col("item_idx") > 0)
+        .withColumn("rn", F.row_number().over(recent_first))
+        .where(F.col("rn") <= history_len)
+        .groupBy("user_id")
+        .agg(F.sort_array(F.collect_list(F.struct("rn", "item_idx"))).alias("h"))
+        .select("user_id", F.transform("h", lambda s: s["item_idx"]).alias("history"))
     )
 
 
@@ -78,46 +113,39 @@ def build_user_features(
 
     Args:
         interactions: user_id, item_idx, event_type, ts, weight.
-        users: user_id, attributes.
+        users: user_id, attributes; one row per user.
         user_map: user_id -> user_idx.
         segment_map: segment -> segment_idx.
-        item_categories: item_idx -> category_idx.
+        item_categories: item_idx -> category_idx, one row per item.
         cutoff: Only events strictly before its midnight are used.
         history_len: Items kept in ``history``.
         role: Written as the ``role`` column.
-        item_prices: item_idx -> price; without it ``mean_price`` is null.
+        item_prices: item_idx -> price, one row per item; without it ``mean_price`` is null.
 
     Returns:
         The USER_FEATURES columns.
     """
-    cut = F.lit(ts_of(cutoff))
-    before = interactions.where(F.col("ts") < cut)
+    before = interactions.where(F.col("ts") < F.lit(ts_of(cutoff)))
     if "event_type" not in before.columns:  # hand-built frames of engaged events only
         before = before.withColumn("event_type", F.lit(None).cast("string"))
-    engaged = before.where(F.col("weight") > 0)
-    recent_first = Window.partitionBy("user_id").orderBy(F.col("ts").desc(), F.col("item_idx").desc())
-    history = (
-        engaged.where(F.col("item_idx") > 0)
-        .withColumn("rn", F.row_number().over(recent_first))
-        .where(F.col("rn") <= history_len)
-        .groupBy("user_id")
-        .agg(F.sort_array(F.collect_list(F.struct("rn", "item_idx"))).alias("h"))
-        .select("user_id", F.transform("h", lambda s: s["item_idx"]).alias("history"))
-    )
-    stats = _user_counts(before, item_prices, cutoff)
+    # Category and price of each item in one small broadcast table: one join, no shuffle of the events.
+    item_attrs = item_categories.select("item_idx", "category_idx")
+    if item_prices is not None:
+        item_attrs = item_attrs.join(item_prices.select("item_idx", "price"), "item_idx", "full")
+    else:
+        item_attrs = item_attrs.withColumn("price", F.lit(None).cast("double"))
+    stats = _user_stats(before.join(F.broadcast(item_attrs), "item_idx", "left"), cutoff)
+    history = _history(before.where(F.col("weight") > 0), history_len)
     segments = users.select("user_id", F.col("attributes")["segment"].alias("segment"))
-    # Users with only impressions are known too: their counts are features even with no engagement.
-    known = users.select("user_id").unionByName(before.select("user_id")).distinct()
     count_cols = [
         F.coalesce(count_column(t, w), F.lit(0)).alias(count_column(t, w))
         for t in COUNT_EVENT_TYPES
         for w in COUNT_WINDOWS
     ]
+    # Known users: the users table plus anyone with an event before the cutoff (impressions alone count).
     return (
-        known.join(history, "user_id", "left")
-        .join(stats, "user_id", "left")
-        .join(_category_affinity(engaged, item_categories), "user_id", "left")
-        .join(segments, "user_id", "left")
+        segments.join(stats, "user_id", "full")
+        .join(history, "user_id", "left")
         .join(F.broadcast(segment_map), "segment", "left")
         .join(user_map, "user_id", "left")
         .select(

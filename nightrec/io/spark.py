@@ -25,6 +25,14 @@ def get_spark(cfg: SparkSettings, app_name: str = "nightrec") -> SparkSession:
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        # Cached frames (the deduplicated events) are written once and read a few times within minutes: the
+        # columnar compression of the cache cost more CPU than it saved (10M events: ~7 s of ~45 s executor
+        # time), and an uncompressed cache that outgrows memory still spills to disk.
+        .config("spark.sql.inMemoryColumnarStorage.compressed", "false")
+        # A batch job wants throughput, not short pauses: the parallel collector's cheaper write barriers
+        # saved ~10% executor CPU against G1 on the feature ETL. Applies where Spark starts the JVM.
+        .config("spark.driver.extraJavaOptions", "-XX:+UseParallelGC")
+        .config("spark.executor.extraJavaOptions", "-XX:+UseParallelGC")
     )
     for k, v in cfg.extra_conf.items():
         builder = builder.config(k, v)
