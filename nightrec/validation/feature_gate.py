@@ -6,13 +6,21 @@ from __future__ import annotations
 from datetime import date
 
 import great_expectations.expectations as gxe
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from nightrec.io import lake
 from nightrec.settings import Settings
 from nightrec.validation import history, profile, runner
-from nightrec.validation.checks import Check, drift_checks, run_checks, share_check, volume_checks
+from nightrec.validation.checks import (
+    Check,
+    contract_checks,
+    contract_rules,
+    drift_checks,
+    run_check_suites,
+    share_check,
+    volume_checks,
+)
 from nightrec.validation.report import GateReport, docs_dir, make_report
 from schemas import expectations
 from schemas.spark import to_struct_type
@@ -23,29 +31,46 @@ def validate_features(spark: SparkSession, settings: Settings, ds: date) -> Gate
     """Contract suites on every feature table of ``ds``, plus vocabulary, null-rate, volume and drift checks."""
     g, docs = settings.gates, docs_dir(settings, ds)
     ctx = runner.get_context(settings.gx_root, docs)
-    results, frames = [], {}
+    contracts, frames, paths = {}, {}, {}
     for name, table in FEATURE_TABLES.items():
-        path = lake.require_partition(settings.lake, name, ds)
-        frames[name] = spark.read.schema(to_struct_type(table)).parquet(str(path)).select(*table.names)
-        extra = []
-        if name in ("retrieval_examples", "ranking_examples", "interactions"):
-            extra.append(gxe.ExpectTableRowCountToBeBetween(min_value=1))
-        suite = expectations.to_suite(table, extra=extra)
-        res = runner.run_suite(
-            ctx, suite, frames[name], engine="spark", asset=name, detail_on_failure_only=True
-        )
-        for f in res.failures:
-            f["table"], f["file"] = name, str(path)
-        results.append(res)
+        paths[name] = str(lake.require_partition(settings.lake, name, ds))
+        frames[name] = spark.read.schema(to_struct_type(table)).parquet(paths[name]).select(*table.names)
+        contracts[name] = _contract_checks(frames[name], name, g.sample_rows)
     stats = feature_stats(frames, settings, ds)
     past = history.load(settings.lake, ds, g.volume.history_runs)
     prev = past[0].get("features") if past else None
-    results.append(run_checks(ctx, "feature_checks", feature_checks(stats, past, prev, g)))
+    # One GX run for the gate: the contracts (reported as one suite per table) and the checks.
+    checks = feature_checks(stats, past, prev, g)
+    results = run_check_suites(ctx, "feature_checks", {**contracts, "feature_checks": checks})
+    for res in results[:-1]:
+        res.metrics = {}  # offending-row counts are in the Data Docs; the gate's metrics stay the checks'
+        for f in res.failures:
+            f["file"] = paths[res.suite]
     report = make_report("features", results, docs)
     report.stats = stats
     if report.success:
         history.save_pending(settings.lake, ds, "features", stats)
     return report
+
+
+def _contract_checks(frame: DataFrame, name: str, n: int) -> list[Check]:
+    """The table's contract suite as checks: one aggregation pass plus a grouping per key; offending rows
+    are fetched only for a broken rule."""
+    table = FEATURE_TABLES[name]
+    extra = []
+    if name in ("retrieval_examples", "ranking_examples", "interactions"):
+        extra.append(gxe.ExpectTableRowCountToBeBetween(min_value=1))
+    rules = contract_rules(expectations.to_suite(table, extra=extra))
+    conds = {r.metric: r.cond for r in rules if r.cond is not None}
+    row = frame.agg(
+        F.count(F.lit(1)).alias("_rows"), *[profile._count(c).alias(k) for k, c in conds.items()]
+    ).first()
+    found = {k: int(row[k] or 0) for k in conds}
+    found |= {r.metric: profile.duplicate_key_rows(frame, r.key) for r in rules if r.key}
+    return contract_checks(
+        rules, found, int(row["_rows"]), frame.columns, name,
+        lambda cond: profile.sample_where(frame, cond, n, frame.columns),
+    )  # fmt: skip
 
 
 def feature_stats(frames: dict, settings: Settings, ds: date) -> dict:

@@ -7,7 +7,9 @@ are separate functions, called only when a check has failed.
 from __future__ import annotations
 
 import math
+import operator
 from datetime import date, timedelta
+from functools import reduce
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -17,6 +19,7 @@ from nightrec.io.raw import FILE, LINE, REASON
 from schemas.tables import RAW_TABLES
 
 _DUP_KEYS = ["user_id", "item_id", "event_type", "ts"]
+_EVENT_STATS = ("out_of_range_ts", "future_ts", "events_last_day", "bad_value", "duplicates", "unknown_items")
 
 
 def _count(cond) -> F.Column:
@@ -27,16 +30,17 @@ def nullable_columns(name: str) -> list[str]:
     return [c.name for c in RAW_TABLES[name].columns if c.nullable]
 
 
-def table_counts(checked: DataFrame, name: str) -> dict:
-    """Rows, malformed rows and null rates of the nullable columns of one raw table (one pass)."""
+def _table_aggs(name: str) -> list[F.Column]:
     good = F.col(REASON).isNull()
-    cols = nullable_columns(name)
     aggs = [F.count(F.lit(1)).alias("rows"), _count(~good).alias("malformed")]
-    aggs += [_count(good & F.col(c).isNull()).alias(f"null_{c}") for c in cols]
+    aggs += [_count(good & F.col(c).isNull()).alias(f"null_{c}") for c in nullable_columns(name)]
     if name == "items":
         aggs.append(_count(good & F.col("available")).alias("available"))
-    row = checked.agg(*aggs).first().asDict()
-    row = {k: int(v or 0) for k, v in row.items()}
+    return aggs
+
+
+def _table_result(row: dict, name: str) -> dict:
+    cols = nullable_columns(name)
     n_good = row["rows"] - row["malformed"]
     out = {
         "rows": n_good,
@@ -48,32 +52,81 @@ def table_counts(checked: DataFrame, name: str) -> dict:
     return out
 
 
+def table_counts(
+    checked: DataFrame, name: str, rules: dict[str, F.Column] | None = None
+) -> tuple[dict, dict]:
+    """Rows, malformed rows and null rates of the nullable columns of one raw table, plus how many well-formed
+    rows match each of ``rules`` (offending-row conditions of the contract): one pass.
+
+    Returns:
+        (table counts, offending rows by rule name).
+    """
+    rules = rules or {}
+    good = F.col(REASON).isNull()
+    aggs = _table_aggs(name) + [_count(good & cond).alias(k) for k, cond in rules.items()]
+    row = {k: int(v or 0) for k, v in checked.agg(*aggs).first().asDict().items()}
+    return _table_result(row, name), {k: row[k] for k in rules}
+
+
+def duplicate_key_rows(df: DataFrame, key: list[str] | tuple[str, ...]) -> int:
+    """Rows whose key occurs more than once (rows with an all-null key are left out, as GX does)."""
+    present = reduce(operator.or_, [F.col(c).isNotNull() for c in key])
+    dup = df.where(present).groupBy(*key).count().where(F.col("count") > 1)
+    return int(dup.agg(F.sum("count")).first()[0] or 0)
+
+
 def event_counts(
-    events: DataFrame, items: DataFrame, ds: date, data_start: date, max_value, event_types: list[str]
-) -> dict:
-    """Events out of range, on the last day, with a bad value, duplicated, or of unknown items, and the mix of
-    event types: one scan, one shuffle (duplicates) and one broadcast anti-join (unknown items)."""
+    checked: DataFrame,
+    items: DataFrame,
+    ds: date,
+    data_start: date,
+    max_value,
+    event_types: list[str],
+    rules: dict[str, F.Column] | None = None,
+) -> tuple[dict, dict, dict]:
+    """Everything the raw gate counts on the events: their ``table_counts``, the statistics (out of range, on
+    the last day, bad value, duplicated, unknown item, mix of types) and the contract's offending rows.
+
+    Two Spark jobs. One scan aggregates every count but the replays, the catalog broadcast and joined (not
+    anti-joined in a scan of its own). One shuffle, by user, counts the replays: the replay key (user, item,
+    type, ts) contains the user, so its grouping needs no second shuffle; only the key travels. (Counting the
+    rest over the replay groups in the same job measured slower: the flags widen the shuffle and the final
+    aggregation runs over all the groups.)
+
+    Args:
+        checked: The events as read, malformed rows included (``_reason`` set); statistics count the others.
+        rules: Contract rule name -> the condition selecting the rows that break it.
+
+    Returns:
+        (table counts, event statistics, offending rows by contract rule).
+    """
+    rules = rules or {}
     start, stop, last = ts_of(data_start), ts_of(ds), ts_of(ds - timedelta(days=1))
-    ts, et = F.col("ts"), F.col("event_type")
+    good, ts, et = F.col(REASON).isNull(), F.col("ts"), F.col("event_type")
     bad_value = F.col("value") < 0
     if max_value is not None:
         bad_value = bad_value | (F.col("value") > max_value)
-    aggs = [
-        _count((ts < F.lit(start)) | (ts >= F.lit(stop))).alias("out_of_range_ts"),
-        _count(ts >= F.lit(stop)).alias("future_ts"),
-        _count((ts >= F.lit(last)) & (ts < F.lit(stop))).alias("events_last_day"),
-        _count(bad_value).alias("bad_value"),
-        _count(~et.isin(event_types) | et.isNull()).alias("type:other"),
-        *[_count(et == t).alias(f"type:{t}") for t in event_types],
-    ]
-    row = {k: int(v or 0) for k, v in events.agg(*aggs).first().asDict().items()}
-    mix = {k[5:]: row.pop(k) for k in list(row) if k.startswith("type:")}
-    copies = events.groupBy(*_DUP_KEYS).count()
+    known = F.broadcast(items.select("item_id").distinct().select("item_id", F.lit(True).alias("_known")))
+    conds = {
+        "out_of_range_ts": (ts < F.lit(start)) | (ts >= F.lit(stop)),
+        "future_ts": ts >= F.lit(stop),
+        "events_last_day": (ts >= F.lit(last)) & (ts < F.lit(stop)),
+        "bad_value": bad_value,
+        "unknown_items": F.col("_known").isNull(),  # a null item_id is unknown too, as in an anti-join
+        "type:other": ~et.isin(event_types) | et.isNull(),
+        **{f"type:{t}": et == t for t in event_types},
+        **rules,
+    }
+    aggs = _table_aggs("events") + [_count(good & cond).alias(k) for k, cond in conds.items()]
+    row = {
+        k: int(v or 0) for k, v in checked.join(known, "item_id", "left").agg(*aggs).first().asDict().items()
+    }
+    copies = checked.where(good).select(*_DUP_KEYS).repartition("user_id").groupBy(*_DUP_KEYS).count()
     row["duplicates"] = int(copies.agg(F.sum(F.col("count") - 1)).first()[0] or 0)
-    known = F.broadcast(items.select("item_id").distinct())
-    row["unknown_items"] = events.join(known, "item_id", "left_anti").count()
-    row["hist"] = {"event_type_mix": {k: v for k, v in mix.items() if v}}
-    return row
+    ev = {k: row[k] for k in _EVENT_STATS}
+    mix = {k[5:]: row[k] for k in conds if k.startswith("type:")}
+    ev["hist"] = {"event_type_mix": {k: v for k, v in mix.items() if v}}
+    return _table_result(row, "events"), ev, {k: row[k] for k in rules}
 
 
 def _rows(df: DataFrame, n: int) -> list[dict]:
@@ -83,9 +136,10 @@ def _rows(df: DataFrame, n: int) -> list[dict]:
 
 
 def sample_where(checked: DataFrame, cond, n: int, columns: list[str] | None = None) -> list[dict]:
-    """Up to ``n`` rows matching ``cond``, with the file each came from."""
+    """Up to ``n`` rows matching ``cond``, with the file each came from (where the frame knows it)."""
     cols = columns or [c for c in checked.columns if c not in (LINE, REASON)]
-    return _rows(checked.where(cond).select(*cols, FILE if FILE not in cols else F.lit(None)), n)
+    file = [FILE] if FILE in checked.columns and FILE not in cols else []
+    return _rows(checked.where(cond).select(*cols, *file), n)
 
 
 def sample_duplicates(events: DataFrame, n: int) -> list[dict]:

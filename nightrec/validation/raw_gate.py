@@ -17,40 +17,19 @@ from nightrec.features.events import ts_of
 from nightrec.io import raw
 from nightrec.settings import Settings
 from nightrec.validation import history, profile, quarantine, runner
-from nightrec.validation.checks import Check, drift_checks, run_checks, share_check, volume_checks
+from nightrec.validation.checks import (
+    Check,
+    ContractRule,
+    contract_checks,
+    contract_rules,
+    drift_checks,
+    run_check_suites,
+    share_check,
+    volume_checks,
+)
 from nightrec.validation.report import GateReport, docs_dir, make_report
 from schemas import expectations
 from schemas.tables import RAW_TABLES
-
-
-def _contract_cond(failure: dict):
-    """The Spark condition selecting the rows a broken column expectation is about (None: not row-level)."""
-    col, detail, rule = failure.get("column"), failure.get("detail") or {}, failure["rule"]
-    if not isinstance(col, str):
-        return None
-    c = F.col(col)
-    if rule == "expect_column_values_to_not_be_null":
-        return c.isNull()
-    if rule == "expect_column_values_to_be_in_set":
-        return c.isNotNull() & ~c.isin(list(detail.get("value_set") or []))
-    if rule == "expect_column_values_to_be_between":
-        lo, hi = detail.get("min_value"), detail.get("max_value")
-        cond = F.lit(False)
-        cond = cond | (c < lo) if lo is not None else cond
-        return cond | (c > hi) if hi is not None else cond
-    return None
-
-
-def _with_rows(result: runner.SuiteResult, checked, table: str, n: int) -> runner.SuiteResult:
-    """Attach the offending rows (and their file) to each broken row-level rule of a contract suite."""
-    for f in result.failures:
-        f["table"] = table
-        cond = _contract_cond(f)
-        if cond is not None and checked is not None:
-            rows = profile.sample_where(checked, cond & F.col(raw.REASON).isNull(), n)
-            if rows:
-                f["rows"], f["file"] = rows, rows[0].get(raw.FILE)
-    return result
 
 
 def _read_failure(name: str, e: ContractViolation) -> runner.SuiteResult:
@@ -110,28 +89,56 @@ def _unpersist(frames: dict) -> None:
         df.unpersist()
 
 
+def _contract(settings: Settings) -> dict[str, list[ContractRule]]:
+    """Each raw table's contract suite (from ``schemas``), folded into rules its aggregation pass counts."""
+    extra = {
+        "events": [
+            gxe.ExpectColumnValuesToBeBetween(
+                column="value", min_value=0, max_value=settings.gates.max_event_value
+            )
+        ]
+    }
+    allowed = {"event_type": settings.event_types}
+    return {
+        name: contract_rules(expectations.to_suite(table, allowed, extra.get(name)))
+        for name, table in RAW_TABLES.items()
+    }
+
+
+def _count_raw(
+    checked: dict, good: dict, rules: dict, settings: Settings, ds: date
+) -> tuple[dict, dict, dict]:
+    """Table counts, event statistics and contract offending rows: one aggregation job per table (the
+    events' with its one shuffle), plus a grouping per key of the small tables."""
+    g = settings.gates
+    row_rules = {name: {r.metric: r for r in rs if r.cond is not None} for name, rs in rules.items()}
+    counts, found = {}, {}
+    for name in ("items", "users"):
+        conds = {k: r.cond for k, r in row_rules[name].items()}
+        counts[name], found[name] = profile.table_counts(checked[name], name, conds)
+    counts["events"], ev, found["events"] = profile.event_counts(
+        checked["events"], good["items"], ds, g.data_start, g.max_event_value, settings.event_types,
+        {k: r.cond for k, r in row_rules["events"].items()},
+    )  # fmt: skip
+    for name, rs in rules.items():
+        for r in rs:
+            if r.key:
+                found[name][r.metric] = profile.duplicate_key_rows(good[name], r.key)
+    return {name: counts[name] for name in RAW_TABLES}, ev, found
+
+
 def _validate_raw_frames(ctx, checked: dict, settings: Settings, ds: date, docs: str) -> GateReport:
     g, n = settings.gates, settings.gates.sample_rows
     good = {k: v.where(F.col(raw.REASON).isNull()) for k, v in checked.items()}
-    allowed = {"event_type": settings.event_types}
-    results, checks, notes = [], [], []
-    counts = {name: profile.table_counts(checked[name], name) for name in RAW_TABLES}
+    checks, notes, contracts = [], [], {}
+    rules = _contract(settings)
+    counts, ev, found = _count_raw(checked, good, rules, settings, ds)
     for name, table in RAW_TABLES.items():
-        extra = []
-        if name == "events":
-            extra.append(
-                gxe.ExpectColumnValuesToBeBetween(column="value", min_value=0, max_value=g.max_event_value)
-            )
-        suite = expectations.to_suite(table, allowed, extra)
-        res = runner.run_suite(
-            ctx,
-            suite,
-            good[name].select(*table.names),
-            engine="spark",
-            asset=f"raw_{name}",
-            detail_on_failure_only=True,
-        )
-        results.append(_with_rows(res, checked[name], name, n))
+        # The contract suite, as metrics of the pass above (offending rows fetched on failure only).
+        contracts[name] = contract_checks(
+            rules[name], found[name], counts[name]["rows"], list(table.names), name,
+            lambda cond, df=checked[name]: profile.sample_where(df, cond & F.col(raw.REASON).isNull(), n),
+        )  # fmt: skip
         c = counts[name]
         total = c["rows"] + c["malformed"]
         checks.append(
@@ -143,9 +150,6 @@ def _validate_raw_frames(ctx, checked: dict, settings: Settings, ds: date, docs:
         if c["malformed"]:
             path = quarantine.write(checked[name], settings.lake, ds, name)
             notes.append(f"{c['malformed']} malformed {name} rows quarantined to {path}")
-    ev = profile.event_counts(
-        good["events"], good["items"], ds, g.data_start, g.max_event_value, settings.event_types
-    )
     n_events = counts["events"]["rows"]
     checks += _event_checks(ev, n_events, good, settings, ds)
     checks.append(
@@ -170,7 +174,10 @@ def _validate_raw_frames(ctx, checked: dict, settings: Settings, ds: date, docs:
         g.volume, "events", "events in total",
     )  # fmt: skip
     checks += drift_checks(ev["hist"], prev and prev.get("hist"), g.drift, "events")
-    results.append(run_checks(ctx, "raw_checks", checks))
+    # One GX run for the gate: the contracts (reported as suites events, items, users) and the checks.
+    results = run_check_suites(ctx, "raw_checks", {**contracts, "raw_checks": checks})
+    for res in results[:-1]:
+        res.metrics = {}  # offending-row counts are in the Data Docs; the gate's metrics stay the checks'
     if ev["duplicates"]:
         notes.append(f"{ev['duplicates']} duplicate events (replays) will be dropped by build_features")
     if ev["out_of_range_ts"]:
