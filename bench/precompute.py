@@ -4,8 +4,8 @@ Usage: .venv/bin/python bench/precompute.py [--users 1000000] [--items 100000] [
        [--chunk 4096] [--seen 20] [--fp32] [--ann] [--out bench/results/precompute.md]
 
 Our path is `nightrec.scoring.score.Scorer.score` itself (unavailable items left out of the index, seen items
-excluded, exact two-level top-k; bf16 product + fp32 rescoring where the CPU has native bf16) with a stand-in
-two-tower that returns the random vectors; FAISS gets the same vectors and `search(k)`, and does no masking (so
+excluded, exact two-level top-k; bf16 product + compiled selection + fp32 rescoring where the CPU has native
+bf16) with a stand-in two-tower that returns the random vectors; FAISS gets the same vectors and `search(k)`, and does no masking (so
 the comparison favours FAISS). Recall@k of each engine is measured against a brute-force fp32 top-k with the
 same exclusions on a sample of users. `--fp32` adds our path forced to fp32; `--ann` adds FAISS IndexIVFFlat
 (`scoring.index = "ivf"`) at a few probe counts with its recall. Peak RSS is reported for the process.
@@ -127,7 +127,8 @@ def main() -> None:
             label = "nightrec Scorer, exact (fp32 forced)"
         else:
             bf16 = getattr(scorer.index, "dtype", None) == torch.bfloat16
-            label = f"nightrec Scorer, exact ({'bf16 + fp32 rescoring' if bf16 else 'fp32'})"
+            how = "bf16, compiled selection, fp32 rescoring" if scorer.index.fused else "bf16 + fp32 rescoring"
+            label = f"nightrec Scorer, exact ({how if bf16 else 'fp32'})"
         rows.append(
             (
                 label,

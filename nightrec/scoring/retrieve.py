@@ -12,6 +12,11 @@ mask rewrites all of it, and ``topk`` over 100,000 columns scans it once more. S
   slices gives one value per "block" of ``groups`` columns, the k best blocks are kept and top-k runs over their
   ``k * groups`` members only. Each of the k best items sits in a block whose max is at least the k-th best
   value, and at most k blocks have such a max, so the k best blocks hold all k best items.
+
+On a CPU with native bf16 and numba installed, steps after the product run as one compiled pass per row
+(``select_kernel``: the same two-level argument, with the row held in cache): 2.4x the torch selection's
+users/s at 100k items (bench/results/precompute.md). The torch path serves CUDA, fp32 and installs without
+numba.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from typing import Literal
 
 import numpy as np
 import torch
+
+from nightrec.scoring import select_kernel
 
 MatmulDtype = Literal["auto", "float32", "bfloat16"]
 _GROUPS = 32  # columns per block of the two-level top-k; 32 measured best at 100k items on AVX-512
@@ -55,6 +62,7 @@ class ExactTopN:
         allowed: bool [N], the items that may be returned (available, not blocked).
         dtype: matmul precision: ``auto`` = bf16 where the hardware has it, else fp32.
         max_buffer_bytes: bound on the score buffer; users are processed in sub-blocks that fit.
+        kernel: use the compiled selection (``select_kernel``); None = wherever it can run.
     """
 
     def __init__(
@@ -64,6 +72,7 @@ class ExactTopN:
         dtype: MatmulDtype = "auto",
         max_buffer_bytes: int = 1 << 30,
         groups: int = _GROUPS,
+        kernel: bool | None = None,
     ):
         device = item_vecs.device
         self.dtype = resolve_dtype(dtype, device)
@@ -76,6 +85,15 @@ class ExactTopN:
         self.groups = groups
         self.n_blocks = max(1, -(-self.n_ok // groups))
         width = self.n_blocks * groups
+        # The compiled selection wants whole tiles of columns; it runs where bf16 is native to the CPU.
+        can_fuse = device.type == "cpu" and self.dtype == torch.bfloat16 and select_kernel.available()
+        if kernel and not can_fuse:
+            raise ValueError("the compiled selection needs numba, a CPU tensor and bf16 scores")
+        self.fused = can_fuse if kernel is None else kernel
+        if self.fused:
+            width = max(1, -(-self.n_ok // select_kernel.TILE)) * select_kernel.TILE
+            self.exact_np = self.exact.numpy()
+            self.cols_np = self.cols.numpy()
         weights = torch.zeros(width, item_vecs.shape[1], dtype=self.dtype, device=device)
         weights[: self.n_ok] = self.exact.to(self.dtype)
         self.weights_t = weights.T.contiguous()  # [D, width]: mm(users, weights_t, out=buffer)
@@ -125,6 +143,18 @@ class ExactTopN:
             buf[torch.from_numpy(rows).to(dev), torch.from_numpy(cols).to(dev)] = float("-inf")
         # bf16 picks a margin of extra candidates whose fp32 scores decide the final order.
         k = n if self.dtype == torch.float32 else min(self.n_ok, n + 8 + n // 8)
+        if self.fused:
+            scores, cols = select_kernel.select_rows(
+                buf.view(torch.int16).numpy(),
+                users.float().contiguous().numpy(),
+                self.exact_np,
+                self.n_ok,
+                k,
+                n,
+                threads=torch.get_num_threads(),
+            )
+            items = np.where(cols >= 0, self.cols_np[np.maximum(cols, 0)], -1)
+            return torch.from_numpy(scores), torch.from_numpy(items)
         cand = self._topk_columns(buf, k)
         picked = torch.gather(buf, 1, cand)
         cand = cand.clamp(max=self.n_ok - 1)  # a padding column is picked only with score -inf

@@ -45,10 +45,13 @@ def test_fp32_search_equals_brute_force(n_items, n, buffer_bytes):
     assert not any((r, int(c)) in seen for r in range(len(users)) for c in found[r])
 
 
-def test_bf16_candidates_are_rescored_in_fp32_and_recall_is_near_exact():
+@pytest.mark.parametrize("kernel", [True, False], ids=["compiled", "torch"])
+def test_bf16_candidates_are_rescored_in_fp32_and_recall_is_near_exact(kernel):
     items, users, allowed, rows, cols = _case(30_000, 128, d=32)
     ref = _brute(items, users, allowed, rows, cols, 100)
-    scores, found = ExactTopN(items, allowed, "bfloat16").search(users, 100, rows, cols)
+    index = ExactTopN(items, allowed, "bfloat16", kernel=kernel)
+    assert index.fused is kernel
+    scores, found = index.search(users, 100, rows, cols)
     exact = (users.unsqueeze(1) @ items[found].transpose(1, 2)).squeeze(1)
     torch.testing.assert_close(scores, exact)  # the scores handed on are fp32 ones, sorted
     assert bool((scores[:, :-1] >= scores[:, 1:]).all())
@@ -56,6 +59,50 @@ def test_bf16_candidates_are_rescored_in_fp32_and_recall_is_near_exact():
         [len(set(a) & set(b)) / 100 for a, b in zip(found.tolist(), ref.indices.tolist(), strict=True)]
     )
     assert recall > 0.99
+
+
+@pytest.mark.parametrize(
+    "n_items,n,sign,buffer_bytes",
+    [
+        (50, 40, 1, 1 << 30),  # fewer blocks than candidates: every item is one
+        (5_000, 7, 1, 1 << 30),
+        (9_000, 100, -1, 1 << 30),  # every score negative: block maxima from the int16 min
+        (20_000, 30, 1, 300_000),  # users split into sub-blocks of a small buffer
+    ],
+)
+def test_compiled_bf16_selection_finds_the_fp32_top_n(n_items, n, sign, buffer_bytes):
+    items, users, allowed, rows, cols = _case(n_items, 48, d=16, seen=8)
+    users = sign * users.abs()
+    items = items.abs()
+    index = ExactTopN(items, allowed, "bfloat16", max_buffer_bytes=buffer_bytes, kernel=True)
+    ref = _brute(items, users, allowed, rows, cols, n)
+    scores, found = index.search(users, n, rows, cols)
+    assert found.shape == ref.indices.shape
+    short = found < 0  # users with fewer than n unseen allowed items: padded exactly where the reference is
+    assert torch.equal(short, torch.isinf(ref.values)) and torch.isinf(scores[short]).all()
+    assert allowed[found[~short].numpy()].all()
+    seen = set(zip(rows.tolist(), cols.tolist(), strict=True))
+    assert not any((r, int(c)) in seen for r in range(len(users)) for c in found[r])
+    # The scores handed on are the returned items' fp32 scores, sorted
+    got = (users.unsqueeze(1) @ items[found.clamp(min=0)].transpose(1, 2)).squeeze(1)
+    torch.testing.assert_close(scores[~short], got[~short], rtol=1e-5, atol=1e-5)
+    assert bool((scores[:, :-1] >= scores[:, 1:]).all())
+    hit = np.mean(
+        [len(set(a) & set(b)) / n for a, b in zip(found.tolist(), ref.indices.tolist(), strict=True)]
+    )
+    assert hit > 0.99
+
+
+def test_compiled_selection_pads_when_fewer_unseen_items_than_n():
+    items, users, allowed, rows, cols = _case(40, 3, seen=0, avail=1.0)
+    allowed[:] = False
+    allowed[[3, 7, 11]] = True
+    scores, found = ExactTopN(items, allowed, "bfloat16", kernel=True).search(
+        users, 5, np.array([0]), np.array([7])
+    )
+    assert found.shape == (3, 3)
+    assert set(found[0].tolist()) == {3, 11, -1} and torch.isinf(scores[0, 2])
+    assert set(found[1].tolist()) == {3, 7, 11}
 
 
 def test_fewer_allowed_unseen_items_than_n_pad_with_minus_one():
