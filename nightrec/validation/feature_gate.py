@@ -4,6 +4,7 @@ volume, new-id and drift checks against the last successful runs."""
 from __future__ import annotations
 
 from datetime import date
+from functools import partial
 
 import great_expectations.expectations as gxe
 from pyspark.sql import DataFrame, SparkSession
@@ -31,12 +32,13 @@ def validate_features(spark: SparkSession, settings: Settings, ds: date) -> Gate
     """Contract suites on every feature table of ``ds``, plus vocabulary, null-rate, volume and drift checks."""
     g, docs = settings.gates, docs_dir(settings, ds)
     ctx = runner.get_context(settings.gx_root, docs)
-    contracts, frames, paths = {}, {}, {}
+    frames, paths = {}, {}
     for name, table in FEATURE_TABLES.items():
         paths[name] = str(lake.require_partition(settings.lake, name, ds))
         frames[name] = spark.read.schema(to_struct_type(table)).parquet(paths[name]).select(*table.names)
-        contracts[name] = _contract_checks(frames[name], name, g.sample_rows)
-    stats = feature_stats(frames, settings, ds)
+    jobs = {name: partial(_contract_checks, frames[name], name, g.sample_rows) for name in FEATURE_TABLES}
+    contracts = profile.concurrently({**jobs, "_stats": partial(feature_stats, frames, settings, ds)})
+    stats = contracts.pop("_stats")
     past = history.load(settings.lake, ds, g.volume.history_runs)
     prev = past[0].get("features") if past else None
     # One GX run for the gate: the contracts (reported as one suite per table) and the checks.

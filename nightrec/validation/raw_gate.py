@@ -4,6 +4,7 @@ null-rate and event-mix drift checks against the last successful runs."""
 from __future__ import annotations
 
 from datetime import date, timedelta
+from functools import partial
 from pathlib import Path
 
 import great_expectations.expectations as gxe
@@ -109,21 +110,26 @@ def _count_raw(
     checked: dict, good: dict, rules: dict, settings: Settings, ds: date
 ) -> tuple[dict, dict, dict]:
     """Table counts, event statistics and contract offending rows: one aggregation job per table (the
-    events' with its one shuffle), plus a grouping per key of the small tables."""
+    events' with its one shuffle), plus a grouping per key of the small tables, all submitted together."""
     g = settings.gates
-    row_rules = {name: {r.metric: r for r in rs if r.cond is not None} for name, rs in rules.items()}
-    counts, found = {}, {}
-    for name in ("items", "users"):
-        conds = {k: r.cond for k, r in row_rules[name].items()}
-        counts[name], found[name] = profile.table_counts(checked[name], name, conds)
-    counts["events"], ev, found["events"] = profile.event_counts(
-        checked["events"], good["items"], ds, g.data_start, g.max_event_value, settings.event_types,
-        {k: r.cond for k, r in row_rules["events"].items()},
+    conds = {name: {r.metric: r.cond for r in rs if r.cond is not None} for name, rs in rules.items()}
+    jobs = {
+        name: partial(profile.table_counts, checked[name], name, conds[name]) for name in ("items", "users")
+    }
+    jobs["events"] = partial(
+        profile.event_counts, checked["events"], good["items"], ds, g.data_start, g.max_event_value,
+        settings.event_types, conds["events"],
     )  # fmt: skip
-    for name, rs in rules.items():
-        for r in rs:
-            if r.key:
-                found[name][r.metric] = profile.duplicate_key_rows(good[name], r.key)
+    keys = [(name, r) for name, rs in rules.items() for r in rs if r.key]
+    jobs |= {
+        f"key:{name}:{r.metric}": partial(profile.duplicate_key_rows, good[name], r.key) for name, r in keys
+    }
+    done = profile.concurrently(jobs)
+    counts = {name: done[name][0] for name in ("items", "users")}
+    found = {name: done[name][1] for name in ("items", "users")}
+    counts["events"], ev, found["events"] = done["events"]
+    for name, r in keys:
+        found[name][r.metric] = done[f"key:{name}:{r.metric}"]
     return {name: counts[name] for name in RAW_TABLES}, ev, found
 
 
