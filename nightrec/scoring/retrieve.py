@@ -14,7 +14,7 @@ mask rewrites all of it, and ``topk`` over 100,000 columns scans it once more. S
   value, and at most k blocks have such a max, so the k best blocks hold all k best items.
 
 On a CPU with native bf16 and numba installed, steps after the product run as one compiled pass per row
-(``select_kernel``: the same two-level argument, with the row held in cache): 2.4x the torch selection's
+(``select_kernel``: the same two-level argument, with the row held in cache): 3x the torch selection's
 users/s at 100k items (bench/results/precompute.md). The torch path serves CUDA, fp32 and installs without
 numba.
 """
