@@ -1,9 +1,11 @@
 """Spark feature aggregates against the DuckDB reference on generated events: events/s and peak memory.
 
 Usage: .venv/bin/python bench/etl.py [--events 1000000 10000000] [--out /tmp/bench-etl]
-Writes bench/results/etl.md. Each engine runs in its own process (so peak RSS is its own: for Spark the
-driver JVM and the Python side together), on the same raw files, computing per-user and per-item features as
-of the run date and writing them to Parquet. Session start-up is reported apart from the timed work.
+Writes bench/results/etl.md for the default sizes; other sizes (``--events 100000000``, the scale check) go to
+their own file, bench/results/etl_100m.md, so that a large run never replaces the 1M/10M figures. Each engine
+runs in its own process (so peak RSS is its own: for Spark the driver JVM and the Python side together), on the
+same raw Parquet files, computing per-user and per-item features as of the run date and writing them to
+Parquet. Session start-up is reported apart from the timed work.
 """
 
 from __future__ import annotations
@@ -23,7 +25,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _spark_worker(raw: Path, out: Path, run_date: date, threads: int) -> dict:
+DEFAULT_EVENTS = [1_000_000, 10_000_000]
+# Events a shuffle partition holds at most: 10M events in 4 partitions deduplicate and cache without spilling
+# in an 8g driver; a larger input gets more partitions rather than larger ones (100M: 36).
+EVENTS_PER_PARTITION = 3_000_000
+
+
+def shuffle_partitions(n_events: int, threads: int) -> int:
+    """Two tasks a core, more when a task would hold more than ``EVENTS_PER_PARTITION`` events; always a
+    multiple of the cores, so that the last wave of tasks keeps every core busy."""
+    waves = -(-n_events // (EVENTS_PER_PARTITION * threads))
+    return threads * max(2, waves)
+
+
+def _spark_worker(raw: Path, out: Path, run_date: date, threads: int, n_events: int) -> dict:
     t0 = time.perf_counter()
     from pyspark.sql import functions as F
 
@@ -35,7 +50,11 @@ def _spark_worker(raw: Path, out: Path, run_date: date, threads: int) -> dict:
 
     cfg = FeatureSettings()
     spark = get_spark(
-        SparkSettings(master=f"local[{threads}]", driver_memory="8g", shuffle_partitions=threads * 2)
+        SparkSettings(
+            master=f"local[{threads}]",
+            driver_memory="8g",
+            shuffle_partitions=shuffle_partitions(n_events, threads),
+        )
     )
     started = time.perf_counter() - t0
     t = time.perf_counter()
@@ -56,8 +75,10 @@ def _spark_worker(raw: Path, out: Path, run_date: date, threads: int) -> dict:
         "category",
         "category_idx",
     )
-    user_map = spark.createDataFrame([], "user_id string, user_idx int")
-    seg_map = spark.createDataFrame([], "segment string, segment_idx int")
+    # No user or segment vocabulary (DuckDB keys by raw id): empty mappings, made in the JVM. From a Python
+    # list, createDataFrame scans an RDD that starts a Python worker, time no production run spends.
+    user_map = spark.sql("SELECT CAST(NULL AS STRING) AS user_id, CAST(NULL AS INT) AS user_idx LIMIT 0")
+    seg_map = spark.sql("SELECT CAST(NULL AS STRING) AS segment, CAST(NULL AS INT) AS segment_idx LIMIT 0")
     # As build_features does: deduplicated once (partitioned by user), indexed, cached, read by both builders.
     clean = ev.clean_events(events, items, run_date, cfg, copies=True)
     inter = ev.index_interactions(clean, user_map, item_map).persist()
@@ -76,7 +97,7 @@ def _spark_worker(raw: Path, out: Path, run_date: date, threads: int) -> dict:
     return {"startup_s": started, "seconds": seconds, "duplicates": duplicates}
 
 
-def _duckdb_worker(raw: Path, out: Path, run_date: date, threads: int) -> dict:
+def _duckdb_worker(raw: Path, out: Path, run_date: date, threads: int, n_events: int) -> dict:
     t0 = time.perf_counter()
     from bench import duckdb_reference as ref
     from nightrec.settings import FeatureSettings
@@ -92,12 +113,12 @@ def _duckdb_worker(raw: Path, out: Path, run_date: date, threads: int) -> dict:
     return {"startup_s": started, "seconds": time.perf_counter() - t, "duplicates": duplicates}
 
 
-def _run_measured(engine: str, raw: Path, out: Path, run_date: date, threads: int) -> dict:
+def _run_measured(engine: str, raw: Path, out: Path, run_date: date, threads: int, n_events: int) -> dict:
     """Run one engine in a child process; sample the RSS of its whole process tree every 100 ms."""
     import psutil
 
     cmd = [sys.executable, __file__, "--worker", engine, "--raw", str(raw), "--out", str(out)]
-    cmd += ["--run-date", run_date.isoformat(), "--threads", str(threads)]
+    cmd += ["--run-date", run_date.isoformat(), "--threads", str(threads), "--n-events", str(n_events)]
     proc = psutil.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
     peak = [0]
 
@@ -135,24 +156,34 @@ def _generate(n_events: int, out: Path) -> tuple[Path, int, date]:
     return raw, s["n_events"], date.fromisoformat(s["run_date"])
 
 
+def _label(n: int) -> str:
+    return f"{n // 1_000_000}m" if n % 1_000_000 == 0 else str(n)
+
+
 def _uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--events", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    ap.add_argument("--events", type=int, nargs="+", default=DEFAULT_EVENTS)
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench-etl"))
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "etl.md")
+    ap.add_argument("--results", type=Path, help="default: etl.md for the default sizes, else etl_<sizes>.md")
     ap.add_argument("--worker", choices=["spark", "duckdb"])
     ap.add_argument("--raw", type=Path)
     ap.add_argument("--run-date")
+    ap.add_argument("--n-events", type=int)
     args = ap.parse_args()
     if args.worker:
         fn = _spark_worker if args.worker == "spark" else _duckdb_worker
-        print(json.dumps(fn(args.raw, args.out, date.fromisoformat(args.run_date), args.threads)))
+        print(
+            json.dumps(fn(args.raw, args.out, date.fromisoformat(args.run_date), args.threads, args.n_events))
+        )
         return
+    if args.results is None:
+        name = "etl" if args.events == DEFAULT_EVENTS else "etl_" + "_".join(_label(n) for n in args.events)
+        args.results = ROOT / "bench" / "results" / f"{name}.md"
 
     rows, loads = [], [_uptime()]
     for n in args.events:
@@ -160,7 +191,7 @@ def main() -> None:
         for engine in ("duckdb", "spark"):
             work = args.out / f"out-{n}-{engine}"
             work.mkdir(parents=True, exist_ok=True)
-            r = _run_measured(engine, raw, work, run_date, args.threads)
+            r = _run_measured(engine, raw, work, run_date, args.threads, n_events)
             rows.append({"engine": engine, "events": n_events, **r})
             print(
                 f"{engine:6s} {n_events:>11,d} events: {r['seconds']:.1f} s, {n_events / r['seconds']:,.0f} ev/s, "
@@ -168,19 +199,25 @@ def main() -> None:
                 flush=True,
             )
         loads.append(_uptime())
-    _write_results(args.results, rows, loads, args.threads)
+    _write_results(args.results, rows, loads, args.threads, args.events == DEFAULT_EVENTS)
 
 
-def _write_results(path: Path, rows: list[dict], loads: list[str], threads: int) -> None:
+def _write_results(path: Path, rows: list[dict], loads: list[str], threads: int, default: bool) -> None:
+    sizes = ", ".join(
+        f"{_label(r['events'] // 1_000_000 * 1_000_000)}" for r in rows if r["engine"] == "spark"
+    )
+    title = "# Feature ETL: Spark against the DuckDB reference"
     lines = [
-        "# Feature ETL: Spark against the DuckDB reference",
+        title if default else f"{title}, scale check ({sizes} events)",
         "",
         "Generated by `.venv/bin/python bench/etl.py`. Work timed: dedupe + weight the events, then per-user "
         "(counts by type over 1/7/30 days, recency, category affinity, mean price) and per-item (popularity "
         "windows, trend, smoothed CTR, age, price decile) features as of the run date, written to Parquet. "
         "Spark also builds each user's last-20 history list, which DuckDB does not. Start-up (JVM, session) "
-        f"is excluded from the time and shown apart. {threads} threads each (Spark `local[{threads}]`); peak RSS "
-        "is the engine's whole process tree.",
+        f"is excluded from the time and shown apart. {threads} threads each (Spark `local[{threads}]`, 8g "
+        f"driver, {threads * 2} shuffle partitions up to {EVENTS_PER_PARTITION * threads * 2 // 10**6}M events, "
+        f"then {threads} more per {EVENTS_PER_PARTITION * threads // 10**6}M); peak RSS is the engine's whole process "
+        "tree.",
         "",
         "| events | engine | seconds | events/s | peak RSS (MB) | start-up (s) | Spark / DuckDB |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
