@@ -119,8 +119,9 @@ def test_modular_chain_runs_each_stage_deployment_in_order_and_publishes(stack):
                     raise AssertionError(f"stage deployment {name} ended {r.state.type}: {r.state.message}")
         return published(client)
 
-    (publish_run,) = _wait(stack, failed_stage, 900, "the modular chain to reach publish")
-    assert publish_run.state.is_completed(), publish_run.state
+    # Usually one publish run; two when a trigger fired twice (below), so take the runs, not exactly one.
+    publish_runs = _wait(stack, failed_stage, 900, "the modular chain to reach publish")
+    assert publish_runs[0].state.is_completed(), publish_runs[0].state
 
     # Prefect's event triggers are at-least-once: under load a completion event can fire its trigger twice.
     # A second run of a stage finds its outputs marked and skips, so it must end Completed, never fail.
