@@ -127,7 +127,9 @@ def main() -> None:
             label = "nightrec Scorer, exact (fp32 forced)"
         else:
             bf16 = getattr(scorer.index, "dtype", None) == torch.bfloat16
-            how = "bf16, compiled selection, fp32 rescoring" if scorer.index.fused else "bf16 + fp32 rescoring"
+            how = (
+                "bf16, compiled selection, fp32 rescoring" if scorer.index.fused else "bf16 + fp32 rescoring"
+            )
             label = f"nightrec Scorer, exact ({how if bf16 else 'fp32'})"
         rows.append(
             (

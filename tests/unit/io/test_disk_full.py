@@ -73,7 +73,10 @@ def test_publish_on_a_full_disk_keeps_the_live_snapshot_and_writes_no_manifest(t
     pointer.flip_live(store, m1, k1)
     live_before = store.get_bytes(pointer.POINTER_KEY)
     big = write_recs(tmp_path / "recs2", n_users=3000, k=20)
-    with file_size_limit(4096), pytest.raises(DiskFull, match=r"no space writing \S*(nightrec-snapshot-|store/)"):
+    with (
+        file_size_limit(4096),
+        pytest.raises(DiskFull, match=r"no space writing \S*(nightrec-snapshot-|store/)"),
+    ):
         publish(store, big, DS + timedelta(days=1), "run-2")
     assert store.get_bytes(pointer.POINTER_KEY) == live_before
     assert snapshot.list_manifests(store) == [k1]
