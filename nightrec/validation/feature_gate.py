@@ -65,7 +65,7 @@ def _contract_checks(frame: DataFrame, name: str, n: int) -> list[Check]:
     rules = contract_rules(expectations.to_suite(table, extra=extra))
     conds = {r.metric: r.cond for r in rules if r.cond is not None}
     row = frame.agg(
-        F.count(F.lit(1)).alias("_rows"), *[profile._count(c).alias(k) for k, c in conds.items()]
+        F.count(F.lit(1)).alias("_rows"), *[profile.count_where(c).alias(k) for k, c in conds.items()]
     ).first()
     found = {k: int(row[k] or 0) for k in conds}
     found |= {r.metric: profile.duplicate_key_rows(frame, r.key) for r in rules if r.key}
@@ -80,7 +80,7 @@ def feature_stats(frames: dict, settings: Settings, ds: date) -> dict:
     users = frames["user_features"].where(F.col("role") == "serve")
     train = frames["retrieval_examples"].where(F.col("split") == "train")
     u = users.agg(
-        F.count(F.lit(1)).alias("n"), profile._count(F.col("days_since_last").isNull()).alias("nulls")
+        F.count(F.lit(1)).alias("n"), profile.count_where(F.col("days_since_last").isNull()).alias("nulls")
     )
     u = u.first()
     t = train.agg(F.count(F.lit(1)).alias("n"), F.countDistinct("user_idx").alias("users")).first()

@@ -41,7 +41,7 @@ def concurrently(jobs: dict[str, Callable[[], T]], threads: int = JOB_THREADS) -
         return {name: f.result() for name, f in futures.items()}
 
 
-def _count(cond) -> F.Column:
+def count_where(cond) -> F.Column:
     return F.sum(F.when(cond, 1).otherwise(0))
 
 
@@ -51,10 +51,10 @@ def nullable_columns(name: str) -> list[str]:
 
 def _table_aggs(name: str) -> list[F.Column]:
     good = F.col(REASON).isNull()
-    aggs = [F.count(F.lit(1)).alias("rows"), _count(~good).alias("malformed")]
-    aggs += [_count(good & F.col(c).isNull()).alias(f"null_{c}") for c in nullable_columns(name)]
+    aggs = [F.count(F.lit(1)).alias("rows"), count_where(~good).alias("malformed")]
+    aggs += [count_where(good & F.col(c).isNull()).alias(f"null_{c}") for c in nullable_columns(name)]
     if name == "items":
-        aggs.append(_count(good & F.col("available")).alias("available"))
+        aggs.append(count_where(good & F.col("available")).alias("available"))
     return aggs
 
 
@@ -82,7 +82,7 @@ def table_counts(
     """
     rules = rules or {}
     good = F.col(REASON).isNull()
-    aggs = _table_aggs(name) + [_count(good & cond).alias(k) for k, cond in rules.items()]
+    aggs = _table_aggs(name) + [count_where(good & cond).alias(k) for k, cond in rules.items()]
     row = {k: int(v or 0) for k, v in checked.agg(*aggs).first().asDict().items()}
     return _table_result(row, name), {k: row[k] for k in rules}
 
@@ -136,7 +136,7 @@ def event_counts(
         **{f"type:{t}": et == t for t in event_types},
         **rules,
     }
-    aggs = _table_aggs("events") + [_count(good & cond).alias(k) for k, cond in conds.items()]
+    aggs = _table_aggs("events") + [count_where(good & cond).alias(k) for k, cond in conds.items()]
     row = {
         k: int(v or 0) for k, v in checked.join(known, "item_id", "left").agg(*aggs).first().asDict().items()
     }

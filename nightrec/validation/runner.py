@@ -117,7 +117,6 @@ def run_suite(
     asset: str,
     result_format: str = "SUMMARY",
     index_columns: list[str] | None = None,
-    detail_on_failure_only: bool = False,
 ):
     """Validate ``frame`` (Spark or pandas DataFrame) against ``suite`` and update the Data Docs.
 
@@ -147,13 +146,8 @@ def run_suite(
         gx.ValidationDefinition(name=name, data=batch_def, suite=suite)
     )
     suite = vd.suite
-    # On big frames the first pass only answers pass/fail; the row-level detail is paid for on failure.
-    first = "BOOLEAN_ONLY" if detail_on_failure_only else result_format
-    cp = _ensure_checkpoint(ctx, _checkpoint(name, vd, first, index_columns))
+    cp = _ensure_checkpoint(ctx, _checkpoint(name, vd, result_format, index_columns))
     cr = cp.run(batch_parameters={"dataframe": frame})
-    if detail_on_failure_only and not cr.success:
-        cp = _ensure_checkpoint(ctx, _checkpoint(name, vd, result_format, index_columns))
-        cr = cp.run(batch_parameters={"dataframe": frame})
     vr = next(iter(cr.run_results.values()))
     failures = [_failure(r) for r in vr.results if not r.success]
     docs = None
