@@ -7,7 +7,9 @@ exactly what an operator runs by hand. Used by `nightrec serve` and by the deplo
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -50,6 +53,51 @@ class LocalStack:
             )
         return proc.stdout
 
+    def run_deployment(self, name: str, params: dict, *, timeout: float = 180) -> str:
+        """Create a run of deployment ``name`` as the UI's Run button does (the server validates ``params``
+        against the flow's schema) and return the run's id."""
+        started = time.time()
+        try:
+            out = self.prefect(
+                "deployment", "run", name, "--param", f"params={json.dumps(params)}", timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            # On SQLite, workers' polls contend for the write lock (PrefectHQ/prefect#23051); on a loaded machine
+            # the create call can outlast the CLI while the server still creates the run. Find it, or say why not.
+            run_id = self.find_manual_run(name.split("/")[-1], started, timeout_s=120)
+            if run_id is None:
+                raise RuntimeError(
+                    f"`prefect deployment run {name}` got no answer in {timeout:.0f}s and no run appeared; "
+                    f"server log {self.logs / 'server.log'}:\n{self.log_tail('server.log')}"
+                ) from None
+            return run_id
+        return re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
+
+    def find_manual_run(self, deployment: str, since: float, timeout_s: float) -> str | None:
+        """The newest run of ``deployment`` created by hand (not by its schedule) after ``since``, if any."""
+        body = json.dumps(
+            {"deployments": {"name": {"any_": [deployment]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 50}
+        ).encode()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            request = urllib.request.Request(
+                f"{self.api_url}/flow_runs/filter", body, {"Content-Type": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=30) as r:
+                    runs = json.load(r)
+            except OSError:
+                runs = []
+            for run in runs:
+                if not run["auto_scheduled"] and _epoch(run["created"]) >= since - 1:
+                    return run["id"]
+            time.sleep(3)
+        return None
+
+    def log_tail(self, name: str, chars: int = 3000) -> str:
+        path = self.logs / name
+        return path.read_text(errors="replace")[-chars:] if path.exists() else f"({path} missing)"
+
     def start_worker(self, pool: str, name: str, *, env: dict[str, str] | None = None) -> None:
         """Start a process worker for ``pool`` (stopped with the stack); ``env`` adds to the stack's."""
         self.processes.append(
@@ -59,6 +107,10 @@ class LocalStack:
                 self.logs / f"worker-{name}.log",
             )
         )
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def _prefect_bin() -> str:
@@ -150,8 +202,9 @@ def local_stack(
         "PREFECT_API_URL": api_url,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_UI_ENABLED": "true" if ui else "false",
-        # Workers poll every second so a chain of short stages does not wait 10 s between stages.
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        # Workers poll every 2 s so a chain of short stages does not wait 10 s between stages; not every
+        # second, since each poll is a write on the server's SQLite and four pools contend for its lock.
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
         "PREFECT_WORKER_PREFETCH_SECONDS": "2",
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(home / "prefect-server" / "results"),
         "NIGHTREC_HOME": str(home),

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -227,9 +226,7 @@ def _client(stack: LocalStack) -> Iterator:
 
 def _nightly_run(stack: LocalStack, raw: Path, run_date: str) -> str:
     """A run of the `nightly` deployment, created the way the UI's Run button does (it starts Scheduled)."""
-    params = json.dumps({"data": str(raw), "run_date": run_date})
-    out = stack.prefect("deployment", "run", "nightly/nightly", "--param", f"params={params}")
-    return re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
+    return stack.run_deployment("nightly/nightly", {"data": str(raw), "run_date": run_date})
 
 
 def _wait(stack: LocalStack, predicate, timeout_s: float, what: str):
