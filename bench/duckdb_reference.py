@@ -57,9 +57,16 @@ def register_clean_events(
     """)
 
 
-def user_aggregates(con: duckdb.DuckDBPyConnection, cutoff: date) -> duckdb.DuckDBPyRelation:
-    """user_id, n_events, days_since_last, top_category, top_category_share, top3_category_share, mean_price,
-    and n_<type>_<w>d for every counted type and window; one row per user in ``users`` or seen before the cutoff."""
+def user_aggregates(
+    con: duckdb.DuckDBPyConnection, cutoff: date, history_len: int = 20
+) -> duckdb.DuckDBPyRelation:
+    """user_id, history, n_events, days_since_last, top_category, top_category_share, top3_category_share,
+    mean_price, and n_<type>_<w>d for every counted type and window; one row per user in ``users`` or seen
+    before the cutoff.
+
+    ``history`` holds item ids, newest first; events at the same time go in descending item id, which is the
+    order of a first night's item vocabulary (indices are given in sorted id order).
+    """
     cut = _ts(cutoff)
     counts = ",\n".join(
         f"count(*) FILTER (WHERE event_type = '{t}' AND ts >= {cut} - INTERVAL {w} DAY) AS {count_column(t, w)}"
@@ -89,12 +96,16 @@ def user_aggregates(con: duckdb.DuckDBPyConnection, cutoff: date) -> duckdb.Duck
                 sum(w) FILTER (WHERE rn = 1) / sum(w) AS top_category_share,
                 sum(w) FILTER (WHERE rn <= 3) / sum(w) AS top3_category_share
             FROM by_cat GROUP BY user_id
+        ), hist AS (
+            SELECT user_id, list(item_id ORDER BY ts DESC, item_id DESC)[1:{int(history_len)}] AS history
+            FROM before WHERE weight > 0 GROUP BY user_id
         ), known AS (
             SELECT user_id FROM users UNION SELECT user_id FROM before
         )
-        SELECT k.user_id, coalesce(s.n_events, 0) AS n_events, s.days_since_last, a.top_category,
+        SELECT k.user_id, coalesce(h.history, []::VARCHAR[]) AS history, coalesce(s.n_events, 0) AS n_events, s.days_since_last, a.top_category,
             a.top_category_share, a.top3_category_share, s.mean_price, {coalesced}
         FROM known k LEFT JOIN stats s USING (user_id) LEFT JOIN affinity a USING (user_id)
+            LEFT JOIN hist h USING (user_id)
     """)
 
 

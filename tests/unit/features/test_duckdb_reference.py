@@ -41,11 +41,16 @@ def test_spark_and_duckdb_aggregates_agree(tiny_raw, clean_build, role):
     duckdb_reference.register_clean_events(con, tiny_raw, RUN_DATE, CFG)
     assert duckdb_reference.duplicates_dropped(con) == clean_build.summary.duplicates_dropped
 
-    ref_users = duckdb_reference.user_aggregates(con, cutoff).df()
+    ref_users = duckdb_reference.user_aggregates(con, cutoff, CFG.history_len).df()
     users = lc.read_frame(clean_build.lake, "user_features", RUN_DATE, role)
     vocab = lc.read_frame(clean_build.lake, "vocab", RUN_DATE)
     categories = dict(zip(*vocab[vocab["field"] == "category"][["idx", "value"]].T.to_numpy(), strict=True))
     users["top_category"] = users["top_category_idx"].map(categories)
+    # Histories as tuples of item ids (the reference keys by raw id), compared as plain values.
+    item_ids = dict(zip(*vocab[vocab["field"] == "item_id"][["idx", "value"]].T.to_numpy(), strict=True))
+    users["history"] = [tuple(item_ids[i] for i in h) for h in users["history"]]
+    ref_users["history"] = [tuple(h) for h in ref_users["history"]]
+    assert sum(map(len, ref_users["history"])) > 0, "the tiny data must give some users a history"
     _assert_columns_equal(users[ref_users.columns], ref_users, "user_id", f"user_features[{role}]")
 
     ref_items = duckdb_reference.item_aggregates(con, cutoff, CFG.popularity_days).df()
