@@ -19,7 +19,8 @@ from nightrec.settings import Settings
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="nightrec: nightly recommendations, end to end."
 )
-console = Console()
+# Piped into a log (CI, cron, `| tee`), rich would fit tables to 80 columns and cut the metric names.
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120)
 
 DEMO = {"users": 5000, "items": 2000, "days": 60, "events_per_user": 100.0}
 
