@@ -166,11 +166,17 @@ def build_user_features(
 
 
 def _item_stats(interactions: DataFrame, cutoff: date, popularity_days: int) -> DataFrame:
-    """One pass over the longest window: weighted popularity per window, impressions and clicks."""
+    """One pass over the longest window: weighted popularity per window, impressions and clicks.
+
+    Keyed by ``item_idx``: hashing an int per event instead of the id string is the cheaper aggregation, and
+    every catalog item has an index (the vocabulary is extended with the catalog before the events are indexed).
+    """
     longest = max(popularity_days, CTR_WINDOW_DAYS, *POPULARITY_WINDOWS)
-    window = interactions.where((F.col("ts") < F.lit(ts_of(cutoff))) & _since(cutoff, longest))
+    window = interactions.where(
+        (F.col("ts") < F.lit(ts_of(cutoff))) & _since(cutoff, longest) & (F.col("item_idx") > 0)
+    )
     ctr_window = _since(cutoff, CTR_WINDOW_DAYS)
-    return window.groupBy("item_id").agg(
+    return window.groupBy("item_idx").agg(
         F.sum(F.when(_since(cutoff, popularity_days), F.col("weight"))).alias("popularity"),
         *[
             F.sum(F.when(_since(cutoff, w), F.col("weight"))).alias(f"popularity_{w}d")
@@ -209,10 +215,10 @@ def build_item_features(
     zero_if_absent = {c: 0.0 for c in ["popularity", *pops]} | {"impressions_30d": 0, "clicks_30d": 0}
     return (
         items.select("item_id", "category", "tags", "available", "created_at")
-        .join(stats, "item_id", "left")
+        .join(item_map, "item_id", "left")
+        .join(stats, "item_idx", "left")
         .join(priced, "item_id", "left")
         .join(F.broadcast(category_map), "category", "left")
-        .join(item_map, "item_id", "left")
         .crossJoin(F.broadcast(prior))
         .fillna(zero_if_absent)
         .select(
