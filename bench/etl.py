@@ -254,6 +254,15 @@ def _write_results(path: Path, rows: list[dict], loads: list[str], threads: int,
             f"| {r['events']:,} | {r['engine']} | {r['seconds']:.1f} | {r['events'] / r['seconds']:,.0f} | "
             f"{ratio} | {r['warm_s']:.1f} | {warm_ratio} | {r['peak_rss_mb']:,.0f} | {r['startup_s']:.1f} |"
         )
+    at_10m = [r for r in rows if r["engine"] == "spark" and 10_000_000 <= r["events"] < 20_000_000]
+    for r in at_10m:
+        d = duck[r["events"]]
+        first, warm = r["seconds"] / d["seconds"], r["warm_s"] / d["warm_s"]
+        lines += [
+            "",
+            f"Goal (issue 7): Spark within 5x of DuckDB at 10M events. First pass {first:.1f}x "
+            f"({'met' if first <= 5 else 'not met'}), second pass {warm:.1f}x ({'met' if warm <= 5 else 'not met'}).",
+        ]
     lines += ["", "Machine load (`uptime`) before the run and after each size, shared with other jobs:", ""]
     lines += [f"- `{u}`" for u in loads]
     path.parent.mkdir(parents=True, exist_ok=True)
