@@ -153,16 +153,24 @@ def build_features(
     # Small and read by almost every table: cached once instead of re-scanned and re-deduplicated each time.
     items = raw.read_raw_table(spark, raw_root, "items").dropDuplicates(["item_id"]).persist()
     users = raw.read_raw_table(spark, raw_root, "users").dropDuplicates(["user_id"]).persist()
+    prev = read_table(spark, lake_root, VOCAB, prev_ds) if prev_ds else None
+    # The item part of the vocabulary comes first: it depends on the catalog alone, and the events are indexed
+    # by it before their one shuffle (the user part depends on the clean events, so VOCAB is written after).
+    if out.done(VOCAB):
+        item_vocab = read_table(spark, lake_root, VOCAB, run_date).where(F.col("field") == "item_id")
+    else:
+        item_vocab = vocab.extend_vocab(prev, items.select(F.col("item_id").alias("value")), "item_id")
+    item_vocab = item_vocab.persist()
+    catalog = ev.catalog_index(items, vocab.lookup(item_vocab, "item_id", "item_id", "item_idx")).persist()
     # Deduplicated once, partitioned by user, cached: read by the vocabulary, the interactions and the count.
-    clean = ev.clean_events(events, items, run_date, cfg, copies=True).persist()
+    clean = ev.clean_events(events, catalog, run_date, cfg, copies=True).persist()
 
     def make_vocab() -> DataFrame:
-        prev = read_table(spark, lake_root, VOCAB, prev_ds) if prev_ds else None
         train_engaged = clean.where((F.col("ts") < F.lit(ev.ts_of(cut.eval_start))) & (F.col("weight") > 0))
         segments = users.select(F.col("attributes")["segment"].alias("value"))
         return (
             vocab.extend_vocab(prev, train_engaged.select(F.col("user_id").alias("value")), "user_id")
-            .unionByName(vocab.extend_vocab(prev, items.select(F.col("item_id").alias("value")), "item_id"))
+            .unionByName(item_vocab)
             .unionByName(vocab.extend_vocab(prev, items.select(F.col("category").alias("value")), "category"))
             .unionByName(vocab.extend_vocab(prev, segments, "segment"))
         )
@@ -181,7 +189,7 @@ def build_features(
     if out.done(INTERACTIONS):
         inter = read_table(spark, lake_root, INTERACTIONS, run_date).repartition("user_id").persist()
     else:
-        inter = conform(ev.index_interactions(clean, user_map, item_map), INTERACTIONS).persist()
+        inter = conform(ev.index_interactions(clean, user_map, catalog), INTERACTIONS).persist()
     out.ensure(INTERACTIONS, lambda: inter, duplicates_dropped=lambda: ev.duplicates_dropped(clean))
     clean.unpersist()
     roles = (("eval", cut.eval_start), ("serve", run_date))
@@ -232,7 +240,7 @@ def build_features(
             inter, user_static, item_static, cut, cfg.negatives_per_positive, cfg.seed, cfg.history_len
         ),
     )
-    for df in (inter, items, users):
+    for df in (inter, items, users, catalog, item_vocab):
         df.unpersist()
     dups = (lake.read_marker(lake.partition_path(lake_root, INTERACTIONS.name, run_date)) or {}).get(
         "duplicates_dropped"

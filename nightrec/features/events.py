@@ -44,37 +44,45 @@ def weight_column(cfg: FeatureSettings) -> F.Column:
     return w.otherwise(F.lit(0.0))
 
 
-def _usable(events: DataFrame, items: DataFrame, run_date: date, cfg: FeatureSettings) -> DataFrame:
-    known_items = items.select("item_id").distinct()
+def catalog_index(items: DataFrame, item_map: DataFrame) -> DataFrame:
+    """(item_id, item_idx) of the items in the catalog: the vocabulary also keeps items that have left it."""
+    return items.select("item_id").distinct().join(item_map, "item_id", "inner")
+
+
+def _usable(events: DataFrame, catalog: DataFrame, run_date: date, cfg: FeatureSettings) -> DataFrame:
     return (
         events.where(F.col("ts") < F.lit(ts_of(run_date)))
         .where(F.col("event_type").isin(list(cfg.event_weights)))
         .where(F.col("user_id").isNotNull() & F.col("item_id").isNotNull() & F.col("ts").isNotNull())
-        # The catalog is small next to the events: a broadcast semi-join keeps the events where they are.
-        .join(F.broadcast(known_items), on="item_id", how="left_semi")
+        # The catalog is small next to the events: one broadcast join, where the events are, drops unknown
+        # items and swaps the id string for its index before the shuffle.
+        .join(F.broadcast(catalog.select("item_id", "item_idx")), on="item_id", how="inner")
+        .select("user_id", "item_idx", "event_type", "ts", "value")
     )
 
 
 def clean_events(
-    events: DataFrame, items: DataFrame, run_date: date, cfg: FeatureSettings, copies: bool = False
+    events: DataFrame, catalog: DataFrame, run_date: date, cfg: FeatureSettings, copies: bool = False
 ) -> DataFrame:
     """Events usable as of ``run_date``: before it, known type and item, exact replays removed, weighted.
 
     A replay is a second row with the same user, item, type and time. The kept ``value`` is the largest, so
     the result never depends on which copy a task happened to see first.
 
-    The result is hash-partitioned by ``user_id``: the one shuffle of the events. The replay key contains the
-    user, so the dedupe needs no shuffle of its own, and every per-user step downstream (features, histories,
-    examples) finds its rows already in place. Deduplicating on the four-column key directly would shuffle on
-    that key and then again on the user.
+    Items are indexed before the shuffle: the result has ``item_idx`` and no ``item_id``, so an int rather
+    than the id string goes through the shuffle and the replay key. The result is hash-partitioned by ``user_id``: the one shuffle of the events. The replay key
+    contains the user, so the dedupe needs no shuffle of its own, and every per-user step downstream
+    (features, histories, examples) finds its rows already in place.
 
     Args:
+        catalog: ``item_id`` -> ``item_idx`` for the catalog's items (``catalog_index``); events of other items
+            are dropped.
         copies: Add ``copies``, how many raw rows each kept row stands for (``duplicates_dropped`` reads it).
     """
     out = (
-        _usable(events, items, run_date, cfg)
+        _usable(events, catalog, run_date, cfg)
         .repartition("user_id")
-        .groupBy("user_id", "item_id", "event_type", "ts")
+        .groupBy("user_id", "item_idx", "event_type", "ts")
         .agg(F.max("value").alias("value"), F.count(F.lit(1)).alias("copies"))
         .withColumn("weight", weight_column(cfg))
     )
@@ -86,18 +94,18 @@ def duplicates_dropped(clean: DataFrame) -> int:
     return int(clean.agg(F.coalesce(F.sum(F.col("copies") - 1), F.lit(0))).first()[0])
 
 
-def index_interactions(clean: DataFrame, user_map: DataFrame, item_map: DataFrame) -> DataFrame:
-    """Clean events with their vocabulary indices (``user_idx``, ``item_idx``; 0 where unknown).
+def index_interactions(clean: DataFrame, user_map: DataFrame, catalog: DataFrame) -> DataFrame:
+    """Clean events with the user's vocabulary index (``user_idx``, 0 where unknown) and the item id back.
 
-    The item vocabulary is the catalog's, small next to the events, so it is broadcast. The user vocabulary
-    grows with the users: it is hashed by user (a shuffled hash join), so the events, already partitioned by
-    user, are neither shuffled nor sorted for it.
+    The user vocabulary grows with the users: it is hashed by user (a shuffled hash join), so the events,
+    already partitioned by user, are neither shuffled nor sorted for it. The item id comes back from the
+    catalog index, broadcast and joined on the int.
     """
     keep = ["user_id", "item_id", "user_idx", "item_idx", "event_type", "ts", "weight"]
     keep += ["copies"] if "copies" in clean.columns else []
     return (
         clean.join(user_map.hint("shuffle_hash"), "user_id", "left")
-        .join(F.broadcast(item_map), "item_id", "left")
-        .fillna(0, ["user_idx", "item_idx"])
+        .join(F.broadcast(catalog.select("item_idx", "item_id")), "item_idx", "left")
+        .fillna(0, ["user_idx"])
         .select(*keep)
     )

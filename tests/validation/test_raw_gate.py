@@ -96,14 +96,26 @@ def test_replayed_day_is_counted_and_left_to_dedupe(spark, raw_copy, s, clean_st
     assert f"{report.stats['events']['duplicates']} duplicate events" in " ".join(report.notes)
 
 
+def _catalog(spark, raw_root):
+    """The catalog's item index, as build_features makes it on a first night."""
+    from pyspark.sql import functions as F
+
+    from nightrec.features import events, vocab
+    from nightrec.io import raw
+
+    items = raw.read_raw_table(spark, raw_root, "items")
+    ids = vocab.extend_vocab(None, items.select(F.col("item_id").alias("value")), "item_id")
+    return events.catalog_index(items, vocab.lookup(ids, "item_id", "item_id", "item_idx"))
+
+
 def test_dedupe_is_idempotent_features_of_x_union_x_equal_features_of_x(spark, tiny_raw, s):
     from nightrec.features.events import clean_events
     from nightrec.io import raw
 
     events = raw.read_raw_table(spark, tiny_raw, "events")
-    items = raw.read_raw_table(spark, tiny_raw, "items")
-    once = clean_events(events, items, RUN_DATE, s.features)
-    twice = clean_events(events.unionByName(events), items, RUN_DATE, s.features)
+    catalog = _catalog(spark, tiny_raw)
+    once = clean_events(events, catalog, RUN_DATE, s.features)
+    twice = clean_events(events.unionByName(events), catalog, RUN_DATE, s.features)
     assert once.count() == twice.count()
     assert twice.exceptAll(once).count() == 0
 
@@ -125,9 +137,8 @@ def test_out_of_range_timestamps_are_counted_and_never_reach_features(spark, raw
     from nightrec.io import raw
 
     kept = clean_events(
-        raw.read_raw_table(spark, raw_copy, "events"), raw.read_raw_table(spark, raw_copy, "items"), RUN_DATE,
-        s.features,
-    )  # fmt: skip
+        raw.read_raw_table(spark, raw_copy, "events"), _catalog(spark, raw_copy), RUN_DATE, s.features
+    )
     assert kept.where(kept.ts >= ts_of(RUN_DATE)).count() == 0
 
 

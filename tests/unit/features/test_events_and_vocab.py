@@ -31,13 +31,18 @@ def test_clean_events_drops_future_replays_unknown_items_and_types(spark):
         ("u2", "b", "impression", datetime(2026, 1, 3), None),
     ]
     items = spark.createDataFrame([("a",), ("b",)], "item_id string")
-    out = ev.clean_events(_events(spark, rows), items, date(2026, 1, 5), FeatureSettings())
-    got = sorted((r.user_id, r.item_id, r.event_type, r.weight) for r in out.collect())
+    # "gone" has an index (the vocabulary keeps items that left the catalog) but is not in the catalog.
+    item_map = spark.createDataFrame([("a", 1), ("b", 2), ("gone", 3)], "item_id string, item_idx int")
+    catalog = ev.catalog_index(items, item_map)
+    rows.append(("u1", "gone", "click", datetime(2026, 1, 2), None))
+    out = ev.clean_events(_events(spark, rows), catalog, date(2026, 1, 5), FeatureSettings())
+    assert "item_id" not in out.columns, "items are indexed before the shuffle"
+    got = sorted((r.user_id, r.item_idx, r.event_type, r.weight) for r in out.collect())
     assert got == [
-        ("u1", "a", "click", 1.0),
-        ("u1", "b", "purchase", 3.0),
-        ("u2", "a", "rating", 0.0),
-        ("u2", "b", "impression", 0.0),
+        ("u1", 1, "click", 1.0),
+        ("u1", 2, "purchase", 3.0),
+        ("u2", 1, "rating", 0.0),
+        ("u2", 2, "impression", 0.0),
     ]
 
 
