@@ -209,9 +209,7 @@ def build_features(
         .where(F.col("item_idx") > 0)
     )
     item_categories = item_static.select("item_idx", "category_idx")
-    item_prices = (
-        items.select("item_id", "price").join(item_map, "item_id", "inner").select("item_idx", "price")
-    )
+    item_prices = items.select("item_id", "price").join(catalog, "item_id").select("item_idx", "price")
 
     def make_users() -> DataFrame:
         eval_, serve = (

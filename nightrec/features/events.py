@@ -70,9 +70,10 @@ def clean_events(
     the result never depends on which copy a task happened to see first.
 
     Items are indexed before the shuffle: the result has ``item_idx`` and no ``item_id``, so an int rather
-    than the id string goes through the shuffle and the replay key. The result is hash-partitioned by ``user_id``: the one shuffle of the events. The replay key
-    contains the user, so the dedupe needs no shuffle of its own, and every per-user step downstream
-    (features, histories, examples) finds its rows already in place.
+    than the id string goes through the shuffle and the replay key. The result is hash-partitioned by
+    ``user_id``: the one shuffle of the events. The replay key contains the user, so the dedupe needs no
+    shuffle of its own, and every per-user step downstream (features, histories, examples) finds its rows
+    already in place.
 
     Args:
         catalog: ``item_id`` -> ``item_idx`` for the catalog's items (``catalog_index``); events of other items
