@@ -17,6 +17,7 @@ import argparse
 import base64
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -41,9 +42,24 @@ def automation(name: str, prefect_yaml: Path = PREFECT_YAML) -> dict:
     raise KeyError(f"no automation named {name!r} in {prefect_yaml}")
 
 
+# What Prefect's own client retries (PREFECT_CLIENT_RETRY_EXTRA_CODES aside): the server answers 503 when its
+# SQLite database is locked (PrefectHQ/prefect#23051), which on a busy machine is a normal, passing state.
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+
+
 def _request(
-    api_url: str, method: str, path: str, body: object | None = None, timeout_s: float = 30
+    api_url: str,
+    method: str,
+    path: str,
+    body: object | None = None,
+    timeout_s: float = 30,
+    retries: int = 6,
+    backoff_s: float = 0.5,
 ) -> object:
+    """One REST call; a retryable answer (``RETRY_STATUSES``) is retried with exponential backoff.
+
+    Every call here is idempotent or guarded (the PUT replaces, the POST runs only after a filter found none).
+    """
     req = urllib.request.Request(
         f"{api_url.rstrip('/')}{path}",
         data=None if body is None else json.dumps(body).encode(),
@@ -54,17 +70,32 @@ def _request(
         req.add_header("Authorization", f"Bearer {key}")
     elif auth := os.environ.get("PREFECT_API_AUTH_STRING"):
         req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    for attempt in range(retries + 1):
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+                raw = resp.read()
+            return json.loads(raw) if raw else None
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode(errors="replace")[:2000]
+            if e.code in RETRY_STATUSES and attempt < retries:
+                time.sleep(_retry_after(e) or backoff_s * 2**attempt)
+                continue
+            tried = f" (after {attempt + 1} attempts)" if attempt else ""
+            raise RuntimeError(
+                f"{method} {req.full_url} failed with HTTP {e.code}{tried}: {detail}"
+            ) from None
+        except urllib.error.URLError as e:
+            raise RuntimeError(
+                f"{method} {req.full_url} failed: {e.reason} (is the Prefect server up?)"
+            ) from None
+    raise AssertionError("unreachable")
+
+
+def _retry_after(e: urllib.error.HTTPError) -> float | None:
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            raw = resp.read()
-    except urllib.error.HTTPError as e:
-        detail = e.read().decode(errors="replace")[:2000]
-        raise RuntimeError(f"{method} {req.full_url} failed with HTTP {e.code}: {detail}") from None
-    except urllib.error.URLError as e:
-        raise RuntimeError(
-            f"{method} {req.full_url} failed: {e.reason} (is the Prefect server up?)"
-        ) from None
-    return json.loads(raw) if raw else None
+        return min(float(e.headers.get("Retry-After", "")), 30.0)
+    except ValueError:
+        return None
 
 
 def find_automations(api_url: str, name: str) -> list[dict]:
