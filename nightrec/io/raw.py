@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import from_arrow_type
 
 from nightrec.errors import ContractViolation
 from schemas.arrow import arrow_type
@@ -193,10 +194,10 @@ def read_raw_checked(spark: SparkSession, root: str | Path, name: str) -> DataFr
     if fmt == "jsonl":
         return _read_jsonl(spark, files, table)
     check_parquet_files(files, table)
-    present = set(pq.read_schema(files[0]).names)
-    df = spark.read.parquet(*[str(f) for f in files])
+    file_schema = pq.read_schema(files[0])
+    df = spark.read.schema(_parquet_read_schema(file_schema, table)).parquet(*[str(f) for f in files])
     for c in table.columns:
-        if c.name not in present:
+        if c.name not in file_schema.names:
             df = df.withColumn(c.name, F.lit(None).cast(_contract_type(table, c.name)))
     return conform(df, table).select(
         *table.names,
@@ -204,6 +205,27 @@ def read_raw_checked(spark: SparkSession, root: str | Path, name: str) -> DataFr
         F.lit(None).cast("string").alias(LINE),
         F.lit(None).cast("string").alias(REASON),
     )
+
+
+def _parquet_read_schema(file_schema: pa.Schema, table: Table) -> T.StructType:
+    """The Spark read schema of the contract's columns that the file has (the footers are already checked).
+
+    Given a schema, Spark reads no footer to infer one: without it each read of a table is a Spark job of its
+    own, about a second on a fresh JVM. Where the file's type is the contract's, or one Spark's Parquet reader
+    widens into it (a timestamp with or without time zone, a large string), the contract's type is read
+    directly; any other compatible type (an int where a double belongs) is read as the file has it and cast by
+    ``conform``, as inference would have.
+    """
+    fields = []
+    for c in table.columns:
+        if c.name not in file_schema.names:
+            continue
+        actual, expected = file_schema.field(c.name).type, arrow_type(c.dtype)
+        same = actual == expected or (pa.types.is_timestamp(actual) and pa.types.is_timestamp(expected))
+        same = same or (pa.types.is_large_string(actual) and pa.types.is_string(expected))
+        dtype = _contract_type(table, c.name) if same else from_arrow_type(actual)
+        fields.append(T.StructField(c.name, dtype, True))
+    return T.StructType(fields)
 
 
 def _contract_type(table: Table, name: str) -> T.DataType:

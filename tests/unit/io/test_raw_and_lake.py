@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -10,6 +10,7 @@ import pytest
 
 from nightrec.errors import ContractViolation, StageInputMissing
 from nightrec.io import lake, raw
+from schemas.spark import to_struct_type
 from schemas.tables import EVENTS
 
 
@@ -48,6 +49,32 @@ def test_missing_optional_columns_are_allowed_missing_required_are_not(tmp_path)
     pq.write_table(pa.table({"user_id": ["u1"]}), path)
     with pytest.raises(ContractViolation, match="required column missing"):
         raw.check_parquet_files([path], EVENTS)
+
+
+def test_compatible_parquet_types_are_read_into_the_contract(spark, tmp_path):
+    """Writers differ: a naive timestamp, large strings, an integer value, an extra column, a missing optional
+    one. The read schema is given (no footer-reading job), yet every such file reads in contract form."""
+    (tmp_path / "events").mkdir()
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": pa.array(["u1", "u2"], pa.large_string()),
+                "item_id": ["i1", "i2"],
+                "event_type": ["click", "rating"],
+                "ts": pa.array([1_700_000_000_000_000, 1_700_000_060_000_000], pa.timestamp("us")),
+                "value": pa.array([None, 4], pa.int32()),
+                "extra": [1, 2],
+            }
+        ),
+        tmp_path / "events" / "part-0.parquet",
+    )
+    df = raw.read_raw_table(spark, tmp_path, "events")
+    assert [(f.name, f.dataType) for f in df.schema] == [(f.name, f.dataType) for f in to_struct_type(EVENTS)]
+    rows = sorted(df.collect())
+    assert [r.user_id for r in rows] == ["u1", "u2"] and [r.value for r in rows] == [None, 4.0]
+    # A naive timestamp is read as UTC (the session's zone), as the contract's instants are.
+    assert rows[0].ts == datetime.fromtimestamp(1_700_000_000, UTC).replace(tzinfo=None)
+    assert all(r.session_id is None for r in rows)
 
 
 def test_missing_table_folder_is_named(tmp_path):
