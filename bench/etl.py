@@ -86,7 +86,7 @@ def _spark_worker(raw: Path, out: Path, run_date: date, threads: int, n_events: 
         # As build_features does: deduplicated once (partitioned by user), indexed, cached, read by both builders.
         catalog = ev.catalog_index(items, item_map)
         clean = ev.clean_events(events, catalog, run_date, cfg, copies=True)
-        inter = ev.index_interactions(clean, user_map, catalog).persist()
+        inter = ev.index_interactions(clean, user_map).persist()
         duplicates = ev.duplicates_dropped(inter)
         item_features = point_in_time.build_item_features(
             inter, items, item_map, cat_map, run_date, cfg.popularity_days, "serve"

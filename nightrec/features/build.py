@@ -183,14 +183,20 @@ def build_features(
     segment_map = vocab.lookup(voc, "segment", "segment", "segment_idx")
 
     # The interactions, cached and partitioned by user: the user features of both roles and both example
-    # tables group or window by user, so they shuffle nothing more. Written in this run, they are cached in
-    # contract form as they are written (what the lake holds, value for value); on a resumed run they are
-    # read back from the lake and shuffled by user once.
+    # tables group or window by user, so they shuffle nothing more. Cached in the lake table's types, less
+    # the item id (every feature keys items by index; the lake table gets the id back by a broadcast join).
+    # On a resumed run they are read back from the lake and shuffled by user once.
     if out.done(INTERACTIONS):
-        inter = read_table(spark, lake_root, INTERACTIONS, run_date).repartition("user_id").persist()
+        inter = (
+            read_table(spark, lake_root, INTERACTIONS, run_date).drop("item_id").repartition("user_id").persist()
+        )
     else:
-        inter = conform(ev.index_interactions(clean, user_map, catalog), INTERACTIONS).persist()
-    out.ensure(INTERACTIONS, lambda: inter, duplicates_dropped=lambda: ev.duplicates_dropped(clean))
+        inter = ev.index_interactions(clean.drop("copies"), user_map).persist()
+    out.ensure(
+        INTERACTIONS,
+        lambda: ev.with_item_ids(inter, catalog),
+        duplicates_dropped=lambda: ev.duplicates_dropped(clean),
+    )
     clean.unpersist()
     roles = (("eval", cut.eval_start), ("serve", run_date))
 

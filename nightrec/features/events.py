@@ -9,6 +9,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from nightrec.settings import FeatureSettings
+from schemas.spark import spark_type
+from schemas.tables import INTERACTIONS
 
 
 @dataclass(frozen=True)
@@ -95,18 +97,21 @@ def duplicates_dropped(clean: DataFrame) -> int:
     return int(clean.agg(F.coalesce(F.sum(F.col("copies") - 1), F.lit(0))).first()[0])
 
 
-def index_interactions(clean: DataFrame, user_map: DataFrame, catalog: DataFrame) -> DataFrame:
-    """Clean events with the user's vocabulary index (``user_idx``, 0 where unknown) and the item id back.
+def index_interactions(clean: DataFrame, user_map: DataFrame) -> DataFrame:
+    """Clean events with the user's vocabulary index (``user_idx``, 0 where unknown), in the INTERACTIONS
+    contract's columns and types but the item id.
 
     The user vocabulary grows with the users: it is hashed by user (a shuffled hash join), so the events,
-    already partitioned by user, are neither shuffled nor sorted for it. The item id comes back from the
-    catalog index, broadcast and joined on the int.
+    already partitioned by user, are neither shuffled nor sorted for it. Every feature keys items by index,
+    so the id string stays out of what is cached and read many times; ``with_item_ids`` adds it back for the
+    lake table.
     """
-    keep = ["user_id", "item_id", "user_idx", "item_idx", "event_type", "ts", "weight"]
-    keep += ["copies"] if "copies" in clean.columns else []
-    return (
-        clean.join(user_map.hint("shuffle_hash"), "user_id", "left")
-        .join(F.broadcast(catalog.select("item_idx", "item_id")), "item_idx", "left")
-        .fillna(0, ["user_idx"])
-        .select(*keep)
-    )
+    cols = [F.col(c.name).cast(spark_type(c.dtype)) for c in INTERACTIONS.columns if c.name != "item_id"]
+    cols += ["copies"] if "copies" in clean.columns else []
+    return clean.join(user_map.hint("shuffle_hash"), "user_id", "left").fillna(0, ["user_idx"]).select(*cols)
+
+
+def with_item_ids(interactions: DataFrame, catalog: DataFrame) -> DataFrame:
+    """``interactions`` with each item's id, from the catalog index (``catalog_index``), broadcast and joined
+    on the int: every indexed event's item is in the catalog, since ``clean_events`` keeps no other."""
+    return interactions.join(F.broadcast(catalog.select("item_idx", "item_id")), "item_idx", "left")
