@@ -1,0 +1,126 @@
+"""A class-data-sharing (CDS) archive of the classes a Spark job loads, so each new JVM starts warmer.
+
+A nightly stage starts a fresh JVM that loads, parses and verifies ~15,000 classes of Spark, Hadoop and
+Parquet before and while it runs its first queries. A dynamic CDS archive (JDK 13+) holds them already
+parsed and verified, memory-mapped at start-up. Measured on the feature ETL at 10M events (2 cores, JDK 17,
+three alternating pairs): session start-up 3.4 s -> 2.2 s, the first pass 23.2 s -> 21.7 s; results are
+unchanged (the archive holds class metadata, never data or generated code).
+
+``make install`` builds it once per environment (``python -m nightrec.io.spark_archive``): a small feature
+build on generated data in a JVM started with ``-XX:ArchiveClassesAtExit``. ``get_spark`` uses it when it
+exists for this JDK and PySpark; a JVM that finds it stale (another JDK build, another class path) ignores
+it and starts as it would without. It applies to the JVM that PySpark starts (the driver; in local mode,
+all of Spark), never to a cluster's executors, whose machines do not have the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+# Silences the JVM's notice that an archive is stale; the JVM then simply starts without it.
+_QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"
+
+
+def _java() -> str:
+    """The java binary PySpark will launch (``JAVA_HOME`` first, as spark-submit does)."""
+    if home := os.environ.get("JAVA_HOME"):
+        return str(Path(home) / "bin" / "java")
+    return shutil.which("java") or "java"
+
+
+def archive_path() -> Path:
+    """Where this environment's archive lives: in the virtualenv, keyed by PySpark version and JDK."""
+    import pyspark
+
+    java = os.path.realpath(_java())
+    key = hashlib.sha256(f"{pyspark.__version__}|{java}".encode()).hexdigest()[:12]
+    return Path(sys.prefix) / "share" / "nightrec" / f"spark-classes-{key}.jsa"
+
+
+def jvm_options() -> str:
+    """JVM options that start from the archive, or ``""`` when none was built."""
+    path = archive_path()
+    return f"-XX:SharedArchiveFile={path} {_QUIET}" if path.exists() else ""
+
+
+def _train(dump_to: Path) -> None:
+    """Run a small feature build in a JVM that writes its loaded classes to ``dump_to`` when it exits."""
+    from pyspark import SparkContext
+
+    from nightrec.data import synthetic
+    from nightrec.features.build import build_features
+    from nightrec.io.spark import JVM_OPTIONS, get_spark
+    from nightrec.settings import FeatureSettings, SparkSettings
+
+    with tempfile.TemporaryDirectory(prefix="nightrec-cds-") as tmp:
+        raw = Path(tmp) / "raw"
+        g = synthetic.generate(300, 80, 40, raw, seed=0, events_per_user=30.0)
+        options = f"{JVM_OPTIONS} -XX:ArchiveClassesAtExit={dump_to} {_QUIET}"
+        spark = get_spark(
+            SparkSettings(
+                class_archive=False,
+                extra_conf={"spark.driver.extraJavaOptions": options},
+            ),
+            app_name="nightrec-class-archive",
+        )
+        run_date = g.last_day + timedelta(days=1)
+        build_features(spark, raw, str(Path(tmp) / "lake"), run_date, FeatureSettings())
+        gateway = SparkContext._gateway
+        spark.stop()
+        # The archive is written as the JVM exits: it exits when its stdin closes (PySpark's gateway server
+        # watches it), and the dump must be complete before the file is moved into place.
+        gateway.proc.stdin.close()
+        gateway.proc.wait(timeout=300)
+
+
+def build_archive(force: bool = False) -> Path | None:
+    """Build this environment's archive unless it exists; returns its path, or None where it failed.
+
+    Never raises: without an archive Spark only starts slower, so a failure is reported and install goes on.
+    """
+    final = archive_path()
+    if final.exists() and not force:
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = final.with_name(f".{final.name}.{os.getpid()}")
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "nightrec.io.spark_archive", "--train", str(partial)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0 or not partial.exists():
+        partial.unlink(missing_ok=True)
+        tail = (proc.stderr or proc.stdout)[-2000:]
+        print(f"nightrec: no Spark class archive (Spark starts ~1 s slower); the build said:\n{tail}")
+        return None
+    os.replace(partial, final)  # another process may read it at once: only a complete file is ever there
+    print(
+        f"nightrec: Spark class archive {final} ({final.stat().st_size / 2**20:.0f} MiB, "
+        f"{time.monotonic() - started:.0f} s)"
+    )
+    return final
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--force", action="store_true", help="rebuild even if the archive exists")
+    parser.add_argument("--train", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.train:
+        _train(args.train)
+    else:
+        build_archive(force=args.force)
+
+
+if __name__ == "__main__":
+    main()
