@@ -90,18 +90,22 @@ def build_archive(force: bool = False) -> Path | None:
     final = archive_path()
     if final.exists() and not force:
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
     partial = final.with_name(f".{final.name}.{os.getpid()}")
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "nightrec.io.spark_archive", "--train", str(partial)],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0 or not partial.exists():
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "nightrec.io.spark_archive", "--train", str(partial)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        said = (proc.stderr or proc.stdout)[-2000:] if proc.returncode != 0 or not partial.exists() else None
+    except (OSError, subprocess.TimeoutExpired) as e:
+        said = str(e)
+    if said is not None:
         partial.unlink(missing_ok=True)
-        tail = (proc.stderr or proc.stdout)[-2000:]
-        print(f"nightrec: no Spark class archive (Spark starts ~1 s slower); the build said:\n{tail}")
+        print(f"nightrec: no Spark class archive (Spark starts ~1 s slower); the build said:\n{said}")
         return None
     os.replace(partial, final)  # another process may read it at once: only a complete file is ever there
     print(
