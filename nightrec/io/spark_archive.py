@@ -3,8 +3,9 @@
 A nightly stage starts a fresh JVM that loads, parses and verifies ~15,000 classes of Spark, Hadoop and
 Parquet before and while it runs its first queries. A dynamic CDS archive (JDK 13+) holds them already
 parsed and verified, memory-mapped at start-up. Measured on the feature ETL at 10M events (2 cores, JDK 17,
-three alternating pairs): session start-up 3.4 s -> 2.2 s, the first pass 23.2 s -> 21.7 s; results are
-unchanged (the archive holds class metadata, never data or generated code).
+three alternating pairs): session start-up 3.5 s -> 2.2 s, the first pass 23.2 s -> 22.4 s (means; the pass
+varies by a second or two run to run); results are unchanged (the archive holds class metadata, never data or
+generated code).
 
 ``make install`` builds it once per environment (``python -m nightrec.io.spark_archive``): a small feature
 build on generated data in a JVM started with ``-XX:ArchiveClassesAtExit``. ``get_spark`` uses it when it
