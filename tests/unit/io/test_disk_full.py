@@ -105,6 +105,10 @@ def test_precompute_on_a_full_disk_leaves_no_list_partition(clean_build, tmp_pat
         DeepFM(DeepFMConfig.from_vocab(sizes, embed_dim=4)),
     )
     settings = Settings(home=tmp_path / "home", lake=lake_root, scoring={"user_chunk_size": 50})
+    # A first run compiles the scoring kernels and writes numba's cache beside the code; a night's disk fills
+    # under its lists, not under that cache. Warm up on another copy of the lake, with room to write.
+    warm = Settings(home=tmp_path / "warm", lake=lake_copy(clean_build.lake, tmp_path / "warm-lake"))
+    precompute(warm, RUN_DATE, *models, fingerprint="fp")
     with file_size_limit(2048), pytest.raises(DiskFull, match=r"no space writing .*recs/_staging/.*part-"):
         precompute(settings, RUN_DATE, *models, fingerprint="fp")
     assert not lake.partition_path(lake_root, "recs", RUN_DATE).exists()
