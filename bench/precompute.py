@@ -6,9 +6,10 @@ Usage: .venv/bin/python bench/precompute.py [--users 1000000] [--items 100000] [
 Our path is `nightrec.scoring.score.Scorer.score` itself (unavailable items left out of the index, seen items
 excluded, exact two-level top-k; bf16 product + compiled selection + fp32 rescoring where the CPU has native
 bf16) with a stand-in two-tower that returns the random vectors; FAISS gets the same vectors and `search(k)`,
-and does no masking (so the comparison favours FAISS). Recall@k of each engine is measured against a brute-force fp32 top-k with the
-same exclusions on a sample of users. `--fp32` adds our path forced to fp32; `--ann` adds FAISS IndexIVFFlat
-(`scoring.index = "ivf"`) at a few probe counts with its recall. Peak RSS is reported for the process.
+and does no masking (so the comparison favours FAISS). Recall@k of each engine is measured against a
+brute-force fp32 top-k with the same exclusions on a sample of users. `--fp32` adds our path forced to fp32;
+`--ann` adds FAISS IndexIVFFlat (`scoring.index = "ivf"`) at a few probe counts with its recall. Peak RSS is
+reported for the process.
 """
 
 from __future__ import annotations

@@ -47,8 +47,12 @@ def weight_column(cfg: FeatureSettings) -> F.Column:
 
 
 def catalog_index(items: DataFrame, item_map: DataFrame) -> DataFrame:
-    """(item_id, item_idx) of the items in the catalog: the vocabulary also keeps items that have left it."""
-    return items.select("item_id").distinct().join(item_map, "item_id", "inner")
+    """(item_id, item_idx) of the items in the catalog: the vocabulary also keeps items that have left it.
+
+    A semi-join of the vocabulary (one row per id) with the catalog: a duplicated catalog row cannot duplicate
+    an index, so no distinct (and its shuffle) is needed.
+    """
+    return item_map.select("item_id", "item_idx").join(items.select("item_id"), "item_id", "left_semi")
 
 
 def _usable(events: DataFrame, catalog: DataFrame, run_date: date, cfg: FeatureSettings) -> DataFrame:
