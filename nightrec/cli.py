@@ -76,7 +76,7 @@ def run(
         str | None, typer.Option("--date", help="YYYY-MM-DD; default: day after newest event.")
     ] = None,
     force: Annotated[
-        bool, typer.Option(help="Rebuild features and retrain models even if their inputs are unchanged.")
+        bool, typer.Option(help="Rebuild features, retrain and rescore even if their inputs are unchanged.")
     ] = False,
     top_k: Annotated[int | None, typer.Option(help="List length (default from settings).")] = None,
     stages: Annotated[str | None, typer.Option(help="Comma-separated subset of stages.")] = None,

@@ -34,7 +34,8 @@ class NightlyParams(BaseModel):
         description="Raw data folder with events/, items/, users/ (Parquet or CSV). Default: settings.raw_data.",
     )
     force: bool = Field(
-        False, description="Rebuild features and retrain models even when their inputs did not change."
+        False,
+        description="Rebuild features, retrain models and score users again even when their inputs did not change.",
     )
     top_k: int | None = Field(
         None, ge=1, le=1000, description="List length. Default: settings.scoring.top_k."

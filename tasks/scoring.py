@@ -14,6 +14,6 @@ from tasks.context import settings_for
 def precompute(params: NightlyParams) -> dict:
     """Score all users with the champions (chunked; seen and unavailable items never returned)."""
     s = settings_for(params)
-    summary = stage.precompute_with_champions(s, params.run_date)
+    summary = stage.precompute_with_champions(s, params.run_date, force=params.force)
     get_run_logger().info("precompute: %s", summary)
     return summary

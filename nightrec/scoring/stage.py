@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import asdict
 from datetime import date
 
@@ -37,22 +39,41 @@ def champion_refs() -> dict[str, dict]:
     return refs
 
 
-def precompute_with_champions(settings: Settings, ds: date) -> dict:
+def precompute_with_champions(settings: Settings, ds: date, force: bool = False) -> dict:
+    """Score every user with the champions and write ``recs`` for ``ds``, with provenance in ``_META.json``.
+
+    A re-run for the same features, champions and scoring settings changes nothing and returns the earlier
+    provenance (``skipped: true``): the lists already written may have been validated since, and rewriting
+    them would drop that validation from under the publish stage. Event triggers are at-least-once, so a
+    duplicate run is expected, not exceptional. ``force`` scores again regardless.
+    """
     tracking.configure_mlflow(
         settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
     )
     refs = champion_refs()
+    features = lake.read_marker(lake.partition_path(settings.lake, "interactions", ds)) or {}
+    fp = ":".join(
+        (
+            str(features.get("fingerprint")),
+            refs[RETRIEVAL]["version"],
+            refs[RANKING]["version"],
+            hashlib.sha256(settings.scoring.model_dump_json().encode()).hexdigest()[:16],
+        )
+    )
+    meta_path = lake.partition_path(settings.lake, "recs", ds) / META
+    if not force and lake.is_complete(settings.lake, "recs", ds, fp) and meta_path.exists():
+        return {**json.loads(meta_path.read_text()), "skipped": True}
     models = [
         mlflow.pytorch.load_model(f"models:/{n}/{refs[n]['version']}", map_location="cpu")
         for n in (RETRIEVAL, RANKING)
     ]
-    features = lake.read_marker(lake.partition_path(settings.lake, "interactions", ds)) or {}
-    fp = f"{features.get('fingerprint')}:{refs[RETRIEVAL]['version']}:{refs[RANKING]['version']}"
     summary = precompute(settings, ds, *models, fingerprint=fp)
     body = {
         "models": refs,
         "input_fingerprints": {"features": features.get("fingerprint")},
         **asdict(summary),
     }
-    (lake.partition_path(settings.lake, "recs", ds) / META).write_text(json.dumps(body, indent=2))
-    return body
+    tmp = meta_path.with_name(f".{META}.tmp")
+    tmp.write_text(json.dumps(body, indent=2))
+    os.replace(tmp, meta_path)  # a skip reads it back: never half-written
+    return {**body, "skipped": False}

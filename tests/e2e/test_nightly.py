@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import date
 from pathlib import Path
 
 import mlflow
@@ -17,6 +18,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from nightrec.data import synthetic
+from nightrec.io import lake
 from nightrec.io.store import open_store
 from nightrec.publish import pointer, snapshot
 from nightrec.publish.reader import LiveRecs, verify_live
@@ -118,6 +120,10 @@ def test_two_nights_publish_validated_lists_and_keep_history(prefect_harness, e2
     )
     assert ndcg > pop
 
+    ds = date.fromisoformat(RUN_DATE)
+    recs_marker = lake.read_marker(lake.partition_path(settings.lake, "recs", ds))
+    assert recs_marker is not None
+
     # Night 2, same inputs: features and both models are reused (nothing that shapes them changed), the gate
     # still decides, and the pointer moves forward to a new generation.
     out = nightly(NightlyParams(data=str(e2e_raw), run_date=RUN_DATE))
@@ -127,6 +133,10 @@ def test_two_nights_publish_validated_lists_and_keep_history(prefect_harness, e2
         assert out[stage]["version"] == champions[name], stage
     promo = out["evaluate_and_promote"]
     assert "champion" in promo["metrics"]
+    # Same features, champions and scoring settings: the lists validated tonight are not rewritten under the
+    # publish stage (an event trigger may run precompute twice).
+    assert out["precompute"]["skipped"] is True
+    assert lake.read_marker(lake.partition_path(settings.lake, "recs", ds)) == recs_marker
     expected = promo["challenger"] if promo["promoted"] else promo["previous_champion"]
     assert {k: str(v) for k, v in promo["champion"].items()} == {k: str(v) for k, v in expected.items()}
     live2, _ = pointer.read_live(store)
@@ -146,3 +156,18 @@ def test_two_nights_publish_validated_lists_and_keep_history(prefect_harness, e2
     status = runner.invoke(app, ["status"])
     assert status.exit_code == 0 and "generation=2" in status.output, status.output
     assert runner.invoke(app, ["recs", "no-such-user"]).exit_code == 1
+
+    # Other scoring settings are another input, and `force` scores again whatever the inputs.
+    from nightrec.scoring import stage
+
+    shorter = settings.model_copy(
+        update={"scoring": settings.scoring.model_copy(update={"top_k": TOP_K - 5})}
+    )
+    again = stage.precompute_with_champions(shorter, ds)
+    assert again["skipped"] is False and again["rows"] == (TOP_K - 5) * len(users)
+    assert (
+        lake.read_marker(lake.partition_path(settings.lake, "recs", ds))["fingerprint"]
+        != recs_marker["fingerprint"]
+    )
+    assert stage.precompute_with_champions(shorter, ds)["skipped"] is True
+    assert stage.precompute_with_champions(shorter, ds, force=True)["skipped"] is False
