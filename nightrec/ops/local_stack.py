@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -75,8 +75,19 @@ class LocalStack:
 
     def find_manual_run(self, deployment: str, since: float, timeout_s: float) -> str | None:
         """The newest run of ``deployment`` created by hand (not by its schedule) after ``since``, if any."""
+        # A run made by hand is expected to start when it is made. The window matters: the scheduler keeps up
+        # to 100 future cron runs, which would fill any page sorted by expected start before this one.
+        window = {
+            "after_": datetime.fromtimestamp(since - 60, UTC).isoformat(),
+            "before_": datetime.fromtimestamp(since + timeout_s + 600, UTC).isoformat(),
+        }
         body = json.dumps(
-            {"deployments": {"name": {"any_": [deployment]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 50}
+            {
+                "deployments": {"name": {"any_": [deployment]}},
+                "flow_runs": {"expected_start_time": window},
+                "sort": "EXPECTED_START_TIME_DESC",
+                "limit": 50,
+            }
         ).encode()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
