@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact
 from prefect.cache_policies import NO_CACHE
@@ -26,11 +28,12 @@ def _report(ref: dict, s) -> dict:
 
 
 def _train_or_reuse(
-    params: NightlyParams, model: str, examples: str, train, extra: dict | None = None
+    params: NightlyParams, model: str, examples: str, train, extra: Callable[[], dict] | None = None
 ) -> dict:
+    """``extra`` adds to the reuse key; it is called once MLflow points at the configured store."""
     s = settings_for(params)
     tracking.configure_mlflow(s.mlflow_tracking_uri, s.mlflow_artifact_root, s.mlflow_experiment)
-    key = reuse.reuse_key(s, params.run_date, model, examples, extra)
+    key = reuse.reuse_key(s, params.run_date, model, examples, extra() if extra else None)
     if not params.force and (ref := reuse.find_trained(model, key)):
         get_run_logger().info(
             "%s: inputs, settings and code unchanged; reusing version %s", model, ref["version"]
@@ -52,7 +55,14 @@ def train_ranking(params: NightlyParams) -> dict:
 
     The ranker learns from the two-tower's candidates, so the two-tower version is part of its reuse key.
     """
-    two_tower = tracking.get_alias_version(stages.RETRIEVAL, "challenger")
-    return _train_or_reuse(
-        params, stages.RANKING, RANKING_EXAMPLES.name, stages.train_ranking, {"two_tower": two_tower}
-    )
+    return _train_or_reuse(params, stages.RANKING, RANKING_EXAMPLES.name, stages.train_ranking, ranker_inputs)
+
+
+def ranker_inputs() -> dict:
+    """What the ranker learns from beyond its examples: the two-tower challenger's version.
+
+    Read from the registry MLflow points at, so only after ``configure_mlflow``: a stage process of the
+    modular shape starts unconfigured, and read earlier this was None (MLflow's default store, a stray
+    ``mlflow.db`` in the working directory), so a new two-tower did not change the ranker's reuse key.
+    """
+    return {"two_tower": tracking.get_alias_version(stages.RETRIEVAL, "challenger")}

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from datetime import date
+from pathlib import Path
 
 import mlflow
 import torch
@@ -52,3 +57,40 @@ def test_finds_the_version_of_a_finished_run_and_makes_it_challenger(settings):
     ref = reuse.find_trained("m", "k1")
     assert ref["version"] == v1 and ref["reused"] is True and ref["metrics"]["auc"] == 0.8
     assert tracking.get_alias_version("m", "challenger") == v1
+
+
+PROBE = """
+import json
+from nightrec.training import reuse
+from schemas.params import NightlyParams
+from tasks import training
+
+
+def stop(settings, ds, model, examples, extra):  # the key's inputs are what this test is about
+    print(json.dumps(extra))
+    raise SystemExit(0)
+
+
+reuse.reuse_key = stop
+training._train_or_reuse(
+    NightlyParams(run_date="2026-11-22"), "nightrec-ranking", "ranking_examples", None, training.ranker_inputs
+)
+"""
+
+
+def test_a_fresh_stage_process_keys_the_ranker_by_the_registered_two_tower(settings, tmp_path):
+    # The modular shape runs train-ranking in its own process, where MLflow starts unconfigured.
+    tracking.configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, "reuse-test")
+    version = _register("nightrec-retrieval", "k")
+    tracking.set_alias("nightrec-retrieval", "challenger", version)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "probe.py").write_text(PROBE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NIGHTREC_", "MLFLOW_"))}
+    env |= {"NIGHTREC_HOME": str(settings.home), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    out = subprocess.run(
+        [sys.executable, "probe.py"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"two_tower": version}
+    assert not (cwd / "mlflow.db").exists(), "MLflow's default store was opened in the working directory"
