@@ -35,15 +35,22 @@ def read_marker(path: Path) -> dict | None:
         return None
 
 
-def write_marker(path: Path, fingerprint: str, **meta) -> None:
-    body = {"fingerprint": fingerprint, "written_at": datetime.now(UTC).isoformat(), **meta}
-    tmp = path / f".{MARKER}.{uuid.uuid4().hex}"
+def write_json(path: Path, body: dict, *, sort_keys: bool = False) -> None:
+    """Write ``body`` to ``path`` whole or not at all (a temp file renamed over it): a reader, or a stage that
+    skips on what it finds, never sees half a file. A full disk raises ``DiskFull`` naming ``path``."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     try:
-        with disk.writing(path / MARKER):
-            tmp.write_text(json.dumps(body, indent=2, default=str))
-            os.replace(tmp, path / MARKER)
+        with disk.writing(path):
+            tmp.write_text(json.dumps(body, indent=2, default=str, sort_keys=sort_keys))
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_marker(path: Path, fingerprint: str, **meta) -> None:
+    write_json(
+        path / MARKER, {"fingerprint": fingerprint, "written_at": datetime.now(UTC).isoformat(), **meta}
+    )
 
 
 def is_complete(lake: str | Path, table: str, ds: date, fingerprint: str | None = None) -> bool:

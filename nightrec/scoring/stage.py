@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict
 from datetime import date
 
@@ -73,7 +72,5 @@ def precompute_with_champions(settings: Settings, ds: date, force: bool = False)
         "input_fingerprints": {"features": features.get("fingerprint")},
         **asdict(summary),
     }
-    tmp = meta_path.with_name(f".{META}.tmp")
-    tmp.write_text(json.dumps(body, indent=2))
-    os.replace(tmp, meta_path)  # a skip reads it back: never half-written
+    lake.write_json(meta_path, body)  # atomic: a skip reads it back
     return {**body, "skipped": False}

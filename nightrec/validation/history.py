@@ -8,10 +8,11 @@ that the next night is compared with.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from datetime import date
 from pathlib import Path
+
+from nightrec.io import lake as lake_io
 
 ROOT = "_gate_stats"
 PENDING = "_pending"
@@ -23,9 +24,7 @@ def _dir(lake: str | Path, ds: date) -> Path:
 
 def _atomic_write(path: Path, body: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(body, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    lake_io.write_json(path, body, sort_keys=True)
 
 
 def save_pending(lake: str | Path, ds: date, gate: str, stats: dict) -> None:

@@ -8,6 +8,7 @@ each started by the previous one's completion event, and publishes the next snap
 from __future__ import annotations
 
 import time
+from itertools import pairwise
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -138,7 +139,7 @@ def test_modular_chain_runs_each_stage_deployment_in_order_and_publishes(stack):
     # start, not the first created: of a duplicated trigger's two runs, the later-created may start first.
     first_start = {name: min(r.start_time for r in rs) for name, rs in runs.items()}
     first_end = {name: min(r.end_time for r in rs) for name, rs in runs.items()}
-    for prev, stage in zip(STAGE_DEPLOYMENTS, STAGE_DEPLOYMENTS[1:], strict=False):
+    for prev, stage in pairwise(STAGE_DEPLOYMENTS):
         assert first_start[stage] >= first_end[prev], f"{stage} started before {prev} completed: {summary}"
     # Each stage got the same typed parameters from the previous one's completion event.
     assert {runs[n][0].parameters["params"]["run_date"] for n in STAGE_DEPLOYMENTS} == {RUN_DATE}
