@@ -91,7 +91,7 @@ def test_ui_trigger_of_nightly_runs_on_a_worker_and_publishes(stack):
     t0 = time.time()
     run_id = _trigger(stack, "nightly/nightly")
     # What run_deployment falls back on when the CLI outlasts its timeout finds this run, not the cron's.
-    assert stack.find_manual_run("nightly", t0, timeout_s=30) == run_id
+    assert stack.find_manual_run("nightly", t0, timeout_s=120) == run_id
 
     def finished(client):
         run = client.read_flow_run(run_id)
