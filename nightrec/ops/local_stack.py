@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,17 +65,20 @@ class LocalStack:
         except subprocess.TimeoutExpired:
             # On SQLite, workers' polls contend for the write lock (PrefectHQ/prefect#23051); on a loaded machine
             # the create call can outlast the CLI while the server still creates the run. Find it, or say why not.
-            run_id = self.find_manual_run(name.split("/")[-1], started, timeout_s=120)
-            if run_id is None:
+            try:
+                return self.find_manual_run(name.split("/")[-1], started, timeout_s=120)
+            except TimeoutError as e:
                 raise RuntimeError(
-                    f"`prefect deployment run {name}` got no answer in {timeout:.0f}s and no run appeared; "
+                    f"`prefect deployment run {name}` got no answer in {timeout:.0f}s and {e}; "
                     f"server log {self.logs / 'server.log'}:\n{self.log_tail('server.log')}"
                 ) from None
-            return run_id
         return re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
 
-    def find_manual_run(self, deployment: str, since: float, timeout_s: float) -> str | None:
-        """The newest run of ``deployment`` created by hand (not by its schedule) after ``since``, if any."""
+    def find_manual_run(self, deployment: str, since: float, timeout_s: float) -> str:
+        """The newest run of ``deployment`` created by hand (not by its schedule) after ``since``.
+
+        Raises TimeoutError, with what the server last answered, if none appears within ``timeout_s``.
+        """
         # A run made by hand is expected to start when it is made. The window matters: the scheduler keeps up
         # to 100 future cron runs, which would fill any page sorted by expected start before this one.
         window = {
@@ -90,6 +94,7 @@ class LocalStack:
             }
         ).encode()
         deadline = time.monotonic() + timeout_s
+        last = "nothing (no request finished)"
         while time.monotonic() < deadline:
             request = urllib.request.Request(
                 f"{self.api_url}/flow_runs/filter", body, {"Content-Type": "application/json"}
@@ -97,13 +102,24 @@ class LocalStack:
             try:
                 with urllib.request.urlopen(request, timeout=30) as r:
                     runs = json.load(r)
-            except OSError:
-                runs = []
+            except urllib.error.HTTPError as e:
+                runs, last = [], f"HTTP {e.code} {e.read()[:500]!r}"
+            except OSError as e:  # refused, reset or timed out: the server may be busy, so ask again
+                runs, last = [], f"{type(e).__name__}: {e}"
+            else:
+                last = f"{len(runs)} run(s) in the window: " + "; ".join(
+                    f"{r['name']} auto_scheduled={r['auto_scheduled']} created={r['created']}"
+                    for r in runs[:5]
+                )
             for run in runs:
                 if not run["auto_scheduled"] and _epoch(run["created"]) >= since - 1:
                     return run["id"]
             time.sleep(3)
-        return None
+        made_after = datetime.fromtimestamp(since, UTC).isoformat()
+        raise TimeoutError(
+            f"no run of deployment {deployment!r} made by hand after {made_after} appeared in {timeout_s:.0f}s; "
+            f"the server last answered: {last}"
+        )
 
     def log_tail(self, name: str, chars: int = 3000) -> str:
         path = self.logs / name

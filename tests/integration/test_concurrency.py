@@ -22,16 +22,12 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
 from prefect.client.schemas.objects import StateType
-from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Pending
 
 from nightrec.data import synthetic
@@ -42,6 +38,7 @@ from nightrec.publish import pointer, snapshot
 from nightrec.publish.reader import verify_live
 from nightrec.settings import Settings
 from nightrec.training import tracking
+from tests.integration.polling import client_of, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -218,26 +215,9 @@ HEARTBEAT_S = 30  # Prefect's minimum; production keeps the default (180 s) and 
 WITHIN_S = 120  # four heartbeats: a healthy night on a loaded machine must never look like a zombie
 
 
-@contextmanager
-def _client(stack: LocalStack) -> Iterator:
-    with temporary_settings({PREFECT_API_URL: stack.api_url}), get_client(sync_client=True) as client:
-        yield client
-
-
 def _nightly_run(stack: LocalStack, raw: Path, run_date: str) -> str:
     """A run of the `nightly` deployment, created the way the UI's Run button does (it starts Scheduled)."""
     return stack.run_deployment("nightly/nightly", {"data": str(raw), "run_date": run_date})
-
-
-def _wait(stack: LocalStack, predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    with _client(stack) as client:
-        while time.monotonic() < deadline:
-            if found := predicate(client):
-                return found
-            time.sleep(3)
-    logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(stack.logs.glob("*.log")))
-    raise AssertionError(f"timed out waiting for {what}\n{logs}")
 
 
 def _runs_in(client, *types: StateType):
@@ -271,7 +251,7 @@ def test_zombie_night_is_crashed_by_the_automation_and_the_next_night_publishes(
         # start the flow process. The failpoint SIGKILLs it after the two-tower's first epoch and no worker is
         # left to report it: the node is gone.
         zombie = _nightly_run(stack, raw, NEWER)
-        with _client(stack) as client:
+        with client_of(stack) as client:
             taken = client.set_flow_run_state(zombie, Pending())
             assert taken.state is not None and taken.state.is_pending(), taken
         with open(stack.logs / "zombie.log", "w") as out:
@@ -289,7 +269,7 @@ def test_zombie_night_is_crashed_by_the_automation_and_the_next_night_publishes(
             )
         rc = _finish(proc, 600)
         assert rc == -signal.SIGKILL, (stack.logs / "zombie.log").read_text()[-4000:]
-        with _client(stack) as client:
+        with client_of(stack) as client:
             assert client.read_flow_run(zombie).state.is_running(), "Prefect should still say Running"
         killed = time.monotonic()
 
@@ -303,9 +283,9 @@ def test_zombie_night_is_crashed_by_the_automation_and_the_next_night_publishes(
             run = client.read_flow_run(night)
             return run if run.state.is_final() else None
 
-        run = _wait(stack, finished, 900, "the next night to finish")
+        run = wait_for(stack, finished, 900, "the next night to finish")
         assert run.state.is_completed(), run.state
-        with _client(stack) as client:
+        with client_of(stack) as client:
             dead = client.read_flow_run(zombie)
             assert dead.state.is_crashed() and "missing heartbeats" in (dead.state.message or ""), dead.state
             # The zombie held the slot until the automation crashed it; the next night started after that.

@@ -11,9 +11,7 @@ import time
 from itertools import pairwise
 
 import pytest
-from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from nightrec.data import synthetic
 from nightrec.io.store import open_store
@@ -21,6 +19,7 @@ from nightrec.ops.local_stack import local_stack
 from nightrec.publish import pointer
 from nightrec.settings import Settings
 from schemas.params import STAGES
+from tests.integration.polling import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -58,18 +57,6 @@ def _runs_of(client, deployment: str):
     return client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[name])))
 
 
-def _wait(stack, predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    with temporary_settings({PREFECT_API_URL: stack.api_url}), get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            found = predicate(client)
-            if found:
-                return found
-            time.sleep(2)
-    logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(stack.logs.glob("*.log")))
-    raise AssertionError(f"timed out waiting for {what}\n{logs}")
-
-
 def _live(stack):
     return pointer.read_live(open_store(Settings(home=stack.home).store))
 
@@ -81,7 +68,7 @@ def test_the_scheduler_creates_the_nightly_cron_runs(stack):
         runs = [r for r in _runs_of(client, "nightly/nightly") if r.state and r.state.is_scheduled()]
         return runs if len(runs) >= 2 else None
 
-    runs = _wait(stack, scheduled, 120, "the scheduler to create nightly runs")
+    runs = wait_for(stack, scheduled, 120, "the scheduler to create nightly runs")
     starts = sorted(r.expected_start_time for r in runs)
     assert all((t.hour, t.minute) == (2, 0) and t.utcoffset().total_seconds() == 0 for t in starts)
     assert (starts[1] - starts[0]).total_seconds() == 86_400
@@ -97,7 +84,7 @@ def test_ui_trigger_of_nightly_runs_on_a_worker_and_publishes(stack):
         run = client.read_flow_run(run_id)
         return run if run.state.is_final() else None
 
-    run = _wait(stack, finished, 600, "nightly to finish")
+    run = wait_for(stack, finished, 600, "nightly to finish")
     assert run.state.is_completed(), run.state
     assert run.name == f"nightly-{RUN_DATE}"
     live, _ = _live(stack)
@@ -122,7 +109,7 @@ def test_modular_chain_runs_each_stage_deployment_in_order_and_publishes(stack):
         return published(client)
 
     # Usually one publish run; two when a trigger fired twice (below), so take the runs, not exactly one.
-    publish_runs = _wait(stack, failed_stage, 900, "the modular chain to reach publish")
+    publish_runs = wait_for(stack, failed_stage, 900, "the modular chain to reach publish")
     assert publish_runs[0].state.is_completed(), publish_runs[0].state
 
     # Prefect's event triggers are at-least-once: under load a completion event can fire its trigger twice.
@@ -131,7 +118,7 @@ def test_modular_chain_runs_each_stage_deployment_in_order_and_publishes(stack):
         runs = {name: _runs_of(client, name) for name in STAGE_DEPLOYMENTS}
         return runs if all(r.state.is_final() for rs in runs.values() for r in rs) else None
 
-    runs = _wait(stack, all_final, 300, "every stage run to finish")
+    runs = wait_for(stack, all_final, 300, "every stage run to finish")
     summary = {name: [(r.name, r.state_type.value, str(r.created)) for r in rs] for name, rs in runs.items()}
     assert all(rs and all(r.state.is_completed() for r in rs) for rs in runs.values()), summary
     runs = {name: sorted(rs, key=lambda r: r.created) for name, rs in runs.items()}
