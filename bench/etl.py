@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -38,6 +39,19 @@ def shuffle_partitions(n_events: int, threads: int) -> int:
     return threads * max(2, waves)
 
 
+def _cpu_meter() -> Callable[[], float]:
+    """CPU seconds of this process and its children (for Spark, the driver JVM) so far."""
+    import psutil
+
+    me = psutil.Process()
+
+    def read() -> float:
+        tree = [me, *me.children(recursive=True)]
+        return sum(t.user + t.system for t in (p.cpu_times() for p in tree))
+
+    return read
+
+
 def _spark_worker(raw: Path, out: Path, run_date: date, threads: int, n_events: int) -> dict:
     t0 = time.perf_counter()
     from pyspark.sql import functions as F
@@ -57,9 +71,19 @@ def _spark_worker(raw: Path, out: Path, run_date: date, threads: int, n_events: 
         )
     )
     started = time.perf_counter() - t0
+    cpu = _cpu_meter()
+    # HotSpot's own accounting: time its JIT compiler threads and its collector took, which a cold JVM pays
+    # and a warm one mostly does not.
+    jmx = spark._jvm.java.lang.management.ManagementFactory
 
-    def one_pass() -> tuple[float, int]:
-        t = time.perf_counter()
+    def jit_s() -> float:
+        return jmx.getCompilationMXBean().getTotalCompilationTime() / 1000
+
+    def gc_s() -> float:
+        return sum(b.getCollectionTime() for b in jmx.getGarbageCollectorMXBeans()) / 1000
+
+    def one_pass() -> tuple[float, int, dict]:
+        t, c, j, g = time.perf_counter(), cpu(), jit_s(), gc_s()
         # The steps of build.build_features, with the same production functions, for the serve role only (what
         # the DuckDB reference computes): no lake writes of vocabularies and interactions, no examples.
         items = raw_io.read_raw_table(spark, raw, "items").dropDuplicates(["item_id"]).persist()
@@ -100,15 +124,27 @@ def _spark_worker(raw: Path, out: Path, run_date: date, threads: int, n_events: 
             inter, users, user_map, seg_map, item_cats, run_date, cfg.history_len, "serve", prices
         ).write.mode("overwrite").parquet(str(out / "spark_users"))
         seconds = time.perf_counter() - t
+        spent = {"cpu_s": cpu() - c, "jit_s": jit_s() - j, "gc_s": gc_s() - g}
         spark.catalog.clearCache()
-        return seconds, duplicates
+        return seconds, duplicates, spent
 
     # The first pass is what a nightly run pays (a fresh JVM compiles Spark's own code as it goes); the second,
     # in the same JVM, is the steady-state cost of the work itself.
-    seconds, duplicates = one_pass()
-    warm, _ = one_pass()
+    seconds, duplicates, first = one_pass()
+    warm, _, second = one_pass()
     spark.stop()
-    return {"startup_s": started, "seconds": seconds, "warm_s": warm, "duplicates": duplicates}
+    return {
+        "startup_s": started,
+        "seconds": seconds,
+        "warm_s": warm,
+        "duplicates": duplicates,
+        "cpu_s": first["cpu_s"],
+        "warm_cpu_s": second["cpu_s"],
+        "jit_s": first["jit_s"],
+        "warm_jit_s": second["jit_s"],
+        "gc_s": first["gc_s"],
+        "warm_gc_s": second["gc_s"],
+    }
 
 
 def _duckdb_worker(raw: Path, out: Path, run_date: date, threads: int, n_events: int) -> dict:
@@ -119,9 +155,10 @@ def _duckdb_worker(raw: Path, out: Path, run_date: date, threads: int, n_events:
     cfg = FeatureSettings()
     con = ref.connect(threads=threads)
     started = time.perf_counter() - t0
-    times = []
+    cpu = _cpu_meter()
+    times, cpus = [], []
     for _ in range(2):  # as for Spark: a first pass, then a second in the same process
-        t = time.perf_counter()
+        t, c = time.perf_counter(), cpu()
         ref.register_clean_events(con, raw, run_date, cfg)
         duplicates = ref.duplicates_dropped(con)
         ref.item_aggregates(con, run_date, cfg.popularity_days).write_parquet(
@@ -129,7 +166,15 @@ def _duckdb_worker(raw: Path, out: Path, run_date: date, threads: int, n_events:
         )
         ref.user_aggregates(con, run_date, cfg.history_len).write_parquet(str(out / "duckdb_users.parquet"))
         times.append(time.perf_counter() - t)
-    return {"startup_s": started, "seconds": times[0], "warm_s": times[1], "duplicates": duplicates}
+        cpus.append(cpu() - c)
+    return {
+        "startup_s": started,
+        "seconds": times[0],
+        "warm_s": times[1],
+        "duplicates": duplicates,
+        "cpu_s": cpus[0],
+        "warm_cpu_s": cpus[1],
+    }
 
 
 def _run_measured(engine: str, raw: Path, out: Path, run_date: date, threads: int, n_events: int) -> dict:
@@ -240,20 +285,25 @@ def _write_results(path: Path, rows: list[dict], loads: list[str], threads: int,
         "tree.",
         "",
         "Each engine runs the work twice in its process: *first pass* is what a nightly run pays (for Spark, a "
-        "fresh JVM that compiles Spark's own code as it goes), *second pass* the steady-state cost of the work.",
+        "fresh JVM that compiles Spark's own code as it goes), *second pass* the steady-state cost of the work. "
+        "*CPU-s* is the engine's process tree's CPU time in each pass (first / second); for Spark, *JIT* and "
+        "*GC* are the seconds HotSpot's compiler threads and its collector took in them (JMX), the part of the "
+        "CPU that is the JVM warming up rather than the work.",
         "",
         "| events | engine | first pass (s) | events/s | Spark / DuckDB | second pass (s) | Spark / DuckDB "
-        "| peak RSS (MB) | start-up (s) |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| CPU-s | JIT s | GC s | peak RSS (MB) | start-up (s) |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     duck = {r["events"]: r for r in rows if r["engine"] == "duckdb"}
     for r in rows:
         spark = r["engine"] == "spark"
         ratio = f"{r['seconds'] / duck[r['events']]['seconds']:.1f}x" if spark else ""
         warm_ratio = f"{r['warm_s'] / duck[r['events']]['warm_s']:.1f}x" if spark else ""
+        jvm = [f"{r[k]:.1f} / {r['warm_' + k]:.1f}" if k in r else "" for k in ("jit_s", "gc_s")]
         lines.append(
             f"| {r['events']:,} | {r['engine']} | {r['seconds']:.1f} | {r['events'] / r['seconds']:,.0f} | "
-            f"{ratio} | {r['warm_s']:.1f} | {warm_ratio} | {r['peak_rss_mb']:,.0f} | {r['startup_s']:.1f} |"
+            f"{ratio} | {r['warm_s']:.1f} | {warm_ratio} | {r['cpu_s']:.1f} / {r['warm_cpu_s']:.1f} | "
+            f"{jvm[0]} | {jvm[1]} | {r['peak_rss_mb']:,.0f} | {r['startup_s']:.1f} |"
         )
     at_10m = [r for r in rows if r["engine"] == "spark" and 10_000_000 <= r["events"] < 20_000_000]
     for r in at_10m:
