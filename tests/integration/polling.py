@@ -29,8 +29,8 @@ def wait_for(
     """Call ``predicate(client)`` until it returns something truthy; fail after ``timeout_s`` with the logs.
 
     A server error (5xx) or a dropped connection is a busy server, not an answer: on SQLite, the workers' polls
-    and the event triggers contend for the write lock (PrefectHTTPStatusError 500 seen once in a full run). It
-    is asked again, and the last such error is in the failure message if the wait runs out.
+    and the event triggers contend for the write lock (a PrefectHTTPStatusError ended one run of the modular
+    chain test). It is asked again, and the last such error is in the failure message if the wait runs out.
     """
     deadline = time.monotonic() + timeout_s
     last_error = None
