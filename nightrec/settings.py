@@ -17,6 +17,14 @@ from nightrec.validation.config import GateSettings
 
 
 class SparkSettings(BaseModel):
+    remote: str | None = Field(
+        None,
+        pattern=r"^sc://",
+        description="A Spark Connect server (sc://host:15002) to run the Spark stages on, instead of a JVM "
+        "started in this process: a long-running server stays warm from night to night (its JIT-compiled "
+        "code and its class cache), and the worker holds no JVM. The server owns its master, memory and JVM "
+        "options; the session settings below (shuffle partitions, extra_conf) still apply.",
+    )
     master: str = "local[2]"
     driver_memory: str = "4g"
     shuffle_partitions: int = 4
@@ -186,6 +194,16 @@ class Settings(BaseSettings):
         self.data_docs = self.data_docs or str(home / "data_docs")
         self.gx_root = self.gx_root or str(home / "gx")
         self.prefect_home = self.prefect_home or str(home / "prefect")
+        return self
+
+    @model_validator(mode="after")
+    def _spark_engine_needs_a_classic_session(self) -> Settings:
+        if self.scoring.engine == "spark" and self.spark.remote:
+            raise ValueError(
+                "scoring.engine='spark' broadcasts the models through a SparkContext, which a Spark Connect "
+                f"session (spark.remote={self.spark.remote!r}) does not have: score with scoring.engine='local', "
+                "or give the precompute stage a Spark without spark.remote"
+            )
         return self
 
     @property
