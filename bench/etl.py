@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -39,6 +40,52 @@ def shuffle_partitions(n_events: int, threads: int) -> int:
     return threads * max(2, waves)
 
 
+def _feature_pass(spark, raw: Path, out: Path, run_date: date, cfg) -> int:
+    """One pass of the timed work on ``spark`` (in-process or Spark Connect); returns the replays dropped."""
+    from pyspark.sql import functions as F
+
+    from nightrec.features import events as ev
+    from nightrec.features import point_in_time, vocab
+    from nightrec.io import raw as raw_io
+
+    # The steps of build.build_features, with the same production functions, for the serve role only (what
+    # the DuckDB reference computes): no lake writes of vocabularies and interactions, no examples.
+    items = raw_io.read_raw_table(spark, raw, "items").dropDuplicates(["item_id"]).persist()
+    users = raw_io.read_raw_table(spark, raw, "users").dropDuplicates(["user_id"]).persist()
+    events = raw_io.read_raw_table(spark, raw, "events")
+    item_map = vocab.lookup(
+        vocab.extend_vocab(None, items.select(F.col("item_id").alias("value")), "item_id"),
+        "item_id",
+        "item_id",
+        "item_idx",
+    ).persist()
+    cat_map = vocab.lookup(
+        vocab.extend_vocab(None, items.select(F.col("category").alias("value")), "category"),
+        "category",
+        "category",
+        "category_idx",
+    )
+    # No user or segment vocabulary (DuckDB keys by raw id): empty mappings, made in the JVM. From a Python
+    # list, createDataFrame scans an RDD that starts a Python worker, time no production run spends.
+    user_map = spark.sql("SELECT CAST(NULL AS STRING) AS user_id, CAST(NULL AS INT) AS user_idx LIMIT 0")
+    seg_map = spark.sql("SELECT CAST(NULL AS STRING) AS segment, CAST(NULL AS INT) AS segment_idx LIMIT 0")
+    # As build_features does: deduplicated once (partitioned by user), indexed, cached, read by both builders.
+    catalog = ev.catalog_index(items, item_map)
+    clean = ev.clean_events(events, catalog, run_date, cfg, copies=True)
+    inter = ev.index_interactions(clean, user_map).persist()
+    duplicates = ev.duplicates_dropped(inter)
+    item_features = point_in_time.build_item_features(
+        inter, items, item_map, cat_map, run_date, cfg.popularity_days, "serve"
+    ).persist()
+    item_features.write.mode("overwrite").parquet(str(out / "spark_items"))
+    item_cats = item_features.select("item_idx", "category_idx").where(F.col("item_idx") > 0)
+    prices = items.select("item_id", "price").join(item_map, "item_id", "inner").select("item_idx", "price")
+    point_in_time.build_user_features(
+        inter, users, user_map, seg_map, item_cats, run_date, cfg.history_len, "serve", prices
+    ).write.mode("overwrite").parquet(str(out / "spark_users"))
+    return duplicates
+
+
 def _cpu_meter() -> Callable[[], float]:
     """CPU seconds of this process and its children (for Spark, the driver JVM) so far."""
     import psutil
@@ -54,11 +101,6 @@ def _cpu_meter() -> Callable[[], float]:
 
 def _spark_worker(raw: Path, out: Path, run_date: date, threads: int, n_events: int) -> dict:
     t0 = time.perf_counter()
-    from pyspark.sql import functions as F
-
-    from nightrec.features import events as ev
-    from nightrec.features import point_in_time, vocab
-    from nightrec.io import raw as raw_io
     from nightrec.io.spark import get_spark
     from nightrec.settings import FeatureSettings, SparkSettings
 
@@ -84,45 +126,7 @@ def _spark_worker(raw: Path, out: Path, run_date: date, threads: int, n_events: 
 
     def one_pass() -> tuple[float, int, dict]:
         t, c, j, g = time.perf_counter(), cpu(), jit_s(), gc_s()
-        # The steps of build.build_features, with the same production functions, for the serve role only (what
-        # the DuckDB reference computes): no lake writes of vocabularies and interactions, no examples.
-        items = raw_io.read_raw_table(spark, raw, "items").dropDuplicates(["item_id"]).persist()
-        users = raw_io.read_raw_table(spark, raw, "users").dropDuplicates(["user_id"]).persist()
-        events = raw_io.read_raw_table(spark, raw, "events")
-        item_map = vocab.lookup(
-            vocab.extend_vocab(None, items.select(F.col("item_id").alias("value")), "item_id"),
-            "item_id",
-            "item_id",
-            "item_idx",
-        ).persist()
-        cat_map = vocab.lookup(
-            vocab.extend_vocab(None, items.select(F.col("category").alias("value")), "category"),
-            "category",
-            "category",
-            "category_idx",
-        )
-        # No user or segment vocabulary (DuckDB keys by raw id): empty mappings, made in the JVM. From a Python
-        # list, createDataFrame scans an RDD that starts a Python worker, time no production run spends.
-        user_map = spark.sql("SELECT CAST(NULL AS STRING) AS user_id, CAST(NULL AS INT) AS user_idx LIMIT 0")
-        seg_map = spark.sql(
-            "SELECT CAST(NULL AS STRING) AS segment, CAST(NULL AS INT) AS segment_idx LIMIT 0"
-        )
-        # As build_features does: deduplicated once (partitioned by user), indexed, cached, read by both builders.
-        catalog = ev.catalog_index(items, item_map)
-        clean = ev.clean_events(events, catalog, run_date, cfg, copies=True)
-        inter = ev.index_interactions(clean, user_map).persist()
-        duplicates = ev.duplicates_dropped(inter)
-        item_features = point_in_time.build_item_features(
-            inter, items, item_map, cat_map, run_date, cfg.popularity_days, "serve"
-        ).persist()
-        item_features.write.mode("overwrite").parquet(str(out / "spark_items"))
-        item_cats = item_features.select("item_idx", "category_idx").where(F.col("item_idx") > 0)
-        prices = (
-            items.select("item_id", "price").join(item_map, "item_id", "inner").select("item_idx", "price")
-        )
-        point_in_time.build_user_features(
-            inter, users, user_map, seg_map, item_cats, run_date, cfg.history_len, "serve", prices
-        ).write.mode("overwrite").parquet(str(out / "spark_users"))
+        duplicates = _feature_pass(spark, raw, out, run_date, cfg)
         seconds = time.perf_counter() - t
         spent = {"cpu_s": cpu() - c, "jit_s": jit_s() - j, "gc_s": gc_s() - g}
         spark.catalog.clearCache()
@@ -145,6 +149,63 @@ def _spark_worker(raw: Path, out: Path, run_date: date, threads: int, n_events: 
         "gc_s": first["gc_s"],
         "warm_gc_s": second["gc_s"],
     }
+
+
+def _connect_worker(url: str, raw: Path, out: Path, run_date: date, n_events: int, threads: int) -> dict:
+    """One night as a stage process on a Spark Connect server runs it: connect, one pass, disconnect."""
+    t0 = time.perf_counter()
+    from nightrec.io.spark import get_spark
+    from nightrec.settings import FeatureSettings, SparkSettings
+
+    spark = get_spark(SparkSettings(remote=url, shuffle_partitions=shuffle_partitions(n_events, threads)))
+    started = time.perf_counter() - t0
+    t = time.perf_counter()
+    duplicates = _feature_pass(spark, raw, out, run_date, FeatureSettings())
+    seconds = time.perf_counter() - t
+    spark.catalog.clearCache()  # the server's cache outlives the session: the next night must not find it
+    return {"startup_s": started, "seconds": seconds, "duplicates": duplicates}
+
+
+def run_connect_nights(
+    raw: Path, out: Path, run_date: date, threads: int, n_events: int, nights: int
+) -> dict:
+    """Start a Spark Connect server (``local[threads]``, 8g, as the in-process runs), then run ``nights``
+    passes, each from a fresh client process as a nightly stage would be; the server's CPU time per night."""
+    import psutil
+
+    from nightrec.io import spark_connect
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = out / "spark-connect.log"
+    t0 = time.perf_counter()
+    server = spark_connect.start_server(port, log, master=f"local[{threads}]", driver_memory="8g")
+    try:
+        url = spark_connect.wait_ready(server, port, log)
+        started = time.perf_counter() - t0
+        tree = psutil.Process(server.pid)
+
+        def server_cpu() -> float:
+            procs = [tree, *tree.children(recursive=True)]
+            return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
+
+        runs = []
+        for _ in range(nights):
+            c = server_cpu()
+            cmd = [sys.executable, __file__, "--worker", "connect", "--url", url, "--raw", str(raw)]
+            cmd += ["--out", str(out), "--run-date", run_date.isoformat(), "--threads", str(threads)]
+            cmd += ["--n-events", str(n_events)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=3600)
+            if proc.returncode != 0:
+                raise RuntimeError(f"connect night failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+            runs.append(
+                {**json.loads(proc.stdout.strip().splitlines()[-1]), "server_cpu_s": server_cpu() - c}
+            )
+    finally:
+        server.terminate()
+        server.wait(120)
+    return {"server_startup_s": started, "nights": runs}
 
 
 def _duckdb_worker(raw: Path, out: Path, run_date: date, threads: int, n_events: int) -> dict:
@@ -234,11 +295,25 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench-etl"))
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--results", type=Path, help="default: etl.md for the default sizes, else etl_<sizes>.md")
-    ap.add_argument("--worker", choices=["spark", "duckdb"])
+    ap.add_argument(
+        "--connect-nights",
+        type=int,
+        default=0,
+        help="Also run this many nights against one Spark Connect server (spark.remote), each from a fresh "
+        "client process: the first pays the server's cold JVM, the next ones run warm",
+    )
+    ap.add_argument("--worker", choices=["spark", "duckdb", "connect"])
+    ap.add_argument("--url")
     ap.add_argument("--raw", type=Path)
     ap.add_argument("--run-date")
     ap.add_argument("--n-events", type=int)
     args = ap.parse_args()
+    if args.worker == "connect":
+        r = _connect_worker(
+            args.url, args.raw, args.out, date.fromisoformat(args.run_date), args.n_events, args.threads
+        )
+        print(json.dumps(r))
+        return
     if args.worker:
         fn = _spark_worker if args.worker == "spark" else _duckdb_worker
         print(
@@ -249,7 +324,7 @@ def main() -> None:
         name = "etl" if args.events == DEFAULT_EVENTS else "etl_" + "_".join(_label(n) for n in args.events)
         args.results = ROOT / "bench" / "results" / f"{name}.md"
 
-    rows, loads = [], [_uptime()]
+    rows, loads, connect = [], [_uptime()], {}
     for n in args.events:
         raw, n_events, run_date = _generate(n, args.out)
         for engine in ("duckdb", "spark"):
@@ -262,19 +337,58 @@ def main() -> None:
                 f"peak RSS {r['peak_rss_mb']:,.0f} MB (start-up {r['startup_s']:.1f} s)",
                 flush=True,
             )
+        if args.connect_nights:
+            work = args.out / f"out-{n}-connect"
+            work.mkdir(parents=True, exist_ok=True)
+            c = run_connect_nights(raw, work, run_date, args.threads, n_events, args.connect_nights)
+            connect[n_events] = c
+            seconds = ", ".join(f"{night['seconds']:.1f}" for night in c["nights"])
+            print(f"connect {n_events:>10,d} events: nights {seconds} s", flush=True)
         loads.append(_uptime())
-    _write_results(args.results, rows, loads, args.threads, args.events == DEFAULT_EVENTS)
+    _write_results(args.results, rows, loads, args.threads, args.events == DEFAULT_EVENTS, connect)
 
 
-def _write_results(path: Path, rows: list[dict], loads: list[str], threads: int, default: bool) -> None:
+def _connect_section(connect: dict[int, dict], duck: dict[int, dict]) -> list[str]:
+    lines = [
+        "",
+        "## On a long-running Spark Connect server (`spark.remote`)",
+        "",
+        "`--connect-nights N`: one Spark Connect server (`nightrec.io.spark_connect`, the same `local[*]`, memory "
+        "and JVM options), then N nights of the same work, each from a fresh client process as a nightly stage "
+        "connects. Night 1 pays the server's cold JVM; the next ones find Spark compiled. The server's start-up "
+        "is excluded; *Spark / DuckDB* is against DuckDB's first pass.",
+        "",
+        "| events | night | seconds | Spark / DuckDB | server CPU-s |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for n, c in connect.items():
+        for i, night in enumerate(c["nights"], 1):
+            ratio = night["seconds"] / duck[n]["seconds"]
+            lines.append(
+                f"| {n:,} | {i} | {night['seconds']:.1f} | {ratio:.1f}x | {night['server_cpu_s']:.1f} |"
+            )
+        if 10_000_000 <= n < 20_000_000 and len(c["nights"]) > 1:
+            later = max(night["seconds"] for night in c["nights"][1:]) / duck[n]["seconds"]
+            lines += [
+                "",
+                f"Goal (issue 7) on a warm server: every night after the first within {later:.1f}x of DuckDB "
+                f"({'met' if later <= 5 else 'not met'}); server start-up {c['server_startup_s']:.1f} s.",
+            ]
+    return lines
+
+
+def _write_results(
+    path: Path, rows: list[dict], loads: list[str], threads: int, default: bool, connect: dict[int, dict]
+) -> None:
     sizes = ", ".join(
         f"{_label(r['events'] // 1_000_000 * 1_000_000)}" for r in rows if r["engine"] == "spark"
     )
     title = "# Feature ETL: Spark against the DuckDB reference"
+    flag = f" --connect-nights {len(next(iter(connect.values()))['nights'])}" if connect else ""
     lines = [
         title if default else f"{title}, scale check ({sizes} events)",
         "",
-        "Generated by `.venv/bin/python bench/etl.py`. Work timed: dedupe + weight the events, then per-user "
+        f"Generated by `.venv/bin/python bench/etl.py{flag}`. Work timed: dedupe + weight the events, then per-user "
         "(counts by type over 1/7/30 days, recency, category affinity, mean price) and per-item (popularity "
         "windows, trend, smoothed CTR, age, price decile) features as of the run date, with each user's last-20 "
         "history list, written to Parquet (the test suite checks that both engines give the same values). Spark "
@@ -314,6 +428,8 @@ def _write_results(path: Path, rows: list[dict], loads: list[str], threads: int,
             f"Goal (issue 7): Spark within 5x of DuckDB at 10M events. First pass {first:.1f}x "
             f"({'met' if first <= 5 else 'not met'}), second pass {warm:.1f}x ({'met' if warm <= 5 else 'not met'}).",
         ]
+    if connect:
+        lines += _connect_section(connect, duck)
     lines += ["", "Machine load (`uptime`) before the run and after each size, shared with other jobs:", ""]
     lines += [f"- `{u}`" for u in loads]
     path.parent.mkdir(parents=True, exist_ok=True)
