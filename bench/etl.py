@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -86,11 +85,11 @@ def _feature_pass(spark, raw: Path, out: Path, run_date: date, cfg) -> int:
     return duplicates
 
 
-def _cpu_meter() -> Callable[[], float]:
-    """CPU seconds of this process and its children (for Spark, the driver JVM) so far."""
+def _cpu_meter(pid: int | None = None) -> Callable[[], float]:
+    """CPU seconds so far of process ``pid`` (default: this one) and its children (for Spark, the driver JVM)."""
     import psutil
 
-    me = psutil.Process()
+    me = psutil.Process(pid)
 
     def read() -> float:
         tree = [me, *me.children(recursive=True)]
@@ -171,25 +170,13 @@ def run_connect_nights(
 ) -> dict:
     """Start a Spark Connect server (``local[threads]``, 8g, as the in-process runs), then run ``nights``
     passes, each from a fresh client process as a nightly stage would be; the server's CPU time per night."""
-    import psutil
-
     from nightrec.io import spark_connect
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = out / "spark-connect.log"
     t0 = time.perf_counter()
-    server = spark_connect.start_server(port, log, master=f"local[{threads}]", driver_memory="8g")
-    try:
-        url = spark_connect.wait_ready(server, port, log)
+    serve = spark_connect.serving(out / "spark-connect.log", master=f"local[{threads}]", driver_memory="8g")
+    with serve as (url, server):
         started = time.perf_counter() - t0
-        tree = psutil.Process(server.pid)
-
-        def server_cpu() -> float:
-            procs = [tree, *tree.children(recursive=True)]
-            return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
-
+        server_cpu = _cpu_meter(server.pid)
         runs = []
         for _ in range(nights):
             c = server_cpu()
@@ -202,9 +189,6 @@ def run_connect_nights(
             runs.append(
                 {**json.loads(proc.stdout.strip().splitlines()[-1]), "server_cpu_s": server_cpu() - c}
             )
-    finally:
-        server.terminate()
-        server.wait(120)
     return {"server_startup_s": started, "nights": runs}
 
 

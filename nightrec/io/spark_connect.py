@@ -13,6 +13,8 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyspark
@@ -29,7 +31,6 @@ def start_server(
     *,
     master: str = "local[*]",
     driver_memory: str = "4g",
-    conf: dict[str, str] | None = None,
 ) -> subprocess.Popen:
     """Start a Spark Connect server on 127.0.0.1:``port`` (its output to ``log_path``); see ``wait_ready``."""
     home = Path(pyspark.__file__).parent
@@ -39,7 +40,6 @@ def start_server(
         "spark.connect.grpc.binding.port": str(port),
         "spark.ui.enabled": "false",
         "spark.driver.extraJavaOptions": options,
-        **(conf or {}),
     }
     cmd = [str(home / "bin" / "spark-submit"), "--master", master, "--driver-memory", driver_memory]
     for k, v in settings.items():
@@ -67,6 +67,32 @@ def wait_ready(proc: subprocess.Popen, port: int, log_path: Path, timeout_s: flo
     raise RuntimeError(f"Spark Connect server on port {port} {state}; {log_path}:\n{tail}")
 
 
+def stop_server(proc: subprocess.Popen, timeout_s: float = 120) -> None:
+    """Stop the server (SIGTERM, then SIGKILL if it has not exited within ``timeout_s``)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextmanager
+def serving(
+    log_path: Path, *, port: int | None = None, master: str = "local[*]", driver_memory: str = "4g"
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A server for the ``with`` block, on ``port`` or a free one: yields its ``sc://`` URL and its process."""
+    if port is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    proc = start_server(port, log_path, master=master, driver_memory=driver_memory)
+    try:
+        yield wait_ready(proc, port, log_path), proc
+    finally:
+        stop_server(proc)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run a Spark Connect server in the foreground until interrupted."""
     import argparse
@@ -77,16 +103,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--driver-memory", default="8g")
     parser.add_argument("--log", type=Path, default=Path("spark-connect.log"))
     args = parser.parse_args(argv)
-    proc = start_server(args.port, args.log, master=args.master, driver_memory=args.driver_memory)
-    try:
-        url = wait_ready(proc, args.port, args.log)
+    serve = serving(args.log, port=args.port, master=args.master, driver_memory=args.driver_memory)
+    with serve as (url, proc):
         print(f"Spark Connect server at {url} (log {args.log}); set NIGHTREC_SPARK__REMOTE={url}", flush=True)
-        proc.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        proc.terminate()
-        proc.wait(60)
+        try:
+            proc.wait()
+        except KeyboardInterrupt:
+            pass
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -50,19 +49,9 @@ print("WRITTEN", ",".join(summary.written))
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     log = tmp_path_factory.mktemp("connect") / "server.log"
-    proc = spark_connect.start_server(port, log, master="local[2]", driver_memory="1g")
-    try:
-        yield spark_connect.wait_ready(proc, port, log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with spark_connect.serving(log, master="local[2]", driver_memory="1g") as (url, _):
+        yield url
 
 
 def test_raw_gate_and_features_through_spark_connect_equal_local_mode(
