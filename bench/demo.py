@@ -83,12 +83,13 @@ def main() -> None:
         pub = last.get("publish") or {}
         lines += [
             "",
-            f"Lift of the published lists over popularity (NDCG@10): {promo.get('lift_over_popularity', 0):+.1%}. "
+            f"Live policy: {(promo.get('policy') or {}).get('name')}. Learned models over the best baseline "
+            f"({promo.get('best_baseline')}, NDCG@10): {promo.get('lift_over_best_baseline') or 0:+.1%}. "
             f"Promotion: {promo.get('reason')}. Published generation {pub.get('generation')}, "
             f"counts {pub.get('counts')}.",
             "",
         ]
-        print(f"night {night}: {wall:.0f} s, lift {promo.get('lift_over_popularity', 0):+.1%}", flush=True)
+        print(f"night {night}: {wall:.0f} s, {promo.get('reason')}", flush=True)
     out = ROOT / "bench" / "results" / "demo.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(lines))

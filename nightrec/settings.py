@@ -56,7 +56,15 @@ class FeatureSettings(BaseModel):
         },
         description="Weight of each event type; 0 means 'shown but not engaged' (a ranking negative).",
     )
-    min_rating: float = Field(3.5, description="Rating events below this value count as weight 0.")
+    min_rating: float = Field(
+        3.5, description="Rating events below this value are seen but not liked: weight 0 (a negative)."
+    )
+    rating_weight: Literal["value", "constant"] = Field(
+        "value",
+        description="Weight of a rating at or above min_rating: value = event_weights.rating x value / "
+        "rating_scale (a 5 counts more than a 4), constant = event_weights.rating.",
+    )
+    rating_scale: float = Field(5.0, gt=0, description="The top of the rating scale (value / scale).")
     unseen_event_types: list[str] = Field(
         default_factory=lambda: ["impression"],
         description="Event types that do not make an item 'seen' (seen items are never recommended).",
@@ -141,9 +149,36 @@ class ScoringSettings(BaseModel):
 
 
 class PromotionSettings(BaseModel):
+    """The promotion gate: every candidate policy is measured on the same held-out users; the best one that
+    beats the live policy at the stated confidence (a paired bootstrap over users) replaces it."""
+
     metric: str = "ndcg_at_10"
-    tolerance: float = Field(0.005, ge=0.0, description="Challenger may be this much below the champion.")
+    tolerance: float = Field(
+        0.005,
+        ge=0.0,
+        description="A retrained instance of the live kind (tonight's learned pair for last night's) replaces "
+        "it unless its mean is more than this below, or it is significantly worse.",
+    )
     k_eval: list[int] = Field(default_factory=lambda: [10, 20])
+    confidence: float = Field(
+        0.95, gt=0.5, lt=1.0, description="Two-sided confidence of the paired interval."
+    )
+    bootstrap_samples: int = Field(2000, ge=100, le=100_000)
+    min_eval_users: int = Field(
+        50,
+        ge=1,
+        description="Below this many evaluation users the live policy is kept (a first night takes the best "
+        "baseline): a difference over fewer users is mostly noise.",
+    )
+    popularity_windows: list[int] = Field(
+        default_factory=lambda: [7, 30, 0],
+        description="Candidate popularity baselines: engagement over the last N days (0 = all history).",
+    )
+    ease: bool = Field(True, description="EASE is a candidate (catalogs up to 20,000 items).")
+    ease_l2_grid: list[float] = Field(
+        default_factory=lambda: [50.0, 200.0, 500.0, 2000.0, 8000.0, 30000.0],
+        description="EASE's L2 weights tried on the validation window; the best is measured on the holdout.",
+    )
 
 
 class PublishSettings(BaseModel):

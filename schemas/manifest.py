@@ -43,7 +43,14 @@ class Manifest(_Doc):
     top_k: int = Field(ge=0)
     counts: dict[str, int] = Field(description="users, rows, model_users, fallback_users, short_lists, ...")
     parts: list[PartInfo] = Field(description="Part i holds the users whose hash bucket is i.")
-    models: dict[str, dict] = Field(default_factory=dict, description="name -> {version, run_id}")
+    policy: dict = Field(
+        default_factory=dict,
+        description="The policy that made the lists: kind (learned, popularity, ease), name, params and its "
+        "nightrec-policy version in the MLflow registry.",
+    )
+    models: dict[str, dict] = Field(
+        default_factory=dict, description="name -> {version, run_id}; empty when a baseline made the lists"
+    )
     mlflow_run_ids: dict[str, str] = Field(default_factory=dict)
     input_fingerprints: dict[str, str] = Field(default_factory=dict)
     validation: dict = Field(default_factory=dict, description="The recs gate's verdict: success + summary.")

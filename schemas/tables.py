@@ -138,7 +138,14 @@ INTERACTIONS = Table(
         _c("item_idx", "int32", "Vocabulary index of the item (0 = OOV).", min_value=0),
         _c("event_type", "string", "Event type."),
         _c("ts", "timestamp", "Event time, UTC."),
-        _c("weight", "double", "Engagement weight; 0 = impression without engagement.", min_value=0.0),
+        _c(
+            "weight",
+            "double",
+            "Engagement weight (features.event_weights); 0 = shown or seen without engagement (an impression, "
+            "a rating below features.min_rating). A rating at or above it is a graded positive: "
+            "event_weights.rating x value / features.rating_scale, so a 5 weighs more than a 4.",
+            min_value=0.0,
+        ),
     ),
 )
 
@@ -240,7 +247,8 @@ ITEM_FEATURES = Table(
             "ctr_smoothed",
             "double",
             "clicks_30d / impressions_30d shrunk toward the catalog rate by 20 impressions, capped at 1 "
-            "(null = no impressions in the window at all).",
+            "(null = no impressions in the window at all: a rate over a zero denominator is null, never an "
+            "error, so ratings-only and purchases-only logs build features).",
             nullable=True,
             min_value=0.0,
             max_value=1.0,

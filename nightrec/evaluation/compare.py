@@ -13,7 +13,7 @@ import math
 import pandas as pd
 from mlflow import MlflowClient
 
-SETS = ("challenger", "champion", "popularity", "ease")
+SETS = ("challenger", "champion", "popularity", "ease")  # the order of the sets; popularity_7d etc. group
 METRICS = ("ndcg_at_10", "recall_at_20", "coverage")
 COLUMNS = ("ds", "run_id", "model", *METRICS, "promoted", "decision")
 _EVALUATE_RUNS = "tags.`nightrec.stage` = 'evaluate' AND attributes.run_name LIKE 'evaluate-%'"
@@ -46,7 +46,7 @@ def latest_evaluations(tracking_uri: str, experiment: str, n: int = 5) -> pd.Dat
     rows = []
     for run in runs:
         m, tags, params = run.data.metrics, run.data.tags, run.data.params
-        for model in SETS:
+        for model in _sets(m):
             values = {k: m.get(f"{model}.{k}", math.nan) for k in METRICS}
             if all(math.isnan(v) for v in values.values()):
                 continue
@@ -61,3 +61,14 @@ def latest_evaluations(tracking_uri: str, experiment: str, n: int = 5) -> pd.Dat
                 }
             )
     return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def _sets(metrics: dict[str, float]) -> list[str]:
+    """The metric sets an evaluate run logged (``<set>.ndcg_at_10``), in SETS order, windows by name within."""
+    names = {k.split(".", 1)[0] for k in metrics if k.endswith(".ndcg_at_10")}
+
+    def order(name: str) -> tuple[int, str]:
+        group = next((i for i, s in enumerate(SETS) if name == s or name.startswith(f"{s}_")), len(SETS))
+        return group, "" if name in SETS else name
+
+    return sorted(names, key=order)

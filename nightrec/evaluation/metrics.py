@@ -15,6 +15,27 @@ def hits_matrix(
     return np.isin(codes, rel).reshape(lists.shape) & (lists >= 0)
 
 
+def per_user(hits: np.ndarray, n_relevant: np.ndarray, ks: list[int]) -> dict[str, np.ndarray]:
+    """Each metric per user (recall, NDCG, HitRate at each k, and MRR), over users with a relevant item.
+
+    The per-user values are what a paired comparison of two lists over the same users needs.
+    """
+    users = n_relevant > 0
+    hits, n_rel = hits[users], n_relevant[users]
+    out: dict[str, np.ndarray] = {}
+    discounts = 1.0 / np.log2(np.arange(2, hits.shape[1] + 2))
+    for k in ks:
+        h = hits[:, :k]
+        dcg = (h * discounts[:k]).sum(1)
+        ideal = np.cumsum(discounts[:k])[np.minimum(n_rel, k) - 1] if len(n_rel) else np.ones(0)
+        out[f"recall_at_{k}"] = h.sum(1) / np.maximum(np.minimum(n_rel, k), 1)
+        out[f"ndcg_at_{k}"] = dcg / ideal
+        out[f"hitrate_at_{k}"] = h.any(1).astype(np.float64)
+    first = np.where(hits.any(1), hits.argmax(1) + 1, np.inf)
+    out["mrr"] = 1.0 / first
+    return out
+
+
 def list_metrics(hits: np.ndarray, n_relevant: np.ndarray, ks: list[int]) -> dict[str, float]:
     """Recall, NDCG and HitRate at each k, and MRR, averaged over users with at least one relevant item.
 
@@ -22,21 +43,10 @@ def list_metrics(hits: np.ndarray, n_relevant: np.ndarray, ks: list[int]) -> dic
         >>> h = np.array([[True, False], [False, False]]); list_metrics(h, np.array([1, 2]), [2])["ndcg_at_2"]
         0.5
     """
-    users = n_relevant > 0
-    hits, n_rel = hits[users], n_relevant[users]
-    out: dict[str, float] = {"n_eval_users": float(users.sum())}
-    if not len(n_rel):
-        return out | {f"{m}_at_{k}": 0.0 for k in ks for m in ("recall", "ndcg", "hitrate")} | {"mrr": 0.0}
-    discounts = 1.0 / np.log2(np.arange(2, hits.shape[1] + 2))
-    for k in ks:
-        h = hits[:, :k]
-        dcg = (h * discounts[:k]).sum(1)
-        ideal = np.cumsum(discounts[:k])[np.minimum(n_rel, k) - 1]
-        out[f"recall_at_{k}"] = float((h.sum(1) / np.minimum(n_rel, k)).mean())
-        out[f"ndcg_at_{k}"] = float((dcg / ideal).mean())
-        out[f"hitrate_at_{k}"] = float(h.any(1).mean())
-    first = np.where(hits.any(1), hits.argmax(1) + 1, np.inf)
-    out["mrr"] = float((1.0 / first).mean())
+    n_users = int((n_relevant > 0).sum())
+    out: dict[str, float] = {"n_eval_users": float(n_users)}
+    for name, values in per_user(hits, n_relevant, ks).items():
+        out[name] = float(values.mean()) if n_users else 0.0
     return out
 
 

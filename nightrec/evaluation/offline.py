@@ -7,10 +7,12 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
 from nightrec.evaluation import ease, metrics
+from nightrec.evaluation.policies import Policy
 from nightrec.features.events import Cutoffs
-from nightrec.scoring import inputs
+from nightrec.scoring import baselines, inputs
 from nightrec.scoring.score import Scorer, ScoringConfig
 from nightrec.settings import Settings
 
@@ -61,37 +63,67 @@ def score_lists(scorer: Scorer, data: EvalData, chunk: int) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, scorer.cfg.top_k), dtype=np.int64)
 
 
-def popularity_lists(data: EvalData, k: int) -> np.ndarray:
-    """The popularity baseline: most popular available items before the holdout, minus what each user saw."""
-    items = data.items
-    order = np.lexsort((items.item_id, -items.popularity))
-    order = order[items.available[order]]
-    lists = np.full((len(data.users), k), -1, dtype=np.int64)
-    for u in range(len(data.users)):
-        s = data.seen.indices[data.seen.indptr[u] : data.seen.indptr[u + 1]]
-        cand = order[: k + len(s)]
-        cand = cand[~np.isin(cand, s)][:k]
-        lists[u, : len(cand)] = cand
-    return lists
+def tune_ease_l2(settings: Settings, ds: date, grid: list[float], k: int = 10) -> dict[float, float]:
+    """NDCG@k of EASE for each L2 in ``grid`` on the validation window (fit on engagement before it).
 
-
-def ease_lists(data: EvalData, k: int, l2: float) -> np.ndarray:
-    """The EASE baseline's lists, fit on every user's engagement before the holdout (as the models are).
+    The holdout never sees the choice: the weights are fit before ``valid_start`` and scored on the
+    validation window's fresh engagement. Returns an empty dict where that window has no such users.
 
     Raises:
         ease.CatalogTooLarge: the catalog exceeds ``ease.MAX_ITEMS``.
     """
-    if data.before is None:
-        raise ValueError("EvalData without the pre-holdout interactions: build it with load_eval_data")
-    engaged = data.before[data.before["weight"] > 0]
-    cols = inputs.positions(engaged["item_id"].to_numpy(dtype=object), data.items.item_id)
-    users, keep = pd.factorize(engaged["user_id"])[0], cols >= 0
-    weights = ease.fit(users[keep], cols[keep], int(users.max(initial=-1)) + 1, len(data.items), l2)
-    rows = np.repeat(np.arange(len(data.users)), np.diff(data.seen.indptr))
-    return ease.recommend(weights, rows, data.seen.indices, len(data.users), k, data.items.available)
+    cfg = settings.features
+    cut = Cutoffs.for_run(ds, cfg)
+    items = inputs.load_items(settings.lake, ds, "eval")
+    before = inputs.load_interactions(settings.lake, ds, None, cut.valid_start, cfg, arrow=True)
+    window = inputs.load_interactions(settings.lake, ds, cut.valid_start, cut.eval_start, cfg, arrow=True)
+    engaged = before.filter(pc.greater(before["weight"], 0.0))
+    users = np.unique(np.asarray(engaged["user_id"].to_pylist(), dtype=object))
+    if not len(users):
+        return {}
+
+    def pairs(tbl) -> tuple[np.ndarray, np.ndarray]:
+        r, c = inputs.positions(tbl["user_id"], users), inputs.positions(tbl["item_id"], items.item_id)
+        keep = (r >= 0) & (c >= 0)
+        return r[keep], c[keep]
+
+    er, ec = pairs(engaged)
+    sr, sc = pairs(before)
+    tr, tc = pairs(window.filter(pc.greater(window["weight"], 0.0)))
+    n = len(items)
+    fresh = ~np.isin(tr.astype(np.int64) * n + tc, sr.astype(np.int64) * n + sc)
+    tr, tc = tr[fresh], tc[fresh]
+    n_rel = np.bincount(tr, minlength=len(users))
+    evaluated = np.flatnonzero(n_rel > 0)
+    if not len(evaluated):
+        return {}
+    remap = np.full(len(users), -1)
+    remap[evaluated] = np.arange(len(evaluated))
+    mine = remap[er] >= 0
+    g = ease.gram(er, ec, len(users), n)
+    out = {}
+    for l2 in grid:
+        lists = ease.recommend(
+            ease.weights_from_gram(g, l2), remap[er[mine]], ec[mine], len(evaluated), k, items.available
+        )
+        hits = metrics.hits_matrix(lists, remap[tr], tc, n)
+        out[float(l2)] = metrics.list_metrics(hits, n_rel[evaluated], [k])[f"ndcg_at_{k}"]
+    return out
+
+
+@dataclass
+class Measured:
+    """A policy's held-out metrics: means (``metrics``) and the per-user values they average (``per_user``)."""
+
+    metrics: dict[str, float]
+    per_user: dict[str, np.ndarray]
 
 
 def evaluate(lists: np.ndarray, data: EvalData, ks: list[int]) -> dict[str, float]:
+    return measure_lists(lists, data, ks).metrics
+
+
+def measure_lists(lists: np.ndarray, data: EvalData, ks: list[int]) -> Measured:
     hits = metrics.hits_matrix(lists, data.rel_rows, data.rel_items, len(data.items))
     out = metrics.list_metrics(hits, data.n_relevant, ks)
     out["coverage"] = metrics.coverage(lists, len(data.items))
@@ -100,12 +132,26 @@ def evaluate(lists: np.ndarray, data: EvalData, ks: list[int]) -> dict[str, floa
     out["mean_popularity_percentile"] = (
         float((np.argsort(np.argsort(pop))[valid] / max(len(pop) - 1, 1)).mean()) if len(valid) else 0.0
     )
-    return out
+    return Measured(out, metrics.per_user(hits, data.n_relevant, ks))
 
 
-def evaluate_models(settings: Settings, ds: date, data: EvalData, retrieval, ranking) -> dict[str, float]:
+def measure(settings: Settings, ds: date, data: EvalData, retrieval, ranking) -> Measured:
+    """The held-out metrics of the lists the production scorer makes with ``retrieval`` (a two-tower model or a
+    baseline) and ``ranking`` (or None), for the evaluation users as of the holdout start."""
     ks = settings.promotion.k_eval
     sc = settings.scoring
     cfg = ScoringConfig.from_settings(sc, top_k=max(ks))
     scorer = Scorer(retrieval, ranking, data.items, cfg)
-    return evaluate(score_lists(scorer, data, sc.user_chunk_size), data, ks)
+    return measure_lists(score_lists(scorer, data, sc.user_chunk_size), data, ks)
+
+
+def evaluate_models(settings: Settings, ds: date, data: EvalData, retrieval, ranking) -> dict[str, float]:
+    return measure(settings, ds, data, retrieval, ranking).metrics
+
+
+def measure_baseline(settings: Settings, ds: date, data: EvalData, policy: Policy) -> Measured:
+    """A baseline policy refit on everything before the holdout and scored like the models."""
+    model = baselines.build(
+        policy, settings, ds, Cutoffs.for_run(ds, settings.features).eval_start, data.users, data.items
+    )
+    return measure(settings, ds, data, model, None)

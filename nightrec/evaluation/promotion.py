@@ -1,145 +1,296 @@
-"""The promotion gate: the challenger pair replaces the champion pair only when it wins offline."""
+"""The promotion gate: the best measured policy goes live, and the live one moves only on a measured win.
+
+Candidates are tonight's learned pair (challenger), the live learned pair (champion) and baselines refit on the
+night's data: item popularity over several windows and EASE with its L2 chosen on the validation window. Each
+makes full lists through the production scorer for the same held-out users, so per-user metrics pair up:
+a candidate replaces the live policy only when a paired bootstrap interval of the difference lies above 0.
+A first night has no live policy: the strongest baseline stands in for it, so a learned policy goes live only
+when it beats every baseline. Whatever wins, something goes live.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from datetime import date
 
 import mlflow
+import numpy as np
 from mlflow import MlflowClient
 
-from nightrec.evaluation import ease, offline
-from nightrec.settings import Settings
+from nightrec.evaluation import ease, offline, policies
+from nightrec.evaluation.paired import Comparison, paired_bootstrap
+from nightrec.evaluation.policies import LivePolicy, Policy
+from nightrec.settings import PromotionSettings, Settings
 from nightrec.training import tracking
 from nightrec.training.stages import RANKING, RETRIEVAL
+
+log = logging.getLogger(__name__)
+
+CHALLENGER, CHAMPION = "challenger", "champion"
 
 
 @dataclass(frozen=True)
 class Decision:
+    """Which candidate is live after tonight, and why.
+
+    Attributes:
+        live: the candidate whose policy is live after tonight.
+        promote: whether that is a change (a first champion counts as one).
+        reason: one sentence, with the figures it was decided on.
+        comparisons: candidate -> its paired comparison with the reference (the live policy, or on a first
+            night the strongest baseline).
+    """
+
+    live: str
     promote: bool
     reason: str
+    comparisons: dict[str, Comparison] = field(default_factory=dict)
 
 
 def decide(
-    challenger: dict, champion: dict | None, popularity: dict, metric: str, tolerance: float
+    per_user: dict[str, np.ndarray],
+    candidates: dict[str, Policy],
+    incumbent: str | None,
+    cfg: PromotionSettings,
+    seed: int = 0,
 ) -> Decision:
-    """Promote iff the challenger beats popularity and is at least the champion's score minus the tolerance.
+    """Pick the live policy from per-user values of ``cfg.metric`` (same users, same order, for every name).
 
-    Example:
-        >>> decide({"m": 0.3}, {"m": 0.31}, {"m": 0.1}, "m", 0.02).promote
-        True
+    Args:
+        per_user: candidate name -> float [n] per-user metric.
+        candidates: candidate name -> its policy (every key of ``per_user`` that may go live).
+        incumbent: the candidate that is live now (None on a first night).
+        cfg: the promotion settings (confidence, bootstrap samples, minimum users, tolerance).
+
+    Returns:
+        The decision. With no incumbent, the strongest baseline is the reference and goes live unless a learned
+        candidate beats it; below ``cfg.min_eval_users`` no interval is trusted: the incumbent stays, or on a
+        first night the strongest baseline goes live.
     """
-    c, p = challenger[metric], popularity[metric]
-    if c <= p:
-        return Decision(False, f"challenger {metric}={c:.4f} does not beat popularity {p:.4f}")
-    if champion is None:
-        return Decision(True, f"first champion: {metric}={c:.4f} beats popularity {p:.4f}")
-    h = champion[metric]
-    if c >= h - tolerance:
-        return Decision(True, f"challenger {metric}={c:.4f} >= champion {h:.4f} - tolerance {tolerance}")
-    return Decision(False, f"challenger {metric}={c:.4f} < champion {h:.4f} - tolerance {tolerance}")
+    metric = cfg.metric
+    means = {name: float(per_user[name].mean()) if len(per_user[name]) else 0.0 for name in candidates}
+    n = len(next(iter(per_user.values()))) if per_user else 0
+    baseline_names = [c for c in candidates if candidates[c].is_baseline]
+    first = incumbent is None
+    if first:
+        if not baseline_names:
+            best = max(candidates, key=means.get)
+            return Decision(
+                best, True, f"first champion: {best} ({metric}={means[best]:.4f}), the only candidate"
+            )
+        # Ties go to the earlier-listed baseline: the candidates dict is in a stable order.
+        reference = max(baseline_names, key=lambda c: (means[c], -baseline_names.index(c)))
+    else:
+        reference = incumbent
+    if n < cfg.min_eval_users:
+        what = f"the strongest baseline {reference} goes live" if first else f"{reference} stays live"
+        return Decision(
+            reference,
+            first,
+            f"only {n} evaluation users (< promotion.min_eval_users={cfg.min_eval_users}): {what} "
+            f"({metric}={means[reference]:.4f}) without a comparison",
+        )
+    comps = {
+        c: paired_bootstrap(per_user[c], per_user[reference], cfg.confidence, cfg.bootstrap_samples, seed)
+        for c in candidates
+        if c != reference
+    }
+    winners = [c for c, cmp in comps.items() if cmp.a_wins]
+    if winners:
+        best = max(winners, key=means.get)
+        verb = "first champion" if first else "promoted"
+        return Decision(
+            best,
+            True,
+            f"{verb}: {best} {metric}={means[best]:.4f} beats {reference} {means[reference]:.4f} "
+            f"({comps[best].describe()})",
+            comps,
+        )
+    # A retrained instance of the live kind (tonight's learned pair) replaces it unless it is worse: fresher
+    # weights at an equal measured quality are the better bet.
+    kind = candidates[reference].kind
+    fresh = [
+        c
+        for c, cmp in comps.items()
+        if not first
+        and candidates[c].kind == kind
+        and candidates[c] != candidates[reference]
+        and cmp.diff >= -cfg.tolerance
+    ]
+    if fresh:
+        best = max(fresh, key=means.get)
+        return Decision(
+            best,
+            True,
+            f"refreshed: {best} {metric}={means[best]:.4f} is not worse than {reference} "
+            f"{means[reference]:.4f} beyond the tolerance {cfg.tolerance} ({comps[best].describe()})",
+            comps,
+        )
+    runner_up = max(comps, key=means.get) if comps else None
+    against = f"; best other: {runner_up} ({comps[runner_up].describe()})" if runner_up else ""
+    what = "first champion: the strongest baseline" if first else "kept"
+    return Decision(
+        reference,
+        first,
+        f"{what} {reference} ({metric}={means[reference]:.4f}): no candidate beats it at "
+        f"{cfg.confidence:.0%}{against}",
+        comps,
+    )
 
 
 def _load(name: str, version: str | int):
     return mlflow.pytorch.load_model(f"models:/{name}/{version}", map_location="cpu")
 
 
+def _challenger_versions(retrieval: dict | None, ranking: dict | None) -> tuple[str | None, str | None]:
+    r = str(retrieval["version"]) if retrieval else tracking.get_alias_version(RETRIEVAL, "challenger")
+    k = str(ranking["version"]) if ranking else tracking.get_alias_version(RANKING, "challenger")
+    return r, k
+
+
+def measure_candidates(
+    settings: Settings, ds: date, challenger: Policy | None, live: LivePolicy | None
+) -> tuple[dict[str, offline.Measured], dict[str, Policy], str | None, dict]:
+    """Every candidate's held-out metrics. Returns (measured, candidates, incumbent, extra info)."""
+    data = offline.load_eval_data(settings, ds)
+    measured: dict[str, offline.Measured] = {}
+    candidates: dict[str, Policy] = {}
+    info: dict = {}
+    if challenger is not None:
+        models = (
+            _load(RETRIEVAL, challenger.params["retrieval"]),
+            _load(RANKING, challenger.params["ranking"]),
+        )
+        measured[CHALLENGER] = offline.measure(settings, ds, data, *models)
+        candidates[CHALLENGER] = challenger
+        no_rerank = settings.model_copy(deep=True)
+        no_rerank.scoring.rerank_weight = 0.0
+        measured["challenger_retrieval_only"] = offline.measure(no_rerank, ds, data, models[0], None)
+    p = settings.promotion
+    for w in p.popularity_windows:
+        policy = Policy("popularity", {"window_days": int(w)})
+        measured[policy.name] = offline.measure_baseline(settings, ds, data, policy)
+        candidates[policy.name] = policy
+    if p.ease and len(data.items) <= ease.MAX_ITEMS:
+        curve = offline.tune_ease_l2(settings, ds, p.ease_l2_grid)
+        l2 = max(curve, key=curve.get) if curve else ease.DEFAULT_L2
+        info["ease_l2_validation"] = {str(k): v for k, v in curve.items()}
+        policy = Policy("ease", {"l2": l2})
+        measured["ease"] = offline.measure_baseline(settings, ds, data, policy)
+        candidates["ease"] = policy
+    incumbent = None
+    if live is not None:
+        incumbent = next((c for c, pol in candidates.items() if pol == live.policy), None)
+        if incumbent is None:  # the live policy is not among tonight's candidates: measure it as it is
+            if live.policy.kind == "learned":
+                models = (
+                    _load(RETRIEVAL, live.policy.params["retrieval"]),
+                    _load(RANKING, live.policy.params["ranking"]),
+                )
+                measured[CHAMPION] = offline.measure(settings, ds, data, *models)
+            else:
+                measured[CHAMPION] = offline.measure_baseline(settings, ds, data, live.policy)
+            candidates[CHAMPION] = live.policy
+            incumbent = CHAMPION
+    return measured, candidates, incumbent, info
+
+
 def evaluate_and_promote(
     settings: Settings, ds: date, retrieval: dict | None, ranking: dict | None, tags: dict[str, str]
 ) -> dict:
-    """Evaluate challenger, champion, popularity and EASE on the held-out window, then apply the gate.
-
-    EASE is reported beside the others (where the catalog allows its dense inverse); the gate itself stays
-    challenger vs champion and popularity.
+    """Measure every candidate policy on the held-out window, decide, and record the live policy in MLflow.
 
     ``retrieval``/``ranking`` are the training stages' model references; without them the registry's
-    ``challenger`` aliases are used (separate deployments).
+    ``challenger`` aliases are used (separate deployments); with neither, only the baselines and the live
+    policy compete.
     """
     tracking.configure_mlflow(
         settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
     )
-    ch_r = str(retrieval["version"]) if retrieval else tracking.get_alias_version(RETRIEVAL, "challenger")
-    ch_k = str(ranking["version"]) if ranking else tracking.get_alias_version(RANKING, "challenger")
-    if ch_r is None or ch_k is None:
-        raise RuntimeError("no challenger models registered: run train-retrieval and train-ranking first")
-    champ_r = tracking.get_alias_version(RETRIEVAL, "champion")
-    champ_k = tracking.get_alias_version(RANKING, "champion")
-    data = offline.load_eval_data(settings, ds)
-    ks = settings.promotion.k_eval
-    results: dict[str, dict] = {}
-    challenger_models = (_load(RETRIEVAL, ch_r), _load(RANKING, ch_k))
-    results["challenger"] = offline.evaluate_models(settings, ds, data, *challenger_models)
-    no_rerank = settings.model_copy(deep=True)
-    no_rerank.scoring.rerank_weight = 0.0
-    results["challenger_retrieval_only"] = offline.evaluate_models(
-        no_rerank, ds, data, challenger_models[0], None
-    )
-    if champ_r is not None and champ_k is not None:
-        results["champion"] = offline.evaluate_models(
-            settings, ds, data, _load(RETRIEVAL, champ_r), _load(RANKING, champ_k)
-        )
-    results["popularity"] = offline.evaluate(offline.popularity_lists(data, max(ks)), data, ks)
-    if len(data.items) <= ease.MAX_ITEMS:
-        results["ease"] = offline.evaluate(offline.ease_lists(data, max(ks), ease.DEFAULT_L2), data, ks)
+    ch_r, ch_k = _challenger_versions(retrieval, ranking)
+    challenger = Policy.learned(ch_r, ch_k) if ch_r is not None and ch_k is not None else None
+    live = policies.champion()
+    measured, candidates, incumbent, info = measure_candidates(settings, ds, challenger, live)
     metric = settings.promotion.metric
-    decision = decide(
-        results["challenger"],
-        results.get("champion"),
-        results["popularity"],
-        metric,
-        settings.promotion.tolerance,
+    per_user = {c: measured[c].per_user[metric] for c in candidates}
+    decision = decide(per_user, candidates, incumbent, settings.promotion, seed=settings.train.seed)
+    winner = candidates[decision.live]
+    results = {name: m.metrics for name, m in measured.items()}
+    best_baseline = max(
+        (c for c in candidates if candidates[c].is_baseline), key=lambda c: results[c][metric]
     )
-    if decision.promote:
-        tracking.set_alias(RETRIEVAL, "champion", ch_r)
-        tracking.set_alias(RANKING, "champion", ch_k)
-    lift = results["challenger"][metric] / max(results["popularity"][metric], 1e-12) - 1.0
-    _log(
-        settings,
-        ds,
-        results,
-        decision,
-        lift,
-        tags,
-        {"retrieval": ch_r, "ranking": ch_k},
-        (champ_r, champ_k),
-        retrieval,
+    lift = (
+        results[CHALLENGER][metric] / max(results[best_baseline][metric], 1e-12) - 1.0
+        if CHALLENGER in results
+        else None
     )
+    with mlflow.start_run(
+        run_name=f"evaluate-{ds}", tags={"nightrec.stage": "evaluate", "nightrec.ds": str(ds), **tags}
+    ) as run:
+        _log(settings, results, decision, winner, lift, challenger, live, incumbent, info)
+        version = live.version if live is not None and not decision.promote else None
+        if decision.promote or (live is not None and live.version is None):
+            # A registry from before policies gets its learned champion recorded as a policy version too.
+            version = policies.register(winner, run.info.run_id, decision.reason)
+            policies.promote(version)
+    # The challenger's figures on its own training run too, so MLflow's comparison view shows them side by side.
+    if retrieval and retrieval.get("run_id") and CHALLENGER in results:
+        client = MlflowClient()
+        for k, v in results[CHALLENGER].items():
+            client.log_metric(retrieval["run_id"], f"heldout_{k}", v)
+    log.info("policy: %s (%s)", winner.name, decision.reason)
     return {
         "promoted": decision.promote,
         "reason": decision.reason,
         "metric": metric,
-        "lift_over_popularity": lift,
+        "policy": {**winner.as_dict(), "version": version, "candidate": decision.live},
+        "best_baseline": best_baseline,
+        "lift_over_best_baseline": lift,
         "metrics": results,
+        "comparisons": {c: cmp.as_dict() for c, cmp in decision.comparisons.items()},
+        "incumbent": incumbent,
         "challenger": {"retrieval": ch_r, "ranking": ch_k},
-        "previous_champion": {"retrieval": champ_r, "ranking": champ_k},
+        "previous_champion": (live.policy.params if live and live.policy.kind == "learned" else {}),
+        "previous_policy": live.policy.as_dict() if live else None,
         "champion": {
             "retrieval": tracking.get_alias_version(RETRIEVAL, "champion"),
             "ranking": tracking.get_alias_version(RANKING, "champion"),
         },
+        **info,
     }
 
 
-def _log(settings, ds, results, decision, lift, tags, challenger, previous, retrieval_ref) -> None:
-    with mlflow.start_run(
-        run_name=f"evaluate-{ds}", tags={"nightrec.stage": "evaluate", "nightrec.ds": str(ds), **tags}
-    ):
-        mlflow.log_params(
-            {
-                "promoted": decision.promote,
-                "metric": settings.promotion.metric,
-                "tolerance": settings.promotion.tolerance,
-                "challenger_retrieval": challenger["retrieval"],
-                "challenger_ranking": challenger["ranking"],
-                "previous_champion_retrieval": previous[0],
-                "previous_champion_ranking": previous[1],
-            }
-        )
-        mlflow.set_tag("decision", decision.reason)
-        flat = {f"{name}.{k}": v for name, m in results.items() for k, v in m.items()}
-        mlflow.log_metrics(flat | {"lift_over_popularity": lift})
-        mlflow.log_dict({"decision": decision.reason, "metrics": results}, "evaluation.json")
-    # The same figures on the challenger's training run, so the MLflow comparison view shows them side by side.
-    if retrieval_ref and retrieval_ref.get("run_id"):
-        client = MlflowClient()
-        for k, v in results["challenger"].items():
-            client.log_metric(retrieval_ref["run_id"], f"heldout_{k}", v)
+def _log(settings, results, decision, winner, lift, challenger, live, incumbent, info) -> None:
+    p = settings.promotion
+    mlflow.log_params(
+        {
+            "promoted": decision.promote,
+            "metric": p.metric,
+            "tolerance": p.tolerance,
+            "confidence": p.confidence,
+            "min_eval_users": p.min_eval_users,
+            "policy": winner.name,
+            "policy_params": winner.key(),
+            "incumbent": incumbent,
+            "previous_policy": live.policy.name if live else None,
+            "challenger_retrieval": challenger.params["retrieval"] if challenger else None,
+            "challenger_ranking": challenger.params["ranking"] if challenger else None,
+        }
+    )
+    mlflow.set_tags({"decision": decision.reason, "policy": winner.name})
+    flat = {f"{name}.{k}": v for name, m in results.items() for k, v in m.items()}
+    for c, cmp in decision.comparisons.items():
+        flat |= {f"{c}.diff_{p.metric}": cmp.diff, f"{c}.ci_low": cmp.low, f"{c}.ci_high": cmp.high}
+    mlflow.log_metrics(flat | ({"lift_over_best_baseline": lift} if lift is not None else {}))
+    mlflow.log_dict(
+        {
+            "decision": decision.reason,
+            "live": decision.live,
+            "policy": winner.as_dict(),
+            "metrics": results,
+            "comparisons": {c: cmp.as_dict() for c, cmp in decision.comparisons.items()},
+            **info,
+        },
+        "evaluation.json",
+    )

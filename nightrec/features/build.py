@@ -188,7 +188,10 @@ def build_features(
     # On a resumed run they are read back from the lake and shuffled by user once.
     if out.done(INTERACTIONS):
         inter = (
-            read_table(spark, lake_root, INTERACTIONS, run_date).drop("item_id").repartition("user_id").persist()
+            read_table(spark, lake_root, INTERACTIONS, run_date)
+            .drop("item_id")
+            .repartition("user_id")
+            .persist()
         )
     else:
         inter = ev.index_interactions(clean.drop("copies"), user_map).persist()

@@ -37,10 +37,16 @@ def ts_of(d: date) -> datetime:
 def weight_column(cfg: FeatureSettings) -> F.Column:
     """Event weight from its type; ratings below ``min_rating`` weigh 0 (seen but disliked), unknown types 0.
 
+    A rating at or above ``min_rating`` is a graded positive: its value scaled by ``event_weights.rating /
+    rating_scale`` (``rating_weight = "value"``), or the constant ``event_weights.rating``.
+
     A CASE chain rather than a lookup in a literal map plus a coalesce: evaluated once per event, it compiles
     to a few inline string comparisons with no map access.
     """
     w = F.when((F.col("event_type") == "rating") & (F.col("value") < cfg.min_rating), F.lit(0.0))
+    if cfg.rating_weight == "value":
+        rating = float(cfg.event_weights.get("rating", 0.0)) / cfg.rating_scale
+        w = w.when(F.col("event_type") == "rating", F.coalesce(F.col("value"), F.lit(0.0)) * F.lit(rating))
     for k, v in cfg.event_weights.items():
         w = w.when(F.col("event_type") == k, F.lit(float(v)))
     return w.otherwise(F.lit(0.0))

@@ -96,8 +96,9 @@ def build_ranking_examples(
     )
     positives = pairs.where(F.col("label") > 0)
     examples = pairs
-    if negatives_per_positive > 0:
-        pop = item_static.where(F.col("pop_bucket") > 0).select("item_idx", "pop_bucket")
+    pop = item_static.where(F.col("pop_bucket") > 0).select("item_idx", "pop_bucket")
+    # No item engaged in the popularity window before the cutoff (a sparse log): no table to sample from.
+    if negatives_per_positive > 0 and not pop.isEmpty():
         total = F.sum(F.pow(F.lit(2.0), "pop_bucket")).over(Window.partitionBy())
         # Each item gets slots in proportion to 2**pop_bucket: a unigram table of about _SAMPLING_TABLE slots.
         table = (

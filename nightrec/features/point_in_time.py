@@ -79,8 +79,8 @@ def _user_stats(before: DataFrame, cutoff: date) -> DataFrame:
             ((F.unix_micros(cut) - F.unix_micros("last_ts")) / _DAY_US).alias("days_since_last"),
             "mean_price",
             F.get("cats", 0)["category_idx"].alias("top_category_idx"),
-            (total(F.slice("cats", 1, 1)) / total_w).alias("top_category_share"),
-            (total(F.slice("cats", 1, 3)) / total_w).alias("top3_category_share"),
+            F.try_divide(total(F.slice("cats", 1, 1)), total_w).alias("top_category_share"),
+            F.try_divide(total(F.slice("cats", 1, 3)), total_w).alias("top3_category_share"),
         )
     )
 
@@ -202,9 +202,9 @@ def build_item_features(
     ``CTR_PRIOR_IMPRESSIONS`` impressions; it is null where the window has no impressions at all.
     """
     stats = _item_stats(interactions, cutoff, popularity_days)
-    prior = stats.agg(
-        (F.sum("clicks_30d") / F.sum("impressions_30d")).alias("prior_ctr")
-    )  # null without impressions
+    # try_divide: a log without impressions (ratings, purchases) has no catalog-wide rate, so the prior and
+    # every item's smoothed CTR are null; under ANSI mode a plain division would fail the whole build.
+    prior = stats.agg(F.try_divide(F.sum("clicks_30d"), F.sum("impressions_30d")).alias("prior_ctr"))
     # Ties in price are broken by id: otherwise equal prices could land in different deciles run to run.
     deciles = Window.orderBy("price", "item_id")
     priced = items.where(F.col("price").isNotNull()).select(

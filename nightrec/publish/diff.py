@@ -98,13 +98,18 @@ def night_summary_markdown(published: dict, promotion: dict | None) -> str:
     elif published.get("live", True):
         lines += ["First snapshot: nothing to compare with.", ""]
     if promotion:
-        before, after = promotion.get("previous_champion", {}), promotion.get("champion", {})
-        moved = {k: (before.get(k), after.get(k)) for k in after if str(before.get(k)) != str(after.get(k))}
-        change = ", ".join(f"{k} v{b} → v{a}" for k, (b, a) in moved.items()) or "unchanged"
+        policy = promotion.get("policy") or {}
+        before = (promotion.get("previous_policy") or {}).get("name")
+        change = f"{before} → {policy.get('name')}" if before != policy.get("name") else "unchanged"
+        lift = promotion.get("lift_over_best_baseline")
         lines += [
-            f"### Models: champion {change}",
+            f"### Live policy: {policy.get('name', '?')} ({change})",
             "",
-            f"Decision: {promotion.get('reason')}. Lift over popularity on "
-            f"{promotion.get('metric')}: {promotion.get('lift_over_popularity', 0):+.1%}.",
+            f"Decision: {promotion.get('reason')}.",
         ]
+        if lift is not None:
+            lines[-1] += (
+                f" Tonight's learned models against the best baseline ({promotion.get('best_baseline')}) on "
+                f"{promotion.get('metric')}: {lift:+.1%}."
+            )
     return "\n".join(lines)

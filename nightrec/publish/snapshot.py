@@ -147,7 +147,7 @@ def write_snapshot(
         ds: The run date.
         run_id: Unique id of this run (the flow run id); names the snapshot folder.
         shard_count: Number of parts (>= 1); users are hashed into them with ``user_bucket``.
-        meta: Manifest fields known to the caller: ``top_k``, ``models``, ``mlflow_run_ids``,
+        meta: Manifest fields known to the caller: ``top_k``, ``policy``, ``models``, ``mlflow_run_ids``,
             ``input_fingerprints``, ``validation``, ``code_version``, ``extra``.
 
     Returns:
@@ -195,6 +195,7 @@ def write_snapshot(
         top_k=top_k,
         counts=counts,
         parts=parts,
+        policy=meta.get("policy", {}),
         models=meta.get("models", {}),
         mlflow_run_ids=meta.get("mlflow_run_ids", {}),
         input_fingerprints=meta.get("input_fingerprints", {}),

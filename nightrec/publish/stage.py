@@ -84,6 +84,7 @@ def publish_recs(settings: Settings, ds: date, run_id: str, extra: dict | None =
         shard_count=settings.publish.shard_count,
         meta={
             "top_k": settings.scoring.top_k,
+            "policy": meta.get("policy", {}),
             "models": models,
             "mlflow_run_ids": {name: ref.get("run_id", "") for name, ref in models.items()},
             "input_fingerprints": {k: v for k, v in meta.get("input_fingerprints", {}).items() if v},

@@ -11,8 +11,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from nightrec.evaluation.policies import Policy
 from nightrec.io import disk, lake
-from nightrec.scoring import inputs, rules
+from nightrec.scoring import baselines, inputs, rules
 from nightrec.scoring.score import Scorer, ScoringConfig
 from nightrec.settings import Settings
 from schemas.arrow import to_arrow_schema
@@ -48,12 +49,18 @@ def chunk_table(users: inputs.UserTable, items: inputs.ItemTable, res) -> tuple[
     return tbl.cast(to_arrow_schema(RECS)), int((valid.sum(1) < k).sum())
 
 
-def precompute(settings: Settings, ds: date, retrieval, ranking, fingerprint: str) -> PrecomputeSummary:
+def precompute(
+    settings: Settings, ds: date, retrieval, ranking, fingerprint: str, policy: Policy | None = None
+) -> PrecomputeSummary:
     """Score every known user as of ``ds`` and write the RECS table; memory is bounded by the chunk size.
 
-    ``scoring.engine = "spark"`` runs the same scorer on Spark executors (nightrec.scoring.spark_scoring).
+    ``retrieval``/``ranking`` are the learned models; a baseline ``policy`` (popularity, EASE) is refit on the
+    lake of ``ds`` instead and scored by the same scorer, rules and fallback (``retrieval`` may then be None).
+    ``scoring.engine = "spark"`` runs the learned models' scorer on Spark executors
+    (nightrec.scoring.spark_scoring); a baseline is scored locally (it is one product per user).
     """
-    if settings.scoring.engine == "spark":
+    baseline = policy is not None and policy.is_baseline
+    if settings.scoring.engine == "spark" and not baseline:
         from nightrec.io.spark import get_spark
         from nightrec.scoring.spark_scoring import precompute_spark
 
@@ -65,6 +72,8 @@ def precompute(settings: Settings, ds: date, retrieval, ranking, fingerprint: st
     seen = inputs.build_seen(pairs, users, items)
     sc = settings.scoring
     night = night_rules(settings, ds, pairs, users, items)
+    if baseline:
+        retrieval, ranking = baselines.build(policy, settings, ds, ds, users, items), None
     scorer = Scorer(retrieval, ranking, items, ScoringConfig.from_settings(sc), night)
     staging = lake.staging_path(settings.lake, RECS.name, ds)
     staging.mkdir(parents=True)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from nightrec.models import ranker_inputs
+from nightrec.scoring.baselines import Baseline
 from nightrec.scoring.inputs import ItemTable, SeenIndex, UserTable
 from nightrec.scoring.retrieve import ExactTopN, MatmulDtype
 from nightrec.scoring.rules import Rules
@@ -64,10 +65,14 @@ class Scorer:
             cfg,
         )
         self.rules = rules or Rules()
+        self.baseline = isinstance(retrieval, Baseline)
         with torch.inference_mode():
-            self.item_vecs = retrieval.item_vectors(
-                torch.from_numpy(items.item_idx), torch.from_numpy(items.category_idx)
-            ).float()
+            if self.baseline:
+                self.item_vecs = retrieval.item_vectors().float()
+            else:
+                self.item_vecs = retrieval.item_vectors(
+                    torch.from_numpy(items.item_idx), torch.from_numpy(items.category_idx)
+                ).float()
         ok = items.available.copy()
         if self.rules.blocked is not None:
             ok &= ~self.rules.blocked
@@ -78,7 +83,8 @@ class Scorer:
 
             self.index = IvfTopN(self.item_vecs, ok, cfg.ivf_lists, cfg.ivf_probe)
         else:
-            self.index = ExactTopN(self.item_vecs, ok, cfg.matmul_dtype)
+            # A baseline's scores are ranks or EASE weights: bf16 would tie hundreds of them, so fp32 always.
+            self.index = ExactTopN(self.item_vecs, ok, "float32" if self.baseline else cfg.matmul_dtype)
         order = np.lexsort((items.item_id, -items.popularity))
         self.popular = order[ok[order]]
         self.item_fields = torch.from_numpy(
@@ -110,12 +116,24 @@ class Scorer:
             it, sc = self._score_warm(users.take(warm), rows, cols, warm)
             items_out[warm], scores_out[warm] = it, sc
         for segment in np.unique(users.segment_idx[cold]):
-            rows = cold & (users.segment_idx == segment)
-            items_out[rows], scores_out[rows] = self._fallback(int(segment))
+            members = cold & (users.segment_idx == segment)
+            items_out[members], scores_out[members] = self._fallback(int(segment))
+        # "Cold" means no engagement, not nothing seen: a user whose every rating was low has seen items, and
+        # the fallback list must leave them out as the model path does.
+        for u in np.unique(rows[cold[rows]]) if len(rows) else ():
+            lo, hi = np.searchsorted(rows, [u, u + 1])  # CSR rows come sorted
+            seen_u = cols[lo:hi]
+            if np.isin(items_out[u], seen_u).any():
+                items_out[u], scores_out[u] = self._fallback(int(users.segment_idx[u]), seen_u)
         return ChunkResult(items_out, scores_out, cold)
 
-    def _fallback(self, segment: int) -> tuple[np.ndarray, np.ndarray]:
-        top = self.rules.segment_popular.get(segment, self.popular)[: self.cfg.top_k]
+    def _fallback(self, segment: int, seen: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        top = self.rules.segment_popular.get(segment, self.popular)
+        if seen is not None:
+            # The segment's list, then the global one, each without the seen items (no item twice).
+            top = np.concatenate([top, self.popular[~np.isin(self.popular, top)]])
+            top = top[~np.isin(top, seen)]
+        top = top[: self.cfg.top_k]
         it = np.full(self.cfg.top_k, -1, dtype=np.int64)
         it[: len(top)] = top
         sc = np.zeros(self.cfg.top_k, dtype=np.float32)
@@ -124,11 +142,14 @@ class Scorer:
 
     @torch.inference_mode()
     def _score_warm(self, users: UserTable, rows: np.ndarray, cols: np.ndarray, warm: np.ndarray):
-        u = self.retrieval.user_vectors(
-            torch.from_numpy(users.user_idx),
-            torch.from_numpy(users.segment_idx),
-            torch.from_numpy(users.history),
-        ).float()
+        if self.baseline:
+            u = self.retrieval.user_vectors(users).float()
+        else:
+            u = self.retrieval.user_vectors(
+                torch.from_numpy(users.user_idx),
+                torch.from_numpy(users.segment_idx),
+                torch.from_numpy(users.history),
+            ).float()
         # Seen items of these users: chunk rows -> rows of the warm subset; they never become candidates.
         remap = np.full(int(warm.max()) + 1 if len(warm) else 1, -1)
         remap[warm] = np.arange(len(warm))

@@ -10,38 +10,53 @@ from datetime import date
 import mlflow
 from mlflow import MlflowClient
 
-from nightrec.evaluation.promotion import RANKING, RETRIEVAL
+from nightrec.evaluation import policies
+from nightrec.evaluation.policies import Policy
 from nightrec.io import lake
 from nightrec.scoring.precompute import precompute
 from nightrec.settings import Settings
 from nightrec.training import tracking
+from nightrec.training.stages import RANKING, RETRIEVAL
 
 META = "_META.json"
 
 
-def champion_refs() -> dict[str, dict]:
-    """{name: {version, run_id}} of the champion models.
+class NoLivePolicy(RuntimeError):
+    """Nothing has been promoted yet, so there is no policy to score with."""
 
-    Raises:
-        RuntimeError: a model has no champion yet (the first challenger did not beat popularity).
-    """
+
+def model_refs(policy: Policy) -> dict[str, dict]:
+    """{name: {version, run_id}} of a learned policy's models; {} for a baseline (it has none)."""
+    if policy.kind != "learned":
+        return {}
     client = MlflowClient()
     refs = {}
-    for name in (RETRIEVAL, RANKING):
-        version = tracking.get_alias_version(name, "champion")
-        if version is None:
-            raise RuntimeError(
-                f"registered model {name!r} has no 'champion' alias: no model has passed the promotion gate yet, "
-                "so there is nothing to serve (see the evaluate-and-promote stage's decision)"
-            )
-        refs[name] = {"version": str(version), "run_id": client.get_model_version(name, str(version)).run_id}
+    for name, key in ((RETRIEVAL, "retrieval"), (RANKING, "ranking")):
+        version = str(policy.params[key])
+        refs[name] = {"version": version, "run_id": client.get_model_version(name, version).run_id}
     return refs
 
 
-def precompute_with_champions(settings: Settings, ds: date, force: bool = False) -> dict:
-    """Score every user with the champions and write ``recs`` for ``ds``, with provenance in ``_META.json``.
+def live_policy() -> policies.LivePolicy:
+    """The policy to score with: the registry's champion.
 
-    A re-run for the same features, champions and scoring settings changes nothing and returns the earlier
+    Raises:
+        NoLivePolicy: no policy was ever promoted (evaluate-and-promote has not run for any night).
+    """
+    live = policies.champion()
+    if live is None:
+        raise NoLivePolicy(
+            f"no live policy: registered model {policies.POLICY_MODEL!r} has no 'champion' alias, so nothing has "
+            "been promoted yet. Run the evaluate_and_promote stage first (it always makes the best measured "
+            "policy live, a baseline if no model beats it)"
+        )
+    return live
+
+
+def precompute_with_champions(settings: Settings, ds: date, force: bool = False) -> dict:
+    """Score every user with the live policy and write ``recs`` for ``ds``, with provenance in ``_META.json``.
+
+    A re-run for the same features, policy and scoring settings changes nothing and returns the earlier
     provenance (``skipped: true``): the lists already written may have been validated since, and rewriting
     them would drop that validation from under the publish stage. Event triggers are at-least-once, so a
     duplicate run is expected, not exceptional. ``force`` scores again regardless.
@@ -49,13 +64,14 @@ def precompute_with_champions(settings: Settings, ds: date, force: bool = False)
     tracking.configure_mlflow(
         settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
     )
-    refs = champion_refs()
+    live = live_policy()
+    policy = live.policy
+    refs = model_refs(policy)
     features = lake.read_marker(lake.partition_path(settings.lake, "interactions", ds)) or {}
     fp = ":".join(
         (
             str(features.get("fingerprint")),
-            refs[RETRIEVAL]["version"],
-            refs[RANKING]["version"],
+            hashlib.sha256(policy.key().encode()).hexdigest()[:16],
             hashlib.sha256(settings.scoring.model_dump_json().encode()).hexdigest()[:16],
         )
     )
@@ -65,9 +81,11 @@ def precompute_with_champions(settings: Settings, ds: date, force: bool = False)
     models = [
         mlflow.pytorch.load_model(f"models:/{n}/{refs[n]['version']}", map_location="cpu")
         for n in (RETRIEVAL, RANKING)
-    ]
-    summary = precompute(settings, ds, *models, fingerprint=fp)
+        if refs
+    ] or [None, None]
+    summary = precompute(settings, ds, *models, fingerprint=fp, policy=policy)
     body = {
+        "policy": {**policy.as_dict(), "version": live.version},
         "models": refs,
         "input_fingerprints": {"features": features.get("fingerprint")},
         **asdict(summary),

@@ -47,7 +47,11 @@ def _drift_defaults() -> dict[str, DriftRule]:
 class GateSettings(BaseModel):
     """What each gate tolerates. Shares are of the table's rows; actions are ``fail`` or ``warn``."""
 
-    data_start: date = Field(date(2000, 1, 1), description="Events before this date are out of range.")
+    data_start: date = Field(
+        date(1970, 1, 1),
+        description="Events before this date are out of range (NIGHTREC_GATES__DATA_START). The Unix epoch: "
+        "real logs go back decades (MovieLens starts in 1995), so the default only catches zero timestamps.",
+    )
     out_of_range_ts: ShareRule = Field(default_factory=lambda: ShareRule(max_share=0.05))
     unknown_items: ShareRule = Field(default_factory=lambda: ShareRule(max_share=0.05))
     duplicates: ShareRule = Field(default_factory=lambda: ShareRule(max_share=0.05))

@@ -209,7 +209,8 @@ def _event_checks(ev: dict, n_events: int, good: dict, settings: Settings, ds: d
     return [
         share_check(
             "out_of_range_ts_share", ev["out_of_range_ts"], n_events, g.out_of_range_ts, "events", "ts",
-            f"have ts outside [{g.data_start}, {ds})",
+            f"have ts outside [{g.data_start}, {ds}): events on or after the run date are in the future; "
+            "for older data lower gates.data_start (NIGHTREC_GATES__DATA_START=YYYY-MM-DD)",
             lambda: profile.sample_where(events, out_of_range, n, ["user_id", "item_id", "event_type", "ts"]),
         ),
         share_check(

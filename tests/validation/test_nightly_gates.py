@@ -12,6 +12,7 @@ import pytest
 
 from nightrec.data import synthetic
 from nightrec.errors import GateFailed
+from nightrec.evaluation.policies import POLICY_MODEL
 from nightrec.evaluation.promotion import RANKING, RETRIEVAL
 from nightrec.io.store import open_store
 from nightrec.publish import pointer
@@ -30,7 +31,7 @@ def _champions(settings: Settings) -> dict:
     tracking.configure_mlflow(
         settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
     )
-    return {n: tracking.get_alias_version(n, "champion") for n in (RETRIEVAL, RANKING)}
+    return {n: tracking.get_alias_version(n, "champion") for n in (RETRIEVAL, RANKING, POLICY_MODEL)}
 
 
 @pytest.fixture(scope="module")

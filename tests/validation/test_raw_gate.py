@@ -131,7 +131,7 @@ def test_out_of_range_timestamps_are_counted_and_never_reach_features(spark, raw
     n = int((ev["ts"] >= pd.Timestamp(RUN_DATE, tz="UTC")).sum()) + 3
     assert n > 3
     assert report.stats["events"]["out_of_range_ts"] == n
-    assert f"{n} events outside [2000-01-01, {RUN_DATE})" in " ".join(report.notes)
+    assert f"{n} events outside [1970-01-01, {RUN_DATE})" in " ".join(report.notes)
 
     from nightrec.features.events import clean_events, ts_of
     from nightrec.io import raw
@@ -149,6 +149,7 @@ def test_too_many_out_of_range_timestamps_fail_with_rows(spark, raw_copy, s):
     msg = _fail(spark, raw_copy, s)
     assert "out_of_range_ts_share column 'ts' of events" in msg and "1960-01-01" in msg
     assert "part-00000.parquet" in msg
+    assert "NIGHTREC_GATES__DATA_START" in msg  # the message names the setting that moves the bound
 
 
 # Scenario 6: empty day / missing partition.

@@ -81,14 +81,17 @@ def test_summary_names_the_champion_change_and_the_changes():
         },
     }
     promotion = {
-        "previous_champion": {"retrieval": "1", "ranking": "1"},
-        "champion": {"retrieval": "2", "ranking": "1"},
-        "reason": "challenger wins",
+        "previous_policy": {"kind": "popularity", "name": "popularity_30d"},
+        "policy": {"kind": "learned", "name": "learned", "params": {"retrieval": "2", "ranking": "1"}},
+        "reason": "promoted: challenger beats popularity_30d",
         "metric": "ndcg_at_10",
-        "lift_over_popularity": 0.9,
+        "best_baseline": "popularity_30d",
+        "lift_over_best_baseline": 0.9,
     }
     md = diff.night_summary_markdown(published, promotion)
-    assert "retrieval v1 → v2" in md and "ranking" not in md.split("champion")[-1].split("\n")[0]
-    assert "40.0%" in md and "| 10 | 9 | 1 |" in md and "+90.0%" in md
+    assert "Live policy: learned (popularity_30d → learned)" in md
+    assert "40.0%" in md and "| 10 | 9 | 1 |" in md and "+90.0%" in md and "popularity_30d" in md
     kept = diff.night_summary_markdown(published | {"changes": None, "live": False}, None)
-    assert "not live" in kept and "Models" not in kept
+    assert "not live" in kept and "Live policy" not in kept
+    same = diff.night_summary_markdown(published, promotion | {"previous_policy": promotion["policy"]})
+    assert "Live policy: learned (unchanged)" in same

@@ -108,3 +108,56 @@ def test_pad_lists_is_vectorised_padding():
 
     out = inputs.pad_lists(pa.array([[1, 2, 3], [], [4]], pa.list_(pa.int32())), 2)
     assert out.tolist() == [[1, 2], [0, 0], [4, 0]]
+
+
+def test_a_cold_user_who_has_seen_popular_items_gets_a_fallback_list_without_them():
+    # u1 rated i7 and i6 (the two most popular) too low to count as engagement: cold, but they are seen.
+    items, users = _items(), _users([1, 1], [0, 0])
+    seen = inputs.build_seen(pd.DataFrame({"user_id": ["u1", "u1"], "item_id": ["i7", "i6"]}), users, items)
+    res = Scorer(CategoryModel(), None, items, ScoringConfig(top_k=3, n_candidates=8)).score(users, seen, 0)
+    assert res.fallback.tolist() == [True, True]
+    assert res.items[0].tolist() == [7, 6, 5]
+    assert res.items[1].tolist() == [5, 4, 3]  # the next most popular, nothing seen
+
+
+def test_a_popularity_baseline_scores_through_the_same_filters_and_rules():
+    from nightrec.evaluation.policies import Policy
+    from nightrec.scoring.baselines import PopularityBaseline
+    from nightrec.scoring.rules import Rules
+
+    avail = np.ones(8, dtype=bool)
+    avail[6] = False
+    items, users = _items(available=avail), _users([1, 1], [3, 0])
+    engagement = np.array([5.0, 9.0, 1.0, 9.0, 0.0, 2.0, 50.0, 7.0])  # i1 and i3 tie: the smaller id first
+    seen = inputs.build_seen(pd.DataFrame({"user_id": ["u0"], "item_id": ["i7"]}), users, items)
+    blocked = np.zeros(8, dtype=bool)
+    blocked[0] = True
+    policy = PopularityBaseline(Policy("popularity", {"window_days": 30}), items, engagement)
+    cfg = ScoringConfig(top_k=3, n_candidates=8, max_per_category=2)
+    res = Scorer(policy, None, items, cfg, Rules(blocked=blocked)).score(users, seen, 0)
+    # i6 unavailable, i7 seen, i0 blocked; i1 and i3 fill category 1's cap of 2, so i2 (category 1) is out.
+    assert res.items[0].tolist() == [1, 3, 5]
+    assert res.fallback.tolist() == [False, True]
+
+
+def test_an_ease_baseline_recommends_what_co_occurs_with_the_users_items():
+    from nightrec.evaluation import ease
+    from nightrec.evaluation.policies import Policy
+    from nightrec.scoring.baselines import EaseBaseline
+
+    items = _items()
+    # Everyone who had i0 also had i4; u0 has only i0, so EASE must put i4 first for u0.
+    users = _users([1, 1, 1, 1], [1, 2, 2, 2])
+    pairs = pd.DataFrame(
+        {
+            "user_id": ["u0", "u1", "u1", "u2", "u2", "u3", "u3"],
+            "item_id": ["i0", "i0", "i4", "i0", "i4", "i1", "i2"],
+        }
+    )
+    engaged = inputs.build_seen(pairs, users, items)
+    rows = np.repeat(np.arange(4), np.diff(engaged.indptr))
+    weights = ease.fit(rows, engaged.indices, 4, len(items), 0.5)
+    policy = EaseBaseline(Policy("ease", {"l2": 0.5}), weights, users.user_id, engaged)
+    res = Scorer(policy, None, items, ScoringConfig(top_k=2, n_candidates=8)).score(users, engaged, 0)
+    assert res.items[0, 0] == 4
+    assert 0 not in res.items[0]  # seen

@@ -1,0 +1,120 @@
+"""The serving policy: what makes tonight's lists, and the registry entry that says which one is live.
+
+A policy is the learned pair (two-tower + DeepFM, by model versions) or a baseline that is refit on each
+night's data: item popularity over a recent window, or EASE with a chosen L2 weight. The promotion gate picks
+the best measured one; precompute writes that policy's lists. The live one is the ``champion`` alias of the
+registered model ``nightrec-policy`` in MLflow, whose versions are small JSON documents logged by the
+evaluation run that chose them, so the registry says what is live even when it is no model at all.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Literal
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from nightrec.training import tracking
+from nightrec.training.stages import RANKING, RETRIEVAL
+
+POLICY_MODEL = "nightrec-policy"
+Kind = Literal["learned", "popularity", "ease"]
+KINDS: tuple[str, ...] = ("learned", "popularity", "ease")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One way of making the lists.
+
+    Attributes:
+        kind: ``learned``, ``popularity`` or ``ease``.
+        params: learned: ``{"retrieval": version, "ranking": version}``; popularity: ``{"window_days": w}``
+            (0 = all history); ease: ``{"l2": weight}``.
+    """
+
+    kind: Kind
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown policy kind {self.kind!r}: one of {', '.join(KINDS)}")
+
+    @property
+    def name(self) -> str:
+        """The name it is reported under: ``learned``, ``popularity_30d``, ``popularity_all``, ``ease``."""
+        if self.kind == "popularity":
+            w = int(self.params.get("window_days", 0))
+            return f"popularity_{w}d" if w else "popularity_all"
+        return self.kind
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.kind != "learned"
+
+    def key(self) -> str:
+        """Stable text of kind and params (fingerprints, comparisons)."""
+        return json.dumps({"kind": self.kind, "params": self.params}, sort_keys=True)
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "params": dict(self.params)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Policy:
+        return cls(d["kind"], dict(d.get("params") or {}))
+
+    @classmethod
+    def learned(cls, retrieval: str | int, ranking: str | int) -> Policy:
+        return cls("learned", {"retrieval": str(retrieval), "ranking": str(ranking)})
+
+
+@dataclass(frozen=True)
+class LivePolicy:
+    policy: Policy
+    version: str | None  # the nightrec-policy version; None for a champion from before policies existed
+
+
+def register(policy: Policy, run_id: str, reason: str) -> str:
+    """Record ``policy`` as a new version of ``nightrec-policy`` (from the active run ``run_id``)."""
+    client = MlflowClient()
+    mlflow.log_dict(policy.as_dict(), "policy/policy.json", run_id=run_id)
+    source = f"{client.get_run(run_id).info.artifact_uri}/policy"
+    try:
+        client.create_registered_model(POLICY_MODEL, description="The policy whose lists are live.")
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    tags = {"kind": policy.kind, "name": policy.name, "params": json.dumps(policy.params, sort_keys=True)}
+    mv = client.create_model_version(
+        POLICY_MODEL, source=source, run_id=run_id, tags=tags, description=reason
+    )
+    return str(mv.version)
+
+
+def promote(version: str) -> None:
+    """Make ``nightrec-policy`` version ``version`` the champion; a learned one also moves the model aliases."""
+    policy = policy_of(version)
+    if policy.kind == "learned":
+        tracking.set_alias(RETRIEVAL, "champion", policy.params["retrieval"])
+        tracking.set_alias(RANKING, "champion", policy.params["ranking"])
+    tracking.set_alias(POLICY_MODEL, "champion", version)
+
+
+def policy_of(version: str) -> Policy:
+    tags = MlflowClient().get_model_version(POLICY_MODEL, str(version)).tags
+    return Policy(tags["kind"], json.loads(tags.get("params") or "{}"))
+
+
+def champion() -> LivePolicy | None:
+    """The live policy: the ``nightrec-policy`` champion, else (a registry from before policies) the learned
+    champion pair, else None (nothing has been promoted yet)."""
+    version = tracking.get_alias_version(POLICY_MODEL, "champion")
+    if version is not None:
+        return LivePolicy(policy_of(version), version)
+    r = tracking.get_alias_version(RETRIEVAL, "champion")
+    k = tracking.get_alias_version(RANKING, "champion")
+    if r is not None and k is not None:
+        return LivePolicy(Policy.learned(r, k), None)
+    return None

@@ -1,0 +1,129 @@
+"""Baseline policies in the scorer's shape: user vectors times item vectors, refit on each night's data.
+
+Popularity is a one-dimensional product (every user's vector is 1, an item's is its rank by popularity), and
+EASE is the user's binary engagement row times the item-item weights. Written this way they go through the same
+``Scorer`` as the two-tower model: the same seen and unavailable filtering, blocklist, boosts, category cap and
+cold-start fallback, so a baseline that wins the promotion gate serves lists held to the same rules.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from nightrec.evaluation import ease
+from nightrec.evaluation.policies import Policy
+from nightrec.scoring import inputs
+from nightrec.scoring.inputs import ItemTable, SeenIndex, UserTable
+from nightrec.settings import Settings
+
+
+class Baseline:
+    """A policy the scorer multiplies out like the two-tower model: ``user_vectors(users) @ item_vectors().T``."""
+
+    policy: Policy
+
+    def eval(self) -> Baseline:  # the scorer puts its models in eval mode
+        return self
+
+    def item_vectors(self) -> torch.Tensor:
+        """float32 [N, D], one row per item of the item table."""
+        raise NotImplementedError
+
+    def user_vectors(self, users: UserTable) -> torch.Tensor:
+        """float32 [B, D] for a chunk of the user table."""
+        raise NotImplementedError
+
+
+class PopularityBaseline(Baseline):
+    """Items by engagement in a recent window. An item's score is its rank from the bottom (unique: ties go to
+    the smaller item id), so the order is exact in float32 and the same on every run."""
+
+    def __init__(self, policy: Policy, items: ItemTable, engagement: np.ndarray):
+        self.policy = policy
+        order = np.lexsort((items.item_id, -engagement))
+        rank_score = np.empty(len(items), dtype=np.float32)
+        rank_score[order] = np.arange(len(items), 0, -1, dtype=np.float32)
+        self._items = torch.from_numpy(rank_score)[:, None]
+
+    def item_vectors(self) -> torch.Tensor:
+        return self._items
+
+    def user_vectors(self, users: UserTable) -> torch.Tensor:
+        return torch.ones((len(users), 1))
+
+
+class EaseBaseline(Baseline):
+    """EASE (Steck, 2019): a user's scores are their binary engagement row times the item-item weights."""
+
+    def __init__(self, policy: Policy, weights: torch.Tensor, user_ids: np.ndarray, engaged: SeenIndex):
+        self.policy = policy
+        self.weights = weights
+        self.user_ids, self.engaged = user_ids, engaged
+
+    def item_vectors(self) -> torch.Tensor:
+        return self.weights.T
+
+    def user_vectors(self, users: UserTable) -> torch.Tensor:
+        n_items = self.weights.shape[0]
+        rows = inputs.positions(users.user_id, self.user_ids)
+        x = torch.zeros((len(users), n_items))
+        known = np.flatnonzero(rows >= 0)
+        if len(known):
+            lo, hi = self.engaged.indptr[rows[known]], self.engaged.indptr[rows[known] + 1]
+            n = hi - lo
+            r = np.repeat(known, n)
+            c = self.engaged.indices[np.repeat(lo - np.cumsum(n) + n, n) + np.arange(int(n.sum()))]
+            x[torch.from_numpy(r), torch.from_numpy(c)] = 1.0
+        return x
+
+
+def window_engagement(pairs: pa.Table, items: ItemTable) -> np.ndarray:
+    """Summed engagement weight per item position from (user_id, item_id, weight) rows."""
+    pos = inputs.positions(pairs["item_id"], items.item_id)
+    w = pairs["weight"].to_numpy()
+    keep = pos >= 0
+    return np.bincount(pos[keep], weights=w[keep], minlength=len(items))
+
+
+def engaged_pairs(pairs: pa.Table) -> pa.Table:
+    return pairs.filter(pc.greater(pairs["weight"], 0.0))
+
+
+def fit_ease_gram(engaged: pa.Table, items: ItemTable) -> torch.Tensor:
+    """EASE's Gram matrix over the item table from every engaged (user_id, item_id) pair.
+
+    Raises:
+        ease.CatalogTooLarge: the catalog exceeds ``ease.MAX_ITEMS``.
+    """
+    cols = inputs.positions(engaged["item_id"], items.item_id)
+    users = pc.dictionary_encode(engaged["user_id"]).combine_chunks().indices.to_numpy()
+    keep = cols >= 0
+    n_users = int(users.max(initial=-1)) + 1
+    return ease.gram(users[keep], cols[keep], n_users, len(items))
+
+
+def build(
+    policy: Policy, settings: Settings, ds: date, cutoff: date, users: UserTable, items: ItemTable
+) -> Baseline:
+    """Refit a baseline ``policy`` on the interactions of ``ds``'s lake before ``cutoff``, for ``users``.
+
+    Raises:
+        ValueError: ``policy`` is the learned one (it comes from the registry, not from here).
+        ease.CatalogTooLarge: an EASE policy over a catalog past ``ease.MAX_ITEMS``.
+    """
+    cfg = settings.features
+    if policy.kind == "popularity":
+        w = int(policy.params.get("window_days", 0))
+        start = cutoff - timedelta(days=w) if w else None
+        pairs = inputs.load_interactions(settings.lake, ds, start, cutoff, cfg, arrow=True)
+        return PopularityBaseline(policy, items, window_engagement(pairs, items))
+    if policy.kind == "ease":
+        pairs = engaged_pairs(inputs.load_interactions(settings.lake, ds, None, cutoff, cfg, arrow=True))
+        weights = ease.weights_from_gram(fit_ease_gram(pairs, items), float(policy.params["l2"]))
+        return EaseBaseline(policy, weights, users.user_id, inputs.build_seen(pairs, users, items))
+    raise ValueError(f"{policy.name} is not a baseline policy")
