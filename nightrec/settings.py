@@ -42,6 +42,13 @@ class FeatureSettings(BaseModel):
     """Temporal split and feature windows (days are whole UTC days before the run date)."""
 
     holdout_days: int = Field(7, ge=1, description="Held-out evaluation window, just before the run date.")
+    holdout_min_users: int = Field(
+        200,
+        ge=0,
+        description="Grow the holdout a week at a time until this many users engaged both before and in it "
+        "(0 = always holdout_days): a sparse log's single week holds too few users to compare policies.",
+    )
+    max_holdout_days: int = Field(35, ge=1, description="The longest the holdout grows to.")
     valid_days: int = Field(7, ge=1, description="Validation window (early stopping), before the holdout.")
     history_len: int = Field(20, ge=1, le=200, description="Last N items kept as the user's history.")
     popularity_days: int = Field(30, ge=1, description="Window for item popularity.")

@@ -31,7 +31,7 @@ class EvalData:
 def load_eval_data(settings: Settings, ds: date) -> EvalData:
     """Users as of the holdout start, restricted to those who engage with unseen items in the holdout."""
     cfg = settings.features
-    cut = Cutoffs.for_run(ds, cfg)
+    cut = Cutoffs.of_night(settings.lake, ds, cfg)
     users = inputs.load_users(settings.lake, ds, "eval", cfg.history_len)
     items = inputs.load_items(settings.lake, ds, "eval")
     seen_pairs = inputs.load_interactions(settings.lake, ds, None, cut.eval_start, cfg)
@@ -73,7 +73,7 @@ def tune_ease_l2(settings: Settings, ds: date, grid: list[float], k: int = 10) -
         ease.CatalogTooLarge: the catalog exceeds ``ease.MAX_ITEMS``.
     """
     cfg = settings.features
-    cut = Cutoffs.for_run(ds, cfg)
+    cut = Cutoffs.of_night(settings.lake, ds, cfg)
     items = inputs.load_items(settings.lake, ds, "eval")
     before = inputs.load_interactions(settings.lake, ds, None, cut.valid_start, cfg, arrow=True)
     window = inputs.load_interactions(settings.lake, ds, cut.valid_start, cut.eval_start, cfg, arrow=True)
@@ -152,6 +152,11 @@ def evaluate_models(settings: Settings, ds: date, data: EvalData, retrieval, ran
 def measure_baseline(settings: Settings, ds: date, data: EvalData, policy: Policy) -> Measured:
     """A baseline policy refit on everything before the holdout and scored like the models."""
     model = baselines.build(
-        policy, settings, ds, Cutoffs.for_run(ds, settings.features).eval_start, data.users, data.items
+        policy,
+        settings,
+        ds,
+        Cutoffs.of_night(settings.lake, ds, settings.features).eval_start,
+        data.users,
+        data.items,
     )
     return measure(settings, ds, data, model, None)

@@ -136,11 +136,10 @@ def build_features(
     Tables are written in dependency order, each behind its own marker, so a run killed half way resumes
     with the first unmarked table; ``force`` rewrites all of them.
     """
-    cut = ev.Cutoffs.for_run(run_date, cfg)
-    cut_info = {k: str(v) for k, v in asdict(cut).items()}
     prev_ds = previous_vocab(lake_root, run_date)
     fp = fingerprint(raw_root, run_date, cfg, lake_root)
     if not force and all(lake.is_complete(lake_root, t.name, run_date, fp) for t in OUTPUTS):
+        cut_info = _cut_info(ev.Cutoffs.of_night(lake_root, run_date, cfg))
         markers = {
             t.name: lake.read_marker(lake.partition_path(lake_root, t.name, run_date)) for t in OUTPUTS
         }
@@ -164,6 +163,13 @@ def build_features(
     catalog = ev.catalog_index(items, vocab.lookup(item_vocab, "item_id", "item_id", "item_idx")).persist()
     # Deduplicated once, partitioned by user, cached: read by the vocabulary, the interactions and the count.
     clean = ev.clean_events(events, catalog, run_date, cfg, copies=True).persist()
+    # The holdout's length depends on the data (enough evaluable users); the vocabulary's marker records it,
+    # so a resumed run and every later stage use the split the first run chose.
+    if out.done(VOCAB):
+        cut, evaluable = ev.Cutoffs.of_night(lake_root, run_date, cfg), None
+    else:
+        cut, evaluable = ev.choose_cutoffs(clean, run_date, cfg)
+    cut_info = _cut_info(cut)
 
     def make_vocab() -> DataFrame:
         train_engaged = clean.where((F.col("ts") < F.lit(ev.ts_of(cut.eval_start))) & (F.col("weight") > 0))
@@ -175,7 +181,14 @@ def build_features(
             .unionByName(vocab.extend_vocab(prev, segments, "segment"))
         )
 
-    out.ensure(VOCAB, make_vocab)
+    out.ensure(
+        VOCAB,
+        make_vocab,
+        cutoffs=lambda: {
+            "holdout_days": cut.holdout_days,
+            "evaluable_users": {str(k): v for k, v in (evaluable or {}).items()},
+        },
+    )
     voc = read_table(spark, lake_root, VOCAB, run_date)
     user_map = vocab.lookup(voc, "user_id", "user_id", "user_idx")
     item_map = vocab.lookup(voc, "item_id", "item_id", "item_idx")
@@ -253,3 +266,7 @@ def build_features(
         "duplicates_dropped"
     )
     return FeatureSummary(run_date.isoformat(), fp, False, out.rows, cut_info, tuple(out.written), dups)
+
+
+def _cut_info(cut: ev.Cutoffs) -> dict[str, str]:
+    return {k: str(v) for k, v in asdict(cut).items()}

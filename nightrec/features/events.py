@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from nightrec.io import lake
 from nightrec.settings import FeatureSettings
 from schemas.spark import spark_type
-from schemas.tables import INTERACTIONS
+from schemas.tables import INTERACTIONS, VOCAB
 
 
 @dataclass(frozen=True)
@@ -22,11 +24,59 @@ class Cutoffs:
     valid_start: date
 
     @classmethod
-    def for_run(cls, run_date: date, cfg: FeatureSettings) -> Cutoffs:
-        from datetime import timedelta
-
-        eval_start = run_date - timedelta(days=cfg.holdout_days)
+    def for_run(cls, run_date: date, cfg: FeatureSettings, holdout_days: int | None = None) -> Cutoffs:
+        eval_start = run_date - timedelta(days=holdout_days or cfg.holdout_days)
         return cls(run_date, eval_start, eval_start - timedelta(days=cfg.valid_days))
+
+    @property
+    def holdout_days(self) -> int:
+        return (self.run_date - self.eval_start).days
+
+    @classmethod
+    def of_night(cls, lake_root: str | Path, run_date: date, cfg: FeatureSettings) -> Cutoffs:
+        """The split ``build_features`` chose for ``run_date`` (recorded on its vocabulary's marker), or the
+        fixed-length one where the night's features predate that record."""
+        marker = lake.read_marker(lake.partition_path(lake_root, VOCAB.name, run_date)) or {}
+        days = (marker.get("cutoffs") or {}).get("holdout_days")
+        return cls.for_run(run_date, cfg, int(days) if days else None)
+
+
+def holdout_candidates(cfg: FeatureSettings) -> list[int]:
+    """Holdout lengths tried, shortest first: ``holdout_days``, then a week longer each, up to the maximum."""
+    out = list(range(cfg.holdout_days, max(cfg.max_holdout_days, cfg.holdout_days) + 1, 7))
+    return out if out[-1] == max(cfg.max_holdout_days, cfg.holdout_days) else [*out, cfg.max_holdout_days]
+
+
+def choose_cutoffs(clean: DataFrame, run_date: date, cfg: FeatureSettings) -> tuple[Cutoffs, dict[int, int]]:
+    """The shortest holdout (from ``holdout_candidates``) with at least ``holdout_min_users`` evaluable users.
+
+    A user is evaluable for a holdout starting at ``c`` when they engaged both before ``c`` (so the models
+    know them) and on or after it (so there is something to find). On a busy log the default week already
+    has thousands; on a sparse one (a few hundred users a week, most with a single day) it may have a few
+    dozen, too few to tell two policies apart, so the window grows a week at a time, up to
+    ``max_holdout_days`` (then the longest is used). One aggregate over the users' first and last engagement.
+
+    Returns:
+        The cutoffs and the evaluable users of each length tried ({} when ``holdout_min_users`` is 0).
+    """
+    if cfg.holdout_min_users <= 0:
+        return Cutoffs.for_run(run_date, cfg), {}
+    days = holdout_candidates(cfg)
+    spans = (
+        clean.where(F.col("weight") > 0)
+        .groupBy("user_id")
+        .agg(F.min("ts").alias("first"), F.max("ts").alias("last"))
+    )
+    starts = {d: F.lit(ts_of(run_date - timedelta(days=d))) for d in days}
+    row = spans.agg(
+        *[
+            F.count(F.when((F.col("first") < starts[d]) & (F.col("last") >= starts[d]), 1)).alias(f"d{d}")
+            for d in days
+        ]
+    ).first()
+    counts = {d: int(row[f"d{d}"]) for d in days}
+    chosen = next((d for d in days if counts[d] >= cfg.holdout_min_users), days[-1])
+    return Cutoffs.for_run(run_date, cfg, chosen), counts
 
 
 def ts_of(d: date) -> datetime:

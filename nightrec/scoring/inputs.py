@@ -12,7 +12,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from nightrec.features.events import Cutoffs
 from nightrec.io import lake
 from nightrec.settings import FeatureSettings
 from schemas.tables import INTERACTIONS, ITEM_FEATURES, USER_FEATURES
@@ -157,10 +156,6 @@ def build_seen(pairs: pd.DataFrame | pa.Table, users: UserTable, items: ItemTabl
     indptr = np.zeros(len(users) + 1, dtype=np.int64)
     np.add.at(indptr, rows + 1, 1)
     return SeenIndex(np.cumsum(indptr), cols.astype(np.int64))
-
-
-def scoring_cutoff(run_date: date, role: str, cfg: FeatureSettings) -> date:
-    return Cutoffs.for_run(run_date, cfg).eval_start if role == "eval" else run_date
 
 
 def lake_has(lake_root: str, table: str, ds: date) -> bool:

@@ -163,7 +163,7 @@ def train_ranking(settings: Settings, ds: date, tags: dict[str, str], world: Wor
     _configure_mlflow(settings, world)
     sizes = datasets.vocab_sizes(settings.lake, ds)
     h = settings.features.history_len
-    cut = Cutoffs.for_run(ds, settings.features)
+    cut = Cutoffs.of_night(settings.lake, ds, settings.features)
     tail = min(t.ranking_valid_days, max(settings.features.valid_days // 2, 1))
     split_day = cut.eval_start - timedelta(days=tail)
     train = datasets.load_ranking_examples(settings.lake, ds, "valid", h, stop=split_day)

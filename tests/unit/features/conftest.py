@@ -28,7 +28,7 @@ class CleanBuild:
 def clean_build(spark, tiny_raw, tmp_path_factory) -> CleanBuild:
     lake_root = str(tmp_path_factory.mktemp("clean") / "lake")
     summary = build.build_features(spark, tiny_raw, lake_root, RUN_DATE, CFG)
-    return CleanBuild(lake_root, summary, Cutoffs.for_run(RUN_DATE, CFG))
+    return CleanBuild(lake_root, summary, Cutoffs.of_night(lake_root, RUN_DATE, CFG))
 
 
 def lake_copy(src: str, dst: Path) -> str:
