@@ -11,6 +11,11 @@ from rich.console import Console
 _console = Console(stderr=True, highlight=False)
 
 
+def to_stream(stream) -> None:
+    """Print the progress lines to ``stream`` (the CLI keeps them on the terminal while libraries log to a file)."""
+    _console.file = stream
+
+
 @contextmanager
 def stage(name: str, index: int, total: int, seconds: dict[str, float] | None = None) -> Iterator[None]:
     """Print the stage's start and end; on success record its duration in ``seconds[name]``."""

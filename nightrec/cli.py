@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nightrec.ops import run_log
 from nightrec.settings import Settings
 
 app = typer.Typer(
@@ -43,6 +44,7 @@ def _quiet_env(settings: Settings, verbose: bool) -> None:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "WARNING")
         os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "WARNING")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         # MLflow narrates every table creation and model registration at INFO; the progress lines say enough.
         logging.getLogger("mlflow").setLevel(logging.ERROR)
 
@@ -130,22 +132,45 @@ def run(
     except ValidationError as e:
         console.print(f"[red]invalid option[/]: {e}")
         raise typer.Exit(2) from None
+    from flows import progress
+
+    log_path = run_log.path_for(settings.home, params.run_date)
     try:
-        try:
-            result = nightly(params)
-        except RuntimeError as e:
-            if _EPHEMERAL_TIMEOUT not in str(e):
+        # Libraries log to the night's file (Prefect's tracebacks, MLflow, the Spark JVM); the terminal gets the
+        # progress lines, the summary and, on a failure, one message and where the tracebacks are.
+        with run_log.capture(log_path, enabled=not verbose) as terminal:
+            progress.to_stream(terminal)
+            try:
+                result = _run_nightly(nightly, params)
+            except Exception:
+                run_log.write_traceback(log_path)
                 raise
-            # The API never came up (a saturated machine): nothing ran yet, so one more try is safe.
-            console.print("[yellow]Prefect's local API was slow to start; trying once more …[/]")
-            result = nightly(params)
+            finally:
+                progress.to_stream(sys.stderr)
     except Exception as e:  # noqa: BLE001 - the CLI's job is to say what failed, plainly
         console.print(f"\n[bold red]nightly failed:[/] {type(e).__name__}: {e}")
         console.print("The live recommendations were not changed.")
-        _write_last_run(settings, {"status": "failed", "error": f"{type(e).__name__}: {e}"[:2000]})
+        if not verbose:
+            console.print(f"Tracebacks and library logs: {log_path}", soft_wrap=True)
+        _write_last_run(
+            settings, {"status": "failed", "error": f"{type(e).__name__}: {e}"[:2000], "log": str(log_path)}
+        )
         raise typer.Exit(1) from None
-    _write_last_run(settings, {"status": "completed", **result})
+    _write_last_run(settings, {"status": "completed", **result, "log": str(log_path)})
     _print_summary(settings, result)
+    if not verbose:
+        console.print(f"[bold]Log:[/] {log_path}", soft_wrap=True)
+
+
+def _run_nightly(nightly, params):
+    try:
+        return nightly(params)
+    except RuntimeError as e:
+        if _EPHEMERAL_TIMEOUT not in str(e):
+            raise
+        # The API never came up (a saturated machine): nothing ran yet, so one more try is safe.
+        console.print("[yellow]Prefect's local API was slow to start; trying once more …[/]")
+        return nightly(params)
 
 
 def _write_last_run(settings: Settings, body: dict) -> None:

@@ -1,0 +1,33 @@
+"""A failed night through the CLI: one message on the terminal (what, where, what to do), tracebacks in a file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nightrec.settings import Settings
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def test_a_failed_gate_prints_one_message_and_the_log_holds_the_tracebacks(
+    prefect_harness, nightrec_env, tiny_raw, monkeypatch
+):
+    from nightrec.cli import app
+
+    monkeypatch.setenv("NIGHTREC_GATES__DATA_START", "2030-01-01")  # every event is now out of range
+    res = CliRunner().invoke(app, ["run", "--data", str(tiny_raw), "--stages", "validate_raw"])
+    assert res.exit_code == 1, res.output
+    out = res.output
+    assert "Traceback (most recent call last)" not in out and 'File "' not in out
+    assert out.count("nightly failed:") == 1
+    assert "out_of_range_ts_share" in out and "NIGHTREC_GATES__DATA_START" in out  # what, and what to do
+    assert "The live recommendations were not changed." in out
+    log = Path(out.split("Tracebacks and library logs:")[1].split()[0])
+    text = log.read_text()
+    assert "Traceback (most recent call last)" in text and "GateFailed" in text
+    last = json.loads((Settings().home / "last_run.json").read_text())
+    assert last["status"] == "failed" and last["log"] == str(log)
