@@ -186,6 +186,12 @@ class PromotionSettings(BaseModel):
         default_factory=lambda: [50.0, 200.0, 500.0, 2000.0, 8000.0, 30000.0],
         description="EASE's L2 weights tried on the validation window; the best is measured on the holdout.",
     )
+    ease_recency_grid: list[float] = Field(
+        default_factory=lambda: [0.0, 0.1, 0.3, 1.0, 3.0],
+        description="Weights of recent popularity (scaled to [0, 1]) added to EASE's scores, tried with each L2 "
+        "on the validation window (0 = plain EASE).",
+    )
+    ease_recency_days: int = Field(30, ge=1, description="The window of that recent popularity.")
 
 
 class PublishSettings(BaseModel):

@@ -79,6 +79,7 @@ def recommend(
     k: int,
     allowed: np.ndarray | None = None,
     chunk: int = 4096,
+    bias: np.ndarray | None = None,
 ) -> np.ndarray:
     """Top-``k`` item columns per user from the users' own (row, item) pairs; those items are never returned.
 
@@ -90,6 +91,7 @@ def recommend(
         k: List length.
         allowed: bool ``[n_items]``; False items are never returned (None = all).
         chunk: Users per matrix product (bounds memory).
+        bias: float ``[n_items]`` added to every user's scores (a recency prior), or None.
 
     Returns:
         int64 ``[n_users, k]``, -1 where fewer than ``k`` items were possible.
@@ -98,6 +100,8 @@ def recommend(
     col_mask = torch.zeros(n_items)
     if allowed is not None:
         col_mask[~torch.from_numpy(np.asarray(allowed, dtype=bool))] = -torch.inf
+    if bias is not None:
+        col_mask += torch.as_tensor(bias, dtype=torch.float32)
     out = np.full((n_users, k), -1, dtype=np.int64)
     order = np.argsort(rows, kind="stable")
     rows, cols = np.asarray(rows)[order], np.asarray(cols)[order]

@@ -32,7 +32,8 @@ class Policy:
     Attributes:
         kind: ``learned``, ``popularity`` or ``ease``.
         params: learned: ``{"retrieval": version, "ranking": version}``; popularity: ``{"window_days": w}``
-            (0 = all history); ease: ``{"l2": weight}``.
+            (0 = all history); ease: ``{"l2": weight}``, plus ``recency_weight`` and ``recency_days`` where
+            recent popularity is blended in (named ``ease_recent`` then).
     """
 
     kind: Kind
@@ -48,6 +49,8 @@ class Policy:
         if self.kind == "popularity":
             w = int(self.params.get("window_days", 0))
             return f"popularity_{w}d" if w else "popularity_all"
+        if self.kind == "ease" and self.params.get("recency_weight"):
+            return "ease_recent"
         return self.kind
 
     @property

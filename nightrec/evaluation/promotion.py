@@ -173,12 +173,13 @@ def measure_candidates(
         measured[policy.name] = offline.measure_baseline(settings, ds, data, policy)
         candidates[policy.name] = policy
     if p.ease and len(data.items) <= ease.MAX_ITEMS:
-        curve = offline.tune_ease_l2(settings, ds, p.ease_l2_grid)
-        l2 = max(curve, key=curve.get) if curve else ease.DEFAULT_L2
-        info["ease_l2_validation"] = {str(k): v for k, v in curve.items()}
-        policy = Policy("ease", {"l2": l2})
-        measured["ease"] = offline.measure_baseline(settings, ds, data, policy)
-        candidates["ease"] = policy
+        curve = offline.tune_ease(settings, ds, p.ease_l2_grid, p.ease_recency_grid, p.ease_recency_days)
+        l2, w = max(curve, key=curve.get) if curve else (ease.DEFAULT_L2, 0.0)
+        info["ease_validation"] = {f"l2={a:g} recency={b:g}": v for (a, b), v in curve.items()}
+        params = {"l2": l2} | ({"recency_weight": w, "recency_days": p.ease_recency_days} if w else {})
+        policy = Policy("ease", params)
+        measured[policy.name] = offline.measure_baseline(settings, ds, data, policy)
+        candidates[policy.name] = policy
     incumbent = None
     if live is not None:
         incumbent = next((c for c, pol in candidates.items() if pol == live.policy), None)

@@ -58,15 +58,28 @@ class PopularityBaseline(Baseline):
 
 
 class EaseBaseline(Baseline):
-    """EASE (Steck, 2019): a user's scores are their binary engagement row times the item-item weights."""
+    """EASE (Steck, 2019): a user's scores are their binary engagement row times the item-item weights, plus
+    an optional per-item prior (recent popularity): one more column of the product, 1 for every user."""
 
-    def __init__(self, policy: Policy, weights: torch.Tensor, user_ids: np.ndarray, engaged: SeenIndex):
+    def __init__(
+        self,
+        policy: Policy,
+        weights: torch.Tensor,
+        user_ids: np.ndarray,
+        engaged: SeenIndex,
+        prior: np.ndarray | None = None,
+    ):
         self.policy = policy
         self.weights = weights
         self.user_ids, self.engaged = user_ids, engaged
+        self.prior = (
+            None if prior is None or not np.any(prior) else torch.as_tensor(prior, dtype=torch.float32)
+        )
 
     def item_vectors(self) -> torch.Tensor:
-        return self.weights.T
+        if self.prior is None:
+            return self.weights.T
+        return torch.cat([self.weights.T, self.prior[:, None]], dim=1)
 
     def user_vectors(self, users: UserTable) -> torch.Tensor:
         n_items = self.weights.shape[0]
@@ -79,6 +92,8 @@ class EaseBaseline(Baseline):
             r = np.repeat(known, n)
             c = self.engaged.indices[np.repeat(lo - np.cumsum(n) + n, n) + np.arange(int(n.sum()))]
             x[torch.from_numpy(r), torch.from_numpy(c)] = 1.0
+        if self.prior is not None:
+            x = torch.cat([x, torch.ones((len(users), 1))], dim=1)
         return x
 
 
@@ -88,6 +103,15 @@ def window_engagement(pairs: pa.Table, items: ItemTable) -> np.ndarray:
     w = pairs["weight"].to_numpy()
     keep = pos >= 0
     return np.bincount(pos[keep], weights=w[keep], minlength=len(items))
+
+
+def recency_prior(settings: Settings, ds: date, cutoff: date, days: int, items: ItemTable) -> np.ndarray:
+    """Each item's engagement over the ``days`` before ``cutoff``, scaled so the most engaged item is 1."""
+    pairs = inputs.load_interactions(
+        settings.lake, ds, cutoff - timedelta(days=days), cutoff, settings.features, arrow=True
+    )
+    e = window_engagement(pairs, items)
+    return e / e.max() if len(e) and e.max() > 0 else np.zeros(len(items))
 
 
 def engaged_pairs(pairs: pa.Table) -> pa.Table:
@@ -125,5 +149,9 @@ def build(
     if policy.kind == "ease":
         pairs = engaged_pairs(inputs.load_interactions(settings.lake, ds, None, cutoff, cfg, arrow=True))
         weights = ease.weights_from_gram(fit_ease_gram(pairs, items), float(policy.params["l2"]))
-        return EaseBaseline(policy, weights, users.user_id, inputs.build_seen(pairs, users, items))
+        w = float(policy.params.get("recency_weight", 0.0))
+        prior = (
+            w * recency_prior(settings, ds, cutoff, int(policy.params["recency_days"]), items) if w else None
+        )
+        return EaseBaseline(policy, weights, users.user_id, inputs.build_seen(pairs, users, items), prior)
     raise ValueError(f"{policy.name} is not a baseline policy")

@@ -161,3 +161,25 @@ def test_an_ease_baseline_recommends_what_co_occurs_with_the_users_items():
     res = Scorer(policy, None, items, ScoringConfig(top_k=2, n_candidates=8)).score(users, engaged, 0)
     assert res.items[0, 0] == 4
     assert 0 not in res.items[0]  # seen
+
+
+def test_an_ease_baseline_with_a_recency_prior_lifts_recent_items_for_everyone():
+    from nightrec.evaluation import ease
+    from nightrec.evaluation.policies import Policy
+    from nightrec.scoring.baselines import EaseBaseline
+
+    items = _items()
+    users = _users([1, 1], [1, 1])
+    pairs = pd.DataFrame({"user_id": ["u0", "u1", "u1"], "item_id": ["i0", "i0", "i4"]})
+    engaged = inputs.build_seen(pairs, users, items)
+    rows = np.repeat(np.arange(2), np.diff(engaged.indptr))
+    weights = ease.fit(rows, engaged.indices, 2, len(items), 0.5)
+    plain = EaseBaseline(Policy("ease", {"l2": 0.5}), weights, users.user_id, engaged)
+    prior = np.zeros(len(items))
+    prior[6] = 10.0  # i6: nobody's co-occurrence, but heavily engaged lately
+    policy = Policy("ease", {"l2": 0.5, "recency_weight": 10.0, "recency_days": 30})
+    blended = EaseBaseline(policy, weights, users.user_id, engaged, prior)
+    cfg = ScoringConfig(top_k=2, n_candidates=8)
+    assert Scorer(plain, None, items, cfg).score(users, engaged, 0).items[0, 0] == 4
+    assert Scorer(blended, None, items, cfg).score(users, engaged, 0).items[:, 0].tolist() == [6, 6]
+    assert policy.name == "ease_recent"
