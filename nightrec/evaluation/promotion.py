@@ -107,14 +107,15 @@ def decide(
             f"({comps[best].describe()})",
             comps,
         )
-    # A retrained instance of the live kind (tonight's learned pair) replaces it unless it is worse: fresher
-    # weights at an equal measured quality are the better bet.
-    kind = candidates[reference].kind
+    # Tonight's retrained learned pair replaces the live learned pair unless it is worse: fresher weights at
+    # an equal measured quality are the better bet. (Baselines are refit every night anyway; another window
+    # or weight is another policy, which has to win.)
     fresh = [
         c
         for c, cmp in comps.items()
         if not first
-        and candidates[c].kind == kind
+        and candidates[reference].kind == "learned"
+        and candidates[c].kind == "learned"
         and candidates[c] != candidates[reference]
         and cmp.diff >= -cfg.tolerance
     ]

@@ -102,3 +102,11 @@ def test_paired_bootstrap_interval_covers_the_true_difference_and_pairs_the_user
     assert wide.low < c.low and wide.high > c.high
     with pytest.raises(ValueError, match="align"):
         paired_bootstrap(a, users[:10])
+
+
+def test_another_window_of_the_live_baseline_has_to_win_it_is_not_a_refresh():
+    base = _users(0.30)
+    jitter = 0.05 * np.random.default_rng(2).standard_normal(len(base))
+    per_user = {"popularity_30d": base, "popularity_7d": base - 0.002 + jitter}
+    d = decide(per_user, {"popularity_30d": POP, "popularity_7d": POP7}, "popularity_30d", CFG)
+    assert d.live == "popularity_30d" and not d.promote
