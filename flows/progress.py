@@ -11,8 +11,9 @@ from rich.console import Console
 _console = Console(stderr=True, highlight=False)
 
 
-def to_stream(stream) -> None:
-    """Print the progress lines to ``stream`` (the CLI keeps them on the terminal while libraries log to a file)."""
+def to_stream(stream=None) -> None:
+    """Print the progress lines to ``stream`` (the CLI keeps them on the terminal while libraries log to a
+    file); None = back to whatever ``sys.stderr`` is when a line is printed."""
     _console.file = stream
 
 

@@ -146,7 +146,7 @@ def run(
                 run_log.write_traceback(log_path)
                 raise
             finally:
-                progress.to_stream(sys.stderr)
+                progress.to_stream(None)
     except Exception as e:  # noqa: BLE001 - the CLI's job is to say what failed, plainly
         console.print(f"\n[bold red]nightly failed:[/] {type(e).__name__}: {e}")
         console.print("The live recommendations were not changed.")
