@@ -49,6 +49,13 @@ class FeatureSettings(BaseModel):
         "(0 = always holdout_days): a sparse log's single week holds too few users to compare policies.",
     )
     max_holdout_days: int = Field(35, ge=1, description="The longest the holdout grows to.")
+    min_train_share: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="The holdout does not grow past the point where less than this share of the engaged "
+        "events is left before the validation window, for training.",
+    )
     valid_days: int = Field(7, ge=1, description="Validation window (early stopping), before the holdout.")
     history_len: int = Field(20, ge=1, le=200, description="Last N items kept as the user's history.")
     popularity_days: int = Field(30, ge=1, description="Window for item popularity.")

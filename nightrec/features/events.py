@@ -54,7 +54,9 @@ def choose_cutoffs(clean: DataFrame, run_date: date, cfg: FeatureSettings) -> tu
     know them) and on or after it (so there is something to find). On a busy log the default week already
     has thousands; on a sparse one (a few hundred users a week, most with a single day) it may have a few
     dozen, too few to tell two policies apart, so the window grows a week at a time, up to
-    ``max_holdout_days`` (then the longest is used). One aggregate over the users' first and last engagement.
+    ``max_holdout_days``. It never grows past the point where less than ``min_train_share`` of the engaged
+    events are left for training (before the validation window): a thin log keeps its training data. When no
+    allowed length reaches the target, the allowed one with the most evaluable users is used.
 
     Returns:
         The cutoffs and the evaluable users of each length tried ({} when ``holdout_min_users`` is 0).
@@ -62,20 +64,25 @@ def choose_cutoffs(clean: DataFrame, run_date: date, cfg: FeatureSettings) -> tu
     if cfg.holdout_min_users <= 0:
         return Cutoffs.for_run(run_date, cfg), {}
     days = holdout_candidates(cfg)
-    spans = (
-        clean.where(F.col("weight") > 0)
-        .groupBy("user_id")
-        .agg(F.min("ts").alias("first"), F.max("ts").alias("last"))
-    )
+    engaged = clean.where(F.col("weight") > 0)
+    spans = engaged.groupBy("user_id").agg(F.min("ts").alias("first"), F.max("ts").alias("last"))
     starts = {d: F.lit(ts_of(run_date - timedelta(days=d))) for d in days}
-    row = spans.agg(
+    trains = {d: F.lit(ts_of(Cutoffs.for_run(run_date, cfg, d).valid_start)) for d in days}
+    users = spans.agg(
         *[
             F.count(F.when((F.col("first") < starts[d]) & (F.col("last") >= starts[d]), 1)).alias(f"d{d}")
             for d in days
         ]
     ).first()
-    counts = {d: int(row[f"d{d}"]) for d in days}
-    chosen = next((d for d in days if counts[d] >= cfg.holdout_min_users), days[-1])
+    events = engaged.agg(
+        F.count(F.lit(1)).alias("all"),
+        *[F.count(F.when(F.col("ts") < trains[d], 1)).alias(f"d{d}") for d in days],
+    ).first()
+    counts = {d: int(users[f"d{d}"]) for d in days}
+    allowed = [d for d in days if events[f"d{d}"] >= cfg.min_train_share * events["all"]] or days[:1]
+    chosen = next((d for d in allowed if counts[d] >= cfg.holdout_min_users), None)
+    if chosen is None:
+        chosen = max(allowed, key=lambda d: (counts[d], -d))
     return Cutoffs.for_run(run_date, cfg, chosen), counts
 
 

@@ -39,8 +39,12 @@ def test_the_shortest_holdout_with_enough_evaluable_users_is_chosen(spark):
         cut.holdout_days == 14 and cut.eval_start == date(1998, 4, 9) and cut.valid_start == date(1998, 4, 2)
     )
 
-    greedy = cfg.model_copy(update={"holdout_min_users": 10})
-    assert ev.choose_cutoffs(clean, RUN, greedy)[0].holdout_days == 28  # never enough: the longest
+    greedy = cfg.model_copy(update={"holdout_min_users": 10, "min_train_share": 0.0})
+    assert ev.choose_cutoffs(clean, RUN, greedy)[0].holdout_days == 21  # never enough: the most users
+
+    # 8 engaged events; a 14-day holdout leaves 4 before its validation window (04-02), 21 days leaves 3.
+    thin = cfg.model_copy(update={"holdout_min_users": 3, "min_train_share": 0.5})
+    assert ev.choose_cutoffs(clean, RUN, thin)[0].holdout_days == 14  # 21 would starve training
     fixed = cfg.model_copy(update={"holdout_min_users": 0})
     assert ev.choose_cutoffs(clean, RUN, fixed) == (ev.Cutoffs.for_run(RUN, fixed), {})
 
