@@ -152,8 +152,8 @@ class ScoringSettings(BaseModel):
     segment_fallback_min_users: int = Field(
         20,
         ge=1,
-        description="Cold users of a segment with at least this many users with history get the segment's "
-        "popular items; others (and unknown segments) get the global popular list.",
+        description="Cold users of a segment with at least this many users engaged in the popularity window get "
+        "the segment's popular items of that window; others (and unknown segments) get the global popular list.",
     )
     matmul_dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",

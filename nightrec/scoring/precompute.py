@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +71,7 @@ def precompute(
     pairs = inputs.load_interactions(settings.lake, ds, None, ds, cfg, arrow=True)
     seen = inputs.build_seen(pairs, users, items)
     sc = settings.scoring
-    night = night_rules(settings, ds, pairs, users, items)
+    night = night_rules(settings, ds, users, items)
     if baseline:
         retrieval, ranking = baselines.build(policy, settings, ds, ds, users, items), None
     scorer = Scorer(retrieval, ranking, items, ScoringConfig.from_settings(sc), night)
@@ -98,13 +98,25 @@ def precompute(
     return PrecomputeSummary(str(final), len(users), rows, len(users) - fallback, fallback, short)
 
 
-def night_rules(settings: Settings, ds: date, pairs: pa.Table, users, items) -> rules.Rules:
-    """The blocklist, boosts and per-segment cold-start lists of the night."""
+def night_rules(settings: Settings, ds: date, users, items) -> rules.Rules:
+    """The blocklist, boosts and per-segment cold-start lists of the night.
+
+    A segment's cold-start list counts the engagement of the last ``features.popularity_days``, like the
+    global popular list: on a log whose titles rise and fade, all-time favourites are the wrong first list.
+    """
     sc = settings.scoring
     blocked = np.isin(items.item_id, np.asarray(sc.blocklist, dtype=object))
     categories = rules.category_indices(settings.lake, ds) if sc.category_boosts else {}
+    recent = inputs.load_interactions(
+        settings.lake,
+        ds,
+        ds - timedelta(days=settings.features.popularity_days),
+        ds,
+        settings.features,
+        arrow=True,
+    )
     popular = rules.segment_popular(
-        pairs, users, items, items.available & ~blocked, sc.top_k, sc.segment_fallback_min_users
+        recent, users, items, items.available & ~blocked, sc.top_k, sc.segment_fallback_min_users
     )
     return rules.Rules(blocked, rules.item_boosts(items, sc, categories), popular)
 

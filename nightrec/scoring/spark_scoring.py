@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pickle
 import uuid
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -110,7 +110,12 @@ def _segment_popular(
     users = spark.read.parquet(
         str(lake.require_partition(settings.lake, USER_FEATURES.name, ds) / "role=serve")
     ).select("user_id", "segment_idx")
-    events = _seen_events(spark, settings, ds).where(F.col("weight") > 0).join(users, "user_id")
+    since = datetime.combine(ds - timedelta(days=settings.features.popularity_days), time(0), tzinfo=UTC)
+    events = (
+        _seen_events(spark, settings, ds)
+        .where((F.col("weight") > 0) & (F.col("ts") >= F.lit(since)))
+        .join(users, "user_id")
+    )
     events = events.where(F.col("segment_idx") > 0)
     catalog = spark.createDataFrame(
         pa.table(
