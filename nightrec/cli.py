@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import time
@@ -14,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nightrec.ops import run_log
+from nightrec.ops import library_env, run_log
 from nightrec.settings import Settings
 
 app = typer.Typer(
@@ -24,29 +23,11 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120)
 
 DEMO = {"users": 5000, "items": 2000, "days": 60, "events_per_user": 100.0}
-EPHEMERAL_STARTUP_S = 180
 _EPHEMERAL_TIMEOUT = "Timed out while attempting to connect to ephemeral Prefect API server"
 
 
 def _quiet_env(settings: Settings, verbose: bool) -> None:
-    """Embedded defaults for the libraries, set before any of them is imported."""
-    Path(settings.prefect_home).mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PREFECT_HOME", settings.prefect_home)
-    os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(Path(settings.prefect_home) / "results"))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("DO_NOT_TRACK", "true")
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    # Prefect gives its ephemeral API 20 s to start; a cron night on a loaded box can need more than that.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(EPHEMERAL_STARTUP_S))
-    if not verbose:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "WARNING")
-        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "WARNING")
-        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-        # MLflow narrates every table creation and model registration at INFO; the progress lines say enough.
-        logging.getLogger("mlflow").setLevel(logging.ERROR)
+    library_env.set_library_defaults(settings, verbose)
 
 
 @app.command()

@@ -69,15 +69,16 @@ def generate(
         n_users, n_items, n_days, out, seed=seed, events_per_user=events_per_user, fmt="parquet", end_date=end
     )
     counts = dict(s.event_counts)
+    if profile == "default" and fmt == "parquet":
+        return ProfileSummary(profile, out, n_users, n_items, s.n_events, counts, s.first_day, s.last_day)
     tables = {t.name: pq.read_table(out / t.name) for t in (EVENTS, synthetic.ITEMS, synthetic.USERS)}
     if profile != "default":
         keep = "click" if profile == "clicks" else "purchase"
         events = tables[EVENTS.name]
         tables[EVENTS.name] = events.filter(pc.equal(events["event_type"], keep))
         counts = {keep: tables[EVENTS.name].num_rows}
-    if profile != "default" or fmt != "parquet":
-        for t in (EVENTS, synthetic.ITEMS, synthetic.USERS):
-            raw_files.write_table(tables[t.name], out, t, fmt)
+    for t in (EVENTS, synthetic.ITEMS, synthetic.USERS):
+        raw_files.write_table(tables[t.name], out, t, fmt)
     return ProfileSummary(
         profile, out, n_users, n_items, sum(counts.values()), counts, s.first_day, s.last_day
     )
