@@ -220,11 +220,11 @@ def evaluate_and_promote(
     winner = candidates[decision.live]
     results = {name: m.metrics for name, m in measured.items()}
     best_baseline = max(
-        (c for c in candidates if candidates[c].is_baseline), key=lambda c: results[c][metric]
+        (c for c in candidates if candidates[c].is_baseline), key=lambda c: results[c][metric], default=None
     )
     lift = (
         results[CHALLENGER][metric] / max(results[best_baseline][metric], 1e-12) - 1.0
-        if CHALLENGER in results
+        if CHALLENGER in results and best_baseline is not None
         else None
     )
     with mlflow.start_run(
