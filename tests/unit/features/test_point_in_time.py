@@ -20,10 +20,13 @@ def test_training_outputs_ignore_events_after_the_training_cutoff(spark, tiny_ra
     raw = lc.copy_raw(tiny_raw, tmp_path / "raw")
     edits = lc.edit_events_from(raw, clean_build.cut.eval_start, seed=1)
     assert min(edits.values()) > 0, edits
-    # Rebuilt over a copy of the clean lake without force: the changed input fingerprint alone must
-    # make every table recompute (nothing stale is kept).
+    # Rebuilt over a copy of the clean lake without force: the changed input fingerprint must make every
+    # table recompute (nothing stale is kept). The holdout's length is chosen from the data, events inside it
+    # included (features.events.choose_cutoffs); the property is about a given split, so the rebuild pins
+    # the one the clean build chose.
     lake_root = lake_copy(clean_build.lake, tmp_path / "lake")
-    summary = build.build_features(spark, raw, lake_root, RUN_DATE, CFG)
+    pinned = CFG.model_copy(update={"holdout_days": clean_build.cut.holdout_days, "holdout_min_users": 0})
+    summary = build.build_features(spark, raw, lake_root, RUN_DATE, pinned)
     assert not summary.skipped and summary.fingerprint != clean_build.summary.fingerprint
     assert set(summary.written) == {t.name for t in build.OUTPUTS}
 
