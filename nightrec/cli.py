@@ -263,7 +263,7 @@ def compare(nights: Annotated[int, typer.Option(help="How many evaluated nights 
         console.print("no evaluated nights in MLflow yet: run `nightrec run` first")
         raise typer.Exit(1)
     t = Table(title=f"Held-out metrics, latest {nights} nights ({settings.mlflow_tracking_uri})")
-    for c in ("ds", "lists", "NDCG@10", "Recall@20", "coverage", "promoted"):
+    for c in ("ds", "lists", "NDCG@10", "Recall@20", "coverage", "went live"):
         t.add_column(c, justify="right" if c not in ("ds", "lists") else "left")
     for r in df.itertuples():
         t.add_row(
@@ -272,7 +272,7 @@ def compare(nights: Annotated[int, typer.Option(help="How many evaluated nights 
             f"{r.ndcg_at_10:.4f}",
             f"{r.recall_at_20:.4f}",
             f"{r.coverage:.4f}",
-            "yes" if r.promoted else "no",
+            ("new" if r.promoted else "kept") if r.live else "",
         )
     console.print(t)
     console.print(

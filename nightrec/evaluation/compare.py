@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 SETS = ("challenger", "champion", "popularity", "ease")  # the order of the sets; popularity_7d etc. group
 METRICS = ("ndcg_at_10", "recall_at_20", "coverage")
-COLUMNS = ("ds", "run_id", "model", *METRICS, "promoted", "decision")
+COLUMNS = ("ds", "run_id", "model", *METRICS, "live", "promoted", "decision")
 _EVALUATE_RUNS = "tags.`nightrec.stage` = 'evaluate' AND attributes.run_name LIKE 'evaluate-%'"
 
 
@@ -56,6 +56,8 @@ def latest_evaluations(tracking_uri: str, experiment: str, n: int = 5) -> pd.Dat
                     "run_id": run.info.run_id,
                     "model": model,
                     **values,
+                    # The candidate whose lists went live that night (nights before policies: unknown).
+                    "live": tags.get("live_candidate") == model,
                     "promoted": params.get("promoted") == "True",
                     "decision": tags.get("decision", ""),
                 }

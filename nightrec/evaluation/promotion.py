@@ -280,7 +280,7 @@ def _log(settings, results, decision, winner, lift, challenger, live, incumbent,
             "challenger_ranking": challenger.params["ranking"] if challenger else None,
         }
     )
-    mlflow.set_tags({"decision": decision.reason, "policy": winner.name})
+    mlflow.set_tags({"decision": decision.reason, "policy": winner.name, "live_candidate": decision.live})
     flat = {f"{name}.{k}": v for name, m in results.items() for k, v in m.items()}
     for c, cmp in decision.comparisons.items():
         flat |= {f"{c}.diff_{p.metric}": cmp.diff, f"{c}.ci_low": cmp.low, f"{c}.ci_high": cmp.high}

@@ -3,7 +3,7 @@
 Prefect gives that API 20 s by default; under a load of several busy processes per core a night failed on it
 ("Timed out while attempting to connect to ephemeral Prefect API server"). The CLI raises the limit and
 retries once. Here the CPU is saturated for the whole run (bounded burners, stopped afterwards) and a night's
-first stage must still run through the CLI, in a fresh process with a fresh Prefect home.
+stage must still start through the CLI, in a fresh process with a fresh Prefect home.
 """
 
 from __future__ import annotations
@@ -44,17 +44,10 @@ def test_a_night_starts_while_every_core_is_saturated(tmp_path, tiny_raw):
         b.start()
     try:
         time.sleep(2)  # the load is there before the night starts
+        # The publish stage alone: once the API is up it fails at once (no lists for that date), so what is
+        # timed is Prefect's start-up under load, not a Spark stage.
         proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "nightrec.cli",
-                "run",
-                "--data",
-                str(tiny_raw),
-                "--stages",
-                "validate_raw",
-            ],
+            [sys.executable, "-m", "nightrec.cli", "run", "--data", str(tiny_raw), "--stages", "publish"],
             env=env,
             capture_output=True,
             text=True,
@@ -66,6 +59,7 @@ def test_a_night_starts_while_every_core_is_saturated(tmp_path, tiny_raw):
         for b in burners:
             b.join(10)
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
-    assert "✔ [1/9] validate_raw" in out
+    # The flow ran (the API answered) and its one stage failed on the missing lists, with one message.
+    assert "▶ [9/9] publish" in out and "✘ [9/9] publish failed" in out, out[-4000:]
+    assert proc.returncode == 1 and out.count("nightly failed:") == 1
     assert "Timed out while attempting to connect" not in out

@@ -36,7 +36,7 @@ def _evaluate_run(exp: str, ds: str, sets: dict[str, float], promoted: bool, dec
         experiment_id=exp, run_name=f"evaluate-{ds}", tags={"nightrec.stage": "evaluate", "nightrec.ds": ds}
     ) as run:
         mlflow.log_params({"promoted": promoted, "metric": "ndcg_at_10"})
-        mlflow.set_tag("decision", decision)
+        mlflow.set_tags({"decision": decision, "live_candidate": next(iter(sets))})
         flat = {
             f"{name}.{k}": base + i / 100
             for name, base in sets.items()
@@ -75,6 +75,7 @@ def test_latest_evaluations_lists_each_nights_metric_sets_newest_first(store):
     assert (row["ndcg_at_10"], row["recall_at_20"], row["coverage"]) == pytest.approx((0.12, 0.13, 0.14))
     assert table.iloc[6]["ndcg_at_10"] == pytest.approx(0.15) and table.iloc[6]["run_id"] == second
     assert bool(table.iloc[3]["promoted"]) and "mrr" not in table.columns
+    assert table["live"].tolist() == [True, False, False, True, False, False, False]  # each night's first set
     assert len(compare.latest_evaluations(uri, name, n=10)) == 9
 
 
