@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
-import pandas as pd
-import pyarrow.compute as pc
 
 from nightrec.evaluation import ease, metrics
 from nightrec.evaluation.policies import Policy
@@ -25,7 +23,6 @@ class EvalData:
     rel_rows: np.ndarray
     rel_items: np.ndarray
     n_relevant: np.ndarray
-    before: pd.DataFrame | None = None  # every user's seen (user_id, item_id, weight) before the holdout
 
 
 def load_eval_data(settings: Settings, ds: date) -> EvalData:
@@ -50,9 +47,7 @@ def load_eval_data(settings: Settings, ds: date) -> EvalData:
     remap[keep] = np.arange(len(keep))
     sub_users = users.take(keep)
     seen_sub = inputs.build_seen(seen_pairs, sub_users, items)
-    return EvalData(
-        sub_users, items, seen_sub, remap[t_rows[fresh]], truth.indices[fresh], n_rel[keep], seen_pairs
-    )
+    return EvalData(sub_users, items, seen_sub, remap[t_rows[fresh]], truth.indices[fresh], n_rel[keep])
 
 
 def score_lists(scorer: Scorer, data: EvalData, chunk: int) -> np.ndarray:
@@ -87,7 +82,7 @@ def tune_ease(
     items = inputs.load_items(settings.lake, ds, "eval")
     before = inputs.load_interactions(settings.lake, ds, None, cut.valid_start, cfg, arrow=True)
     window = inputs.load_interactions(settings.lake, ds, cut.valid_start, cut.eval_start, cfg, arrow=True)
-    engaged = before.filter(pc.greater(before["weight"], 0.0))
+    engaged = baselines.engaged_pairs(before)
     users = np.unique(np.asarray(engaged["user_id"].to_pylist(), dtype=object))
     if not len(users):
         return {}
@@ -99,7 +94,7 @@ def tune_ease(
 
     er, ec = pairs(engaged)
     sr, sc = pairs(before)
-    tr, tc = pairs(window.filter(pc.greater(window["weight"], 0.0)))
+    tr, tc = pairs(baselines.engaged_pairs(window))
     n = len(items)
     fresh = ~np.isin(tr.astype(np.int64) * n + tc, sr.astype(np.int64) * n + sc)
     tr, tc = tr[fresh], tc[fresh]

@@ -78,11 +78,12 @@ def precompute_with_champions(settings: Settings, ds: date, force: bool = False)
     meta_path = lake.partition_path(settings.lake, "recs", ds) / META
     if not force and lake.is_complete(settings.lake, "recs", ds, fp) and meta_path.exists():
         return {**json.loads(meta_path.read_text()), "skipped": True}
-    models = [
-        mlflow.pytorch.load_model(f"models:/{n}/{refs[n]['version']}", map_location="cpu")
-        for n in (RETRIEVAL, RANKING)
+    # A baseline has no models: precompute refits it on the night's lake.
+    models = (
+        [mlflow.pytorch.load_model(f"models:/{n}/{refs[n]['version']}", map_location="cpu") for n in refs]
         if refs
-    ] or [None, None]
+        else [None, None]
+    )
     summary = precompute(settings, ds, *models, fingerprint=fp, policy=policy)
     body = {
         "policy": {**policy.as_dict(), "version": live.version},
