@@ -261,7 +261,13 @@ RETRIEVAL_EXAMPLES = Table(
     "retrieval_examples",
     "Weighted positives for the two-tower model, with the user's history as of just before the event.",
     (
-        _c("split", "string", "train or valid (temporal).", allowed=("train", "valid")),
+        _c(
+            "split",
+            "string",
+            "train, valid or holdout (temporal). Holdout rows (the evaluation window) are read only by the "
+            "serving refit (`train.retrieval_refit`), after the model that is evaluated has been trained.",
+            allowed=("train", "valid", "holdout"),
+        ),
         _c("user_idx", "int32", "User index.", min_value=0),
         _c("segment_idx", "int32", "User segment index.", min_value=0),
         _c("history", "array<int32>", "Last N engaged items before this event, most recent first."),

@@ -31,7 +31,8 @@ class Policy:
 
     Attributes:
         kind: ``learned``, ``popularity`` or ``ease``.
-        params: learned: ``{"retrieval": version, "ranking": version}``; popularity: ``{"window_days": w}``
+        params: learned: ``{"retrieval": version, "ranking": version}`` (the versions the gate measured),
+            plus ``serving_retrieval``: the two-tower's serving twin, where one was refit; popularity: ``{"window_days": w}``
             (0 = all history); ease: ``{"l2": weight}``, plus ``recency_weight`` and ``recency_days`` where
             recent popularity is blended in (named ``ease_recent`` then).
     """
@@ -69,8 +70,18 @@ class Policy:
         return cls(d["kind"], dict(d.get("params") or {}))
 
     @classmethod
-    def learned(cls, retrieval: str | int, ranking: str | int) -> Policy:
-        return cls("learned", {"retrieval": str(retrieval), "ranking": str(ranking)})
+    def learned(
+        cls, retrieval: str | int, ranking: str | int, serving_retrieval: str | None = None
+    ) -> Policy:
+        params = {"retrieval": str(retrieval), "ranking": str(ranking)}
+        return cls(
+            "learned", params | ({"serving_retrieval": str(serving_retrieval)} if serving_retrieval else {})
+        )
+
+    def serving_versions(self) -> dict[str, str]:
+        """A learned policy's {retrieval, ranking} versions that make the lists (the twin where there is one)."""
+        p = self.params
+        return {"retrieval": str(p.get("serving_retrieval") or p["retrieval"]), "ranking": str(p["ranking"])}
 
 
 @dataclass(frozen=True)

@@ -211,7 +211,11 @@ def evaluate_and_promote(
         settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
     )
     ch_r, ch_k = _challenger_versions(retrieval, ranking)
-    challenger = Policy.learned(ch_r, ch_k) if ch_r is not None and ch_k is not None else None
+    challenger = (
+        Policy.learned(ch_r, ch_k, tracking.serving_version(RETRIEVAL, ch_r))
+        if ch_r is not None and ch_k is not None
+        else None
+    )
     live = policies.champion()
     measured, candidates, incumbent, info = measure_candidates(settings, ds, challenger, live)
     metric = settings.promotion.metric
@@ -252,7 +256,7 @@ def evaluate_and_promote(
         "metrics": results,
         "comparisons": {c: cmp.as_dict() for c, cmp in decision.comparisons.items()},
         "incumbent": incumbent,
-        "challenger": {"retrieval": ch_r, "ranking": ch_k},
+        "challenger": challenger.params if challenger else {"retrieval": ch_r, "ranking": ch_k},
         "previous_champion": (live.policy.params if live and live.policy.kind == "learned" else {}),
         "previous_policy": live.policy.as_dict() if live else None,
         "champion": {

@@ -15,14 +15,21 @@ def _split(cut: Cutoffs) -> F.Column:
     return F.when(F.col("ts") < F.lit(ts_of(cut.valid_start)), "train").otherwise("valid")
 
 
+def _split_with_holdout(cut: Cutoffs) -> F.Column:
+    return F.when(F.col("ts") >= F.lit(ts_of(cut.eval_start)), "holdout").otherwise(_split(cut))
+
+
 def build_retrieval_examples(
     interactions: DataFrame, user_static: DataFrame, item_static: DataFrame, cut: Cutoffs, history_len: int
 ) -> DataFrame:
     """Engaged events with the user's history as it was just before each event (point in time).
 
+    The holdout window's events are written too, as split ``holdout``: training and evaluation never read
+    them; the serving refit does, once the evaluated model is trained, so that the model that serves has
+    seen the latest days.
     ``user_static``: user_id, user_idx, segment_idx; ``item_static``: item_idx, category_idx.
     """
-    engaged = interactions.where((F.col("ts") < F.lit(ts_of(cut.eval_start))) & (F.col("weight") > 0))
+    engaged = interactions.where((F.col("ts") < F.lit(ts_of(cut.run_date))) & (F.col("weight") > 0))
     # event_type breaks ties (a click and a cart at the same instant), so each row's history is reproducible.
     order = ("ts", "item_idx", "event_type")
     before = Window.partitionBy("user_id").orderBy(*order).rowsBetween(-history_len, -1)
@@ -32,7 +39,7 @@ def build_retrieval_examples(
         .join(user_static, "user_id", "left")
         .join(F.broadcast(item_static), "item_idx", "left")
         .select(
-            _split(cut).alias("split"),
+            _split_with_holdout(cut).alias("split"),
             F.coalesce("user_idx", F.lit(0)).alias("user_idx"),
             F.coalesce("segment_idx", F.lit(0)).alias("segment_idx"),
             "history",

@@ -26,14 +26,20 @@ class NoLivePolicy(RuntimeError):
 
 
 def model_refs(policy: Policy) -> dict[str, dict]:
-    """{name: {version, run_id}} of a learned policy's models; {} for a baseline (it has none)."""
+    """{name: {version, run_id, evaluated_version}} of the models that make a learned policy's lists (the
+    two-tower's serving twin where it has one); {} for a baseline (it has none)."""
     if policy.kind != "learned":
         return {}
     client = MlflowClient()
     refs = {}
+    serving = policy.serving_versions()
     for name, key in ((RETRIEVAL, "retrieval"), (RANKING, "ranking")):
-        version = str(policy.params[key])
-        refs[name] = {"version": version, "run_id": client.get_model_version(name, version).run_id}
+        version = serving[key]
+        refs[name] = {
+            "version": version,
+            "run_id": client.get_model_version(name, version).run_id,
+            "evaluated_version": str(policy.params[key]),
+        }
     return refs
 
 

@@ -40,6 +40,13 @@ class _Columns:
     def to(self, device: torch.device | str):
         return self._map(lambda t: t.to(device))
 
+    @classmethod
+    def concat(cls, parts: list):
+        """The rows of ``parts`` (of this type) one after another."""
+        names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+        cols = {n: [getattr(p, n) for p in parts] for n in names}
+        return cls(**{n: None if any(v is None for v in vs) else torch.cat(vs) for n, vs in cols.items()})
+
 
 @dataclass
 class RetrievalTensors(_Columns):
@@ -149,7 +156,7 @@ def load_retrieval_examples(
     Args:
         lake_root: Lake root folder.
         ds: Partition date (``date`` or ``YYYY-MM-DD``).
-        split: ``train`` or ``valid``.
+        split: ``train``, ``valid`` or ``holdout``.
         history_len: Width of the padded history (longer histories keep their most recent items).
 
     Returns:

@@ -48,7 +48,9 @@ def find_trained(model_name: str, key: str) -> dict | None:
     )
     client = MlflowClient()
     for run in runs:
-        versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run.info.run_id}'")
+        found = client.search_model_versions(f"name = '{model_name}' and run_id = '{run.info.run_id}'")
+        # The run's serving twin is registered from it too; the version to reuse is the one it serves for.
+        versions = [mv for mv in found if tracking.SERVES_FOR_TAG not in mv.tags]
         if versions:
             v = max(versions, key=lambda mv: int(mv.version))
             tracking.set_alias(model_name, "challenger", v.version)
@@ -56,6 +58,7 @@ def find_trained(model_name: str, key: str) -> dict | None:
                 "name": model_name,
                 "version": str(v.version),
                 "run_id": run.info.run_id,
+                "serving_version": v.tags.get(tracking.SERVING_VERSION_TAG),
                 "metrics": dict(run.data.metrics),
                 "reused": True,
             }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -131,9 +131,17 @@ def train_retrieval(settings: Settings, ds: date, tags: dict[str, str], world: W
     run_tags = {"nightrec.stage": "train_retrieval", "nightrec.ds": ds.isoformat(), **tags}
     params = {**cfg.to_dict(), **_train_params(t, "retrieval"), "n_train": len(train), "n_valid": len(valid)}
     ckpt = _checkpoint(settings, RETRIEVAL, ds, fingerprints, params)
+    twin_ckpt = ckpt.with_name(f"{ckpt.stem}-serving.pt")
     with _main_run(world, RETRIEVAL, run_tags) as run_id:
         _adopt(ckpt, run_id)
         result = loop.train_retrieval(train, valid, cfg, t, checkpoint_path=ckpt, world=world, item_side=side)
+        twin = None
+        if t.retrieval_refit:
+            holdout = datasets.load_retrieval_examples(settings.lake, ds, "holdout", h)
+            full = _newest(datasets.RetrievalTensors.concat([train, valid, holdout]), t.max_train_rows)
+            twin = _serving_twin(full, cfg, t, result, twin_ckpt, world, side)
+            result.metrics |= {"serving_refit_rows": len(full)}
+        example = train.packed_users()[:5].numpy()
         ref = _log_training_run(
             world,
             result,
@@ -142,9 +150,26 @@ def train_retrieval(settings: Settings, ds: date, tags: dict[str, str], world: W
             dataset_sources=sources,
             fingerprints=fingerprints,
             tags=run_tags,
-            input_example=train.packed_users()[:5].numpy(),
+            input_example=example,
         )
-    return _finish(world, ref, result, ckpt)
+        if ref is not None and twin is not None:
+            twin_version = tracking.log_serving_twin(twin, RETRIEVAL, ref.version, example)
+            ref = replace(ref, serving_version=twin_version)
+    return _finish(world, ref, result, ckpt, twin_ckpt)
+
+
+def _serving_twin(full, cfg, t, result: loop.TrainResult, ckpt: Path, world: World, side) -> torch.nn.Module:
+    """The two-tower that serves: the evaluated model's recipe, refit on every window up to the run date.
+
+    The evaluated model never trains on its validation and holdout windows (they choose its epochs and
+    measure it); on a sparse log those are the last weeks, whose trending items it would otherwise never
+    see. The twin trains on all of them for the epochs early stopping chose, with the same seed.
+    """
+    empty = full.take(torch.zeros(0, dtype=torch.long))
+    refit = t.model_copy(update={"retrieval_epochs": max(result.best_epoch, 1)})
+    return loop.train_retrieval(
+        full, empty, cfg, refit, checkpoint_path=ckpt, world=world, item_side=side
+    ).model
 
 
 def train_ranking(settings: Settings, ds: date, tags: dict[str, str], world: World | None = None) -> dict:

@@ -46,6 +46,9 @@ class ModelRef:
     name: str
     version: str
     run_id: str
+    serving_version: str | None = (
+        None  # its serving twin (retrieval refit on every window), where one was made
+    )
 
 
 def configure_mlflow(tracking_uri: str, artifact_root: str, experiment: str) -> str:
@@ -193,6 +196,29 @@ def log_training_run(
     return ModelRef(name=model_name, version=str(version), run_id=run_id)
 
 
+SERVING_VERSION_TAG, SERVES_FOR_TAG = "nightrec.serving_version", "nightrec.serves_for"
+
+
+def log_serving_twin(model: nn.Module, model_name: str, evaluated_version: str, example: np.ndarray) -> str:
+    """Register ``model``, the serving twin of ``model_name`` version ``evaluated_version``, from the active run.
+
+    The twin gets no alias: the evaluated version names it (tag ``nightrec.serving_version``) and the twin
+    names the version whose figures it serves under (``nightrec.serves_for``), so the promotion gate
+    measures one and precompute loads the other.
+    """
+    example = np.ascontiguousarray(example, dtype=np.int64)
+    version = str(_log_model(model, model_name, example, name="serving_model"))
+    client = MlflowClient()
+    client.set_model_version_tag(model_name, version, SERVES_FOR_TAG, str(evaluated_version))
+    client.set_model_version_tag(model_name, str(evaluated_version), SERVING_VERSION_TAG, version)
+    return version
+
+
+def serving_version(model_name: str, version: str) -> str | None:
+    """The serving twin registered for ``model_name`` version ``version``; None when it has none."""
+    return MlflowClient().get_model_version(model_name, str(version)).tags.get(SERVING_VERSION_TAG)
+
+
 def _str(d: dict) -> dict[str, str]:
     return {str(k): str(v) for k, v in d.items()}
 
@@ -243,7 +269,7 @@ def _log_inputs(sources: dict[str, str], fingerprints: dict, input_example: np.n
             mlflow.log_input(ds, context="training" if name == "train" else name)
 
 
-def _log_model(model: nn.Module, model_name: str, example: np.ndarray) -> int:
+def _log_model(model: nn.Module, model_name: str, example: np.ndarray, name: str = "model") -> int:
     model = model.to("cpu").eval()
     with torch.no_grad():
         output = model(torch.from_numpy(example)).float().numpy()
@@ -251,7 +277,7 @@ def _log_model(model: nn.Module, model_name: str, example: np.ndarray) -> int:
         signature = infer_signature(example, output)
         info = mlflow.pytorch.log_model(
             model,
-            name="model",
+            name=name,
             serialization_format="pickle",
             signature=signature,
             input_example=example,

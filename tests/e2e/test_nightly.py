@@ -111,6 +111,15 @@ def test_two_nights_publish_validated_lists_and_keep_history(prefect_harness, e2
         assert run.data.params, name
         history = client.get_metric_history(run.info.run_id, "train_loss")
         assert 1 <= len(history) <= epochs
+    # The two-tower's serving twin (refit on every window) is registered beside it, from the same run, with
+    # no alias of its own: the evaluated version names it.
+    twin = tracking.serving_version("nightrec-retrieval", trained["nightrec-retrieval"])
+    assert twin is not None and twin != trained["nightrec-retrieval"]
+    twin_mv = client.get_model_version("nightrec-retrieval", twin)
+    assert twin_mv.tags[tracking.SERVES_FOR_TAG] == trained["nightrec-retrieval"] and not twin_mv.aliases
+    assert (
+        twin_mv.run_id == client.get_model_version("nightrec-retrieval", trained["nightrec-retrieval"]).run_id
+    )
     evaluation = mlflow.search_runs(
         experiment_names=[settings.mlflow_experiment], filter_string="tags.`nightrec.stage` = 'evaluate'"
     )
@@ -132,7 +141,7 @@ def test_two_nights_publish_validated_lists_and_keep_history(prefect_harness, e2
     best_baseline = max((n for n in names if n != "challenger"), key=scores.get)
     if live_policy.policy.kind == "learned":  # a learned policy goes live only by beating every baseline
         assert scores["challenger"] > scores[best_baseline]
-        assert manifest.models["nightrec-retrieval"]["version"] == trained["nightrec-retrieval"]
+        assert manifest.models["nightrec-retrieval"]["version"] == twin
     else:
         assert live_name == best_baseline and manifest.models == {}
 
@@ -148,6 +157,7 @@ def test_two_nights_publish_validated_lists_and_keep_history(prefect_harness, e2
         assert out[stage].get("reused") is True, stage
         assert out[stage]["version"] == trained[name], stage
     promo = out["evaluate_and_promote"]
+    assert promo["challenger"]["serving_retrieval"] == twin
     # The same inputs measure the same: the live policy stays, and no new policy version is registered.
     assert promo["promoted"] is False and promo["policy"]["name"] == live_policy.policy.name
     assert policies.champion() == live_policy
@@ -187,3 +197,17 @@ def test_two_nights_publish_validated_lists_and_keep_history(prefect_harness, e2
     )
     assert stage.precompute_with_champions(shorter, ds)["skipped"] is True
     assert stage.precompute_with_champions(shorter, ds, force=True)["skipped"] is False
+
+    # A learned policy is scored by its serving twin and the ranker the gate measured; provenance names both.
+    learned = policies.Policy.learned(trained["nightrec-retrieval"], trained["nightrec-ranking"], twin)
+    policies.promote(
+        policies.register(learned, client.get_model_version("nightrec-retrieval", twin).run_id, "t")
+    )
+    scored = stage.precompute_with_champions(settings, ds)
+    assert scored["skipped"] is False and scored["policy"]["name"] == "learned"
+    assert scored["models"]["nightrec-retrieval"] | {"run_id": None} == {
+        "version": twin,
+        "evaluated_version": trained["nightrec-retrieval"],
+        "run_id": None,
+    }
+    assert scored["models"]["nightrec-ranking"]["version"] == trained["nightrec-ranking"]

@@ -15,21 +15,30 @@ import pyarrow.parquet as pq
 from nightrec.io import lake
 from schemas.tables import EVENTS, FEATURE_TABLES
 
+# What training and evaluation read, as (column, values kept) of each table (None = every row). The
+# retrieval examples' holdout split is the serving refit's, read only after the evaluated model is trained.
 TRAINING_SIDE = {
-    "user_features": "eval",
-    "item_features": "eval",
-    "retrieval_examples": None,
+    "user_features": ("role", ("eval",)),
+    "item_features": ("role", ("eval",)),
+    "retrieval_examples": ("split", ("train", "valid")),
     "ranking_examples": None,
 }
 
 
-def read_frame(lake_root: str | Path, table: str, ds: date, role: str | None = None) -> pd.DataFrame:
-    """A table partition as a pandas frame sorted on every column (row order is not part of the contract)."""
+def read_frame(
+    lake_root: str | Path, table: str, ds: date, role: str | tuple[str, tuple[str, ...]] | None = None
+) -> pd.DataFrame:
+    """A table partition as a pandas frame sorted on every column (row order is not part of the contract).
+
+    ``role``: keep rows of that ``role``, or ``(column, values)``: rows whose ``column`` is one of ``values``.
+    """
     path = lake.require_partition(lake_root, table, ds)
     t = pads.dataset(str(path), format="parquet", partitioning="hive", exclude_invalid_files=True).to_table()
     df = t.to_pandas()
-    if role is not None:
+    if isinstance(role, str):
         df = df[df["role"] == role]
+    elif role is not None:
+        df = df[df[role[0]].isin(role[1])]
     df = df[FEATURE_TABLES[table].names].reset_index(drop=True)
     key = df.map(lambda v: repr(list(v)) if isinstance(v, np.ndarray | list) else repr(v))
     return df.iloc[key.sort_values(list(key.columns)).index].reset_index(drop=True)

@@ -33,16 +33,17 @@ def test_training_outputs_ignore_events_after_the_training_cutoff(spark, tiny_ra
     lc.assert_same_frames(
         lc.vocab_users(clean_build.lake, RUN_DATE), lc.vocab_users(lake_root, RUN_DATE), "user vocabulary"
     )
-    for table, role in lc.TRAINING_SIDE.items():
+    for table, rows in lc.TRAINING_SIDE.items():
         lc.assert_same_frames(
-            lc.read_frame(clean_build.lake, table, RUN_DATE, role),
-            lc.read_frame(lake_root, table, RUN_DATE, role),
-            f"{table} (role {role})",
+            lc.read_frame(clean_build.lake, table, RUN_DATE, rows),
+            lc.read_frame(lake_root, table, RUN_DATE, rows),
+            f"{table} ({rows})",
         )
     # The edits did reach what may see them: otherwise this test would prove nothing.
-    before = lc.read_frame(clean_build.lake, "user_features", RUN_DATE, "serve")
-    after = lc.read_frame(lake_root, "user_features", RUN_DATE, "serve")
-    assert not before.equals(after)
+    for table, rows in (("user_features", "serve"), ("retrieval_examples", ("split", ("holdout",)))):
+        before = lc.read_frame(clean_build.lake, table, RUN_DATE, rows)
+        after = lc.read_frame(lake_root, table, RUN_DATE, rows)
+        assert len(before) and not before.equals(after), table
 
 
 @pytest.mark.slow
