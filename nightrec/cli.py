@@ -286,18 +286,28 @@ def rollback(
         str | None, typer.Option(help="Manifest key to make live; default: the live pointer's previous.")
     ] = None,
 ) -> None:
-    """Move the live pointer back to an earlier snapshot (a conditional write, like every flip)."""
+    """Move the live pointer back to an earlier snapshot (a conditional write, like every flip), make its
+    policy the champion again, and reject the rolled-back lists so the next night does not bring them back."""
     from nightrec.errors import NightrecError
-    from nightrec.io.store import open_store
-    from nightrec.publish import pointer
+    from nightrec.ops import rollback as ops_rollback
 
     settings = Settings()
+    _quiet_env(settings, False)
     try:
-        live = pointer.rollback(open_store(settings.store), to)
+        done = ops_rollback.rollback(settings, to)
     except NightrecError as e:
         console.print(f"[red]rollback refused:[/] {e}")
         raise typer.Exit(1) from None
+    live = done.live
     console.print(f"live snapshot: ds={live.ds} generation={live.generation} ({live.manifest_key})")
+    if done.restored:
+        console.print(f"live policy: {done.restored} (champion again)")
+    else:
+        console.print("live policy: [yellow]unchanged[/] (the target snapshot records no policy version)")
+    if done.rejected:
+        console.print(f"rejected, never made live again by the gate: {', '.join(done.rejected)}")
+    elif done.note:
+        console.print(f"nothing rejected: {done.note}")
 
 
 @app.command()

@@ -132,3 +132,59 @@ def champion() -> LivePolicy | None:
     if r is not None and k is not None:
         return LivePolicy(Policy.learned(r, k), None)
     return None
+
+
+REJECTED_TAG = "nightrec.rejected"
+
+
+def _rejections(tags: dict) -> dict:
+    return json.loads(tags.get(REJECTED_TAG) or "{}")
+
+
+def reject(version: str, ds: str, reason: str) -> list[str]:
+    """Mark the lists ``nightrec-policy`` version ``version`` made for run date ``ds`` as rolled back.
+
+    A learned policy's models are rejected outright (their weights made those lists, whatever the night); a
+    baseline is rejected for ``ds`` only, since on another night it is refit on other data and makes other
+    lists. The gate never makes a rejected candidate live again (:func:`is_rejected`).
+
+    Returns:
+        What was marked, as ``name vN`` texts.
+    """
+    client = MlflowClient()
+    mv = client.get_model_version(POLICY_MODEL, str(version))
+    found = _rejections(mv.tags)
+    found = {"ds": sorted({*found.get("ds", []), ds}), "reason": reason}
+    client.set_model_version_tag(POLICY_MODEL, str(version), REJECTED_TAG, json.dumps(found))
+    marked = [f"{POLICY_MODEL} v{version} (run date {ds})"]
+    policy = policy_of(version)
+    if policy.kind == "learned":
+        p = policy.params
+        for name, v in (
+            (RETRIEVAL, p["retrieval"]),
+            (RETRIEVAL, p.get("serving_retrieval")),
+            (RANKING, p["ranking"]),
+        ):
+            if v:
+                client.set_model_version_tag(name, str(v), REJECTED_TAG, json.dumps({"reason": reason}))
+                marked.append(f"{name} v{v}")
+    return marked
+
+
+def is_rejected(policy: Policy, ds: str) -> bool:
+    """Whether ``policy`` made lists that were rolled back: its models (learned), or the same policy on the
+    same run date (a baseline)."""
+    client = MlflowClient()
+    if policy.kind == "learned":
+        pairs = ((RETRIEVAL, policy.params["retrieval"]), (RANKING, policy.params["ranking"]))
+        return any(REJECTED_TAG in client.get_model_version(n, str(v)).tags for n, v in pairs)
+    try:
+        versions = client.search_model_versions(f"name = '{POLICY_MODEL}'")
+    except MlflowException:
+        return False
+    return any(
+        ds in _rejections(mv.tags).get("ds", [])
+        and Policy(mv.tags["kind"], json.loads(mv.tags.get("params") or "{}")) == policy
+        for mv in versions
+        if REJECTED_TAG in mv.tags
+    )

@@ -18,9 +18,11 @@ import mlflow
 import numpy as np
 from mlflow import MlflowClient
 
+from nightrec.errors import NightrecError
 from nightrec.evaluation import ease, offline, policies
 from nightrec.evaluation.paired import Comparison, paired_bootstrap
 from nightrec.evaluation.policies import LivePolicy, Policy
+from nightrec.io import vocab_identity
 from nightrec.settings import PromotionSettings, Settings
 from nightrec.training import tracking
 from nightrec.training.stages import RANKING, RETRIEVAL
@@ -140,8 +142,11 @@ def decide(
     )
 
 
-def _load(name: str, version: str | int):
-    return mlflow.pytorch.load_model(f"models:/{name}/{version}", map_location="cpu")
+def _load(settings: Settings, ds: date, name: str, version: str | int):
+    """A registered model, refused when the night's vocabulary does not keep its indices."""
+    model = mlflow.pytorch.load_model(f"models:/{name}/{version}", map_location="cpu")
+    vocab_identity.check_model(model, settings.lake, ds, f"{name} version {version}")
+    return model
 
 
 def _challenger_versions(retrieval: dict | None, ranking: dict | None) -> tuple[str | None, str | None]:
@@ -160,8 +165,8 @@ def measure_candidates(
     info: dict = {}
     if challenger is not None:
         models = (
-            _load(RETRIEVAL, challenger.params["retrieval"]),
-            _load(RANKING, challenger.params["ranking"]),
+            _load(settings, ds, RETRIEVAL, challenger.params["retrieval"]),
+            _load(settings, ds, RANKING, challenger.params["ranking"]),
         )
         measured[CHALLENGER] = offline.measure(settings, ds, data, *models)
         candidates[CHALLENGER] = challenger
@@ -187,8 +192,8 @@ def measure_candidates(
         if incumbent is None:  # the live policy is not among tonight's candidates: measure it as it is
             if live.policy.kind == "learned":
                 models = (
-                    _load(RETRIEVAL, live.policy.params["retrieval"]),
-                    _load(RANKING, live.policy.params["ranking"]),
+                    _load(settings, ds, RETRIEVAL, live.policy.params["retrieval"]),
+                    _load(settings, ds, RANKING, live.policy.params["ranking"]),
                 )
                 measured[CHAMPION] = offline.measure(settings, ds, data, *models)
             else:
@@ -218,6 +223,19 @@ def evaluate_and_promote(
     )
     live = policies.champion()
     measured, candidates, incumbent, info = measure_candidates(settings, ds, challenger, live)
+    # Lists an operator rolled back never go live again: the same models, or the same baseline on this date.
+    rejected = sorted(c for c, pol in candidates.items() if policies.is_rejected(pol, ds.isoformat()))
+    if rejected:
+        log.warning("not candidates tonight, their lists were rolled back: %s", ", ".join(rejected))
+        candidates = {c: pol for c, pol in candidates.items() if c not in rejected}
+        incumbent = None if incumbent in rejected else incumbent
+        info["rejected"] = rejected
+        if not candidates:
+            raise NightrecError(
+                f"every candidate policy of {ds} made lists that were rolled back ({', '.join(rejected)}); "
+                "nothing may go live. Add a candidate (promotion.popularity_windows, promotion.ease) or "
+                "retrain (`nightrec run --force`)"
+            )
     metric = settings.promotion.metric
     per_user = {c: measured[c].per_user[metric] for c in candidates}
     decision = decide(per_user, candidates, incumbent, settings.promotion, seed=settings.train.seed)

@@ -52,8 +52,25 @@ def code_fingerprint() -> str:
 
 
 def previous_vocab(lake_root: str | Path, run_date: date) -> date | None:
-    """The run date of the vocabulary that ``run_date`` extends: the newest complete one before it."""
+    """The run date of the previous night's vocabulary: the newest complete one before ``run_date``."""
     return lake.latest_complete(lake_root, VOCAB.name, before=run_date)
+
+
+def base_vocab(lake_root: str | Path) -> date | None:
+    """The run date of the vocabulary a build extends: the largest complete one, of any date.
+
+    An index is assigned once, ever. Every vocabulary extends the largest before it, so the largest holds
+    every value any night has indexed, at the index it got: a re-run of a date (with an item added, say)
+    appends to it instead of renumbering from the day before, and the models trained on the date's first
+    build still read their ids right (``io.vocab_identity`` checks it). Ties go to the newest date.
+    """
+    root = Path(lake_root) / VOCAB.name
+    sizes = []
+    for p in root.glob("ds=*") if root.exists() else ():
+        marker = lake.read_marker(p)
+        if marker is not None and marker.get("table") == VOCAB.name:
+            sizes.append((int(marker.get("rows") or 0), p.name[3:]))
+    return date.fromisoformat(max(sizes)[1]) if sizes else None
 
 
 def fingerprint(
@@ -136,7 +153,6 @@ def build_features(
     Tables are written in dependency order, each behind its own marker, so a run killed half way resumes
     with the first unmarked table; ``force`` rewrites all of them.
     """
-    prev_ds = previous_vocab(lake_root, run_date)
     fp = fingerprint(raw_root, run_date, cfg, lake_root)
     if not force and all(lake.is_complete(lake_root, t.name, run_date, fp) for t in OUTPUTS):
         cut_info = _cut_info(ev.Cutoffs.of_night(lake_root, run_date, cfg))
@@ -152,7 +168,9 @@ def build_features(
     # Small and read by almost every table: cached once instead of re-scanned and re-deduplicated each time.
     items = raw.read_raw_table(spark, raw_root, "items").dropDuplicates(["item_id"]).persist()
     users = raw.read_raw_table(spark, raw_root, "users").dropDuplicates(["user_id"]).persist()
-    prev = read_table(spark, lake_root, VOCAB, prev_ds) if prev_ds else None
+    base_ds = base_vocab(lake_root)
+    # Materialised: the base may be this date's own vocabulary, which the write below replaces.
+    prev = read_table(spark, lake_root, VOCAB, base_ds).localCheckpoint() if base_ds else None
     # The item part of the vocabulary comes first: it depends on the catalog alone, and the events are indexed
     # by it before their one shuffle (the user part depends on the clean events, so VOCAB is written after).
     if out.done(VOCAB):

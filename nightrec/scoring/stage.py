@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 
 from nightrec.evaluation import policies
 from nightrec.evaluation.policies import Policy
-from nightrec.io import lake
+from nightrec.io import lake, vocab_identity
 from nightrec.scoring.precompute import precompute
 from nightrec.settings import Settings
 from nightrec.training import tracking
@@ -90,6 +90,8 @@ def precompute_with_champions(settings: Settings, ds: date, force: bool = False)
         if refs
         else [None, None]
     )
+    for name, model in zip(refs, models, strict=False):
+        vocab_identity.check_model(model, settings.lake, ds, f"{name} version {refs[name]['version']}")
     summary = precompute(settings, ds, *models, fingerprint=fp, policy=policy)
     body = {
         "policy": {**policy.as_dict(), "version": live.version},

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from nightrec.features.events import Cutoffs
-from nightrec.io import lake
+from nightrec.io import lake, vocab_identity
 from nightrec.models.configs import DeepFMConfig, TwoTowerConfig
 from nightrec.settings import Settings
 from nightrec.training import checkpoint, datasets, item_side, loop, ranker_examples, tracking
@@ -120,6 +120,7 @@ def train_retrieval(settings: Settings, ds: date, tags: dict[str, str], world: W
     t = settings.train
     _configure_mlflow(settings, world)
     sizes = datasets.vocab_sizes(settings.lake, ds)
+    trained_on = vocab_identity.digest(settings.lake, ds)  # what its indices mean, checked wherever it scores
     h = settings.features.history_len
     train = _newest(datasets.load_retrieval_examples(settings.lake, ds, "train", h), t.max_train_rows)
     valid = datasets.load_retrieval_examples(settings.lake, ds, "valid", h)
@@ -135,11 +136,13 @@ def train_retrieval(settings: Settings, ds: date, tags: dict[str, str], world: W
     with _main_run(world, RETRIEVAL, run_tags) as run_id:
         _adopt(ckpt, run_id)
         result = loop.train_retrieval(train, valid, cfg, t, checkpoint_path=ckpt, world=world, item_side=side)
+        setattr(result.model, vocab_identity.ATTRIBUTE, trained_on)
         twin = None
         if t.retrieval_refit:
             holdout = datasets.load_retrieval_examples(settings.lake, ds, "holdout", h)
             full = _newest(datasets.RetrievalTensors.concat([train, valid, holdout]), t.max_train_rows)
             twin = _serving_twin(full, cfg, t, result, twin_ckpt, world, side)
+            setattr(twin, vocab_identity.ATTRIBUTE, trained_on)
             result.metrics |= {"serving_refit_rows": len(full)}
         example = train.packed_users()[:5].numpy()
         ref = _log_training_run(
@@ -201,6 +204,7 @@ def train_ranking(settings: Settings, ds: date, tags: dict[str, str], world: Wor
     item_fields = datasets.load_item_fields(settings.lake, ds, sizes["item_id"])
     found = world.broadcast(tracking.load_model(RETRIEVAL, tracking.CHALLENGER) if world.is_main else None)
     retrieval, retrieval_version = (found[0], found[1]) if found else (None, None)
+    vocab_identity.check_model(retrieval, settings.lake, ds, f"{RETRIEVAL} version {retrieval_version}")
     gen = torch.Generator().manual_seed(t.seed)
     derive = dict(
         n_candidates=settings.scoring.n_candidates,
@@ -249,6 +253,7 @@ def train_ranking(settings: Settings, ds: date, tags: dict[str, str], world: Wor
                 full, empty, cfg, refit, checkpoint_path=refit_ckpt, world=world
             ).model
         result.model.blend_weight = weight
+        setattr(result.model, vocab_identity.ATTRIBUTE, vocab_identity.digest(settings.lake, ds))
         result.metrics |= {"blend_weight": weight, "lr_auc": baseline.metrics["auc"]} | {
             f"valid_ndcg_at_10_w{w:.1f}": v for w, v in figures.items()
         }

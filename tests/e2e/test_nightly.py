@@ -211,3 +211,34 @@ def test_two_nights_publish_validated_lists_and_keep_history(prefect_harness, e2
         "run_id": None,
     }
     assert scored["models"]["nightrec-ranking"]["version"] == trained["nightrec-ranking"]
+
+    # Rollback sticks. A third snapshot is made by a baseline the gate did not choose; rolling it back makes
+    # night 1's policy the champion again, and a night re-run after it cannot bring those lists back.
+    night1 = live_policy.policy
+    rolled = policies.Policy("popularity", {"window_days": 7 if night1.name != "popularity_7d" else 0})
+    policies.promote(
+        policies.register(rolled, client.get_model_version("nightrec-retrieval", twin).run_id, "t")
+    )
+    stage.precompute_with_champions(settings, ds)
+    out = nightly(NightlyParams(data=str(e2e_raw), run_date=RUN_DATE, stages=["validate_recs", "publish"]))
+    third = pointer.read_live(store)[0]
+    assert (
+        third.generation == 3
+        and snapshot.load_manifest(store, third.manifest_key).policy["name"] == rolled.name
+    )
+    res = runner.invoke(app, ["rollback"])
+    assert res.exit_code == 0, res.output
+    assert pointer.read_live(store)[0].manifest_key == live2.manifest_key
+    assert policies.champion() == live_policy, "the champion goes back with the lists"
+    assert f"live policy: {night1.name}" in res.output and "rejected" in res.output
+    assert policies.is_rejected(rolled, RUN_DATE) and not policies.is_rejected(rolled, "2026-11-23")
+    out = nightly(
+        NightlyParams(
+            data=str(e2e_raw),
+            run_date=RUN_DATE,
+            stages=["evaluate_and_promote", "precompute", "validate_recs", "publish"],
+        )
+    )
+    assert rolled.name in out["evaluate_and_promote"]["rejected"]
+    fourth = snapshot.load_manifest(store, pointer.read_live(store)[0].manifest_key)
+    assert fourth.generation == 4 and fourth.policy["name"] != rolled.name
