@@ -114,6 +114,11 @@ class TrainSettings(BaseModel):
         ge=1,
         description="Last days of the validation window that early-stop the ranker (it trains on the rest).",
     )
+    ranking_examples_from: Literal["valid", "train_and_valid"] = Field(
+        "valid",
+        description="Where the ranker's training examples come from: the validation window only (its retrieval "
+        "ranks are out-of-sample, as when serving), or the training window too (more rows, in-sample ranks).",
+    )
     patience: int = 2
     max_train_rows: int | None = Field(
         None, description="Cap on examples per model (newest kept); None = all."

@@ -195,6 +195,9 @@ def train_ranking(settings: Settings, ds: date, tags: dict[str, str], world: Wor
     tail = min(t.ranking_valid_days, max(settings.features.valid_days // 2, 1))
     split_day = cut.eval_start - timedelta(days=tail)
     train = datasets.load_ranking_examples(settings.lake, ds, "valid", h, stop=split_day)
+    if t.ranking_examples_from == "train_and_valid":
+        early = datasets.load_ranking_examples(settings.lake, ds, "train", h)
+        train = RankingTensors.concat([early, train])  # time order kept: _newest trims the oldest
     train = _newest(train, t.max_train_rows)
     valid = datasets.load_ranking_examples(settings.lake, ds, "valid", h, start=split_day)
     # Positives only: their negatives are drawn from the retrieval candidates below. The lake's negatives
