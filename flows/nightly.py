@@ -15,14 +15,22 @@ from flows.train_retrieval import train_retrieval
 from flows.validate_features import validate_features
 from flows.validate_raw import validate_raw
 from flows.validate_recs import validate_recs
+from nightrec.ops.night_lock import night_lock
 from schemas.params import STAGES, NightlyParams
 from tasks import features
+from tasks.context import run_id, settings_for
 
 
 @flow(name="nightly", flow_run_name=run_name("nightly"), log_prints=True)
 def nightly(params: NightlyParams = NightlyParams()) -> dict:
     """Validate, build features, train, evaluate and promote, precompute, validate and publish one night."""
     params = features.resolve_run_date(params)
+    # One run per date at a time: a second one refuses here, naming the run that holds the date.
+    with night_lock(settings_for(params).lake, params.run_date, run_id()):
+        return _stages(params)
+
+
+def _stages(params: NightlyParams) -> dict:
     selected = set(params.stages or STAGES)
     out: dict = {"run_date": params.run_date.isoformat(), "seconds": {}}
 

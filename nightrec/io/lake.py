@@ -83,6 +83,15 @@ def clear_staging(lake: str | Path, table: str, ds: date) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
+def clear_all_staging(lake: str | Path, ds: date) -> None:
+    """Remove every table's staging folders of ``ds`` (the night that writes ``ds`` has ended or died)."""
+    root = Path(lake)
+    if root.exists():
+        for table in root.iterdir():
+            if (table / "_staging").is_dir():
+                clear_staging(root, table.name, ds)
+
+
 def commit_staging(staging: Path, final: Path) -> None:
     """Swap a fully written staging folder into place; the old partition is removed only after the swap."""
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -141,6 +141,7 @@ def _read_csv(spark: SparkSession, files: list[Path], table: Table) -> DataFrame
         if c.dtype not in ("string", "array<string>"):
             bad = F.col(c.name).isNotNull() & typed[c.name].isNull()
             reasons.append(F.when(bad, F.lit(f"unparsable {c.dtype} in column {c.name!r}")))
+    reasons += _empty_required(table, F.col(_CORRUPT).isNull())
     line = F.coalesce(
         F.col(_CORRUPT), F.concat_ws(",", *[F.coalesce(F.col(c.name), F.lit("")) for c in table.columns])
     )
@@ -150,6 +151,19 @@ def _read_csv(spark: SparkSession, files: list[Path], table: Table) -> DataFrame
         line.alias(LINE),
         F.coalesce(*reasons).alias(REASON),
     )
+
+
+def _empty_required(table: Table, parsed: F.Column) -> list[F.Column]:
+    """A reason for each required field left empty on an otherwise well-formed line (``,,,,,``, ``{}``).
+
+    Such a line cannot become a valid row: it is quarantined with the malformed ones, so a few of them in a
+    large file cost a few rows instead of failing the not-null rules (and the night) on the whole table.
+    """
+    return [
+        F.when(parsed & F.col(c.name).isNull(), F.lit(f"empty required field {c.name!r}"))
+        for c in table.columns
+        if not c.nullable
+    ]
 
 
 def _read_jsonl(spark: SparkSession, files: list[Path], table: Table) -> DataFrame:
@@ -172,6 +186,7 @@ def _read_jsonl(spark: SparkSession, files: list[Path], table: Table) -> DataFra
         for c in table.columns
     ]
     reasons.append(F.when(corrupt, F.lit("malformed line: expected one JSON object")))
+    reasons += _empty_required(table, ~corrupt)
     return df.select(
         *table.names,
         F.input_file_name().alias(FILE),

@@ -47,20 +47,24 @@ def test_few_malformed_lines_are_quarantined_counted_and_kept_out(spark, planted
             "u_x,i_x,click,not-a-date,,s1",
             "u_x,i_x,click,2026-11-20T10:00:00Z,lots,s1",
             "u_tz,i_tz,click,2026-11-20T10:00:00+02:00,,s1",
+            ",,,,,",  # a line of empty fields: no valid row, so quarantined (not a not-null failure of the table)
+            "u_y,,click,2026-11-20T10:00:00Z,,s1",
         ],
     )
     report = gates.validate_raw(spark, planted, s, RUN_DATE)
     assert report.success, report.summary()
     folder = quarantine.quarantine_path(s.lake, RUN_DATE, "events")
-    assert f"3 malformed events rows quarantined to {folder}" in report.notes
+    assert f"5 malformed events rows quarantined to {folder}" in report.notes
     q = pq.read_table(folder).to_pandas().sort_values("line")
     assert sorted(q["reason"]) == [
+        "empty required field 'item_id'",
+        "empty required field 'user_id'",
         "malformed line: expected 6 comma-separated fields",
         "unparsable double in column 'value'",
         "unparsable timestamp in column 'ts'",
     ]
     assert GARBAGE in set(q["line"]) and q["file"].str.endswith(".csv").all()
-    assert report.stats["tables"]["events"]["malformed"] == 3
+    assert report.stats["tables"]["events"]["malformed"] == 5
 
     events = raw.read_raw_table(spark, planted, "events")
     assert events.where(events.user_id == "u_x").count() == 0
@@ -78,3 +82,7 @@ def test_too_many_malformed_lines_fail_with_sample_lines(spark, planted, tmp_pat
     assert "[raw_checks] events_malformed_share of events (200 rows)" in msg
     assert "are malformed (quarantined); allowed at most 1.00%" in msg
     assert msg.count(GARBAGE) == 5 and ".csv" in msg
+    # Each sample says where it is: the line number in its file, counting the header.
+    part = sorted((planted / "events").glob("*.csv"))[0]
+    first = part.read_text().splitlines().index(f"{GARBAGE} #0") + 1
+    assert f"'line_number': '{first}'" in msg or f"'line_number': {first}" in msg, msg
