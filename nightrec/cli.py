@@ -116,6 +116,12 @@ def run(
     from flows import progress
 
     log_path = run_log.path_for(settings.home, params.run_date)
+    # Written first, so that a night killed at any point (even after its flip) shows as such in `status`.
+    _write_last_run(
+        settings,
+        {"status": "running", "pid": os.getpid(), "run_date": params.run_date, "log": str(log_path)},
+        finished=False,
+    )
     try:
         # Libraries log to the night's file (Prefect's tracebacks, MLflow, the Spark JVM); the terminal gets the
         # progress lines, the summary and, on a failure, one message and where the tracebacks are.
@@ -134,7 +140,13 @@ def run(
         if not verbose:
             console.print(f"Tracebacks and library logs: {log_path}", soft_wrap=True)
         _write_last_run(
-            settings, {"status": "failed", "error": f"{type(e).__name__}: {e}"[:2000], "log": str(log_path)}
+            settings,
+            {
+                "status": "failed",
+                "run_date": params.run_date,
+                "error": f"{type(e).__name__}: {e}"[:2000],
+                "log": str(log_path),
+            },
         )
         raise typer.Exit(1) from None
     _write_last_run(settings, {"status": "completed", **result, "log": str(log_path)})
@@ -154,12 +166,29 @@ def _run_nightly(nightly, params):
         return nightly(params)
 
 
-def _write_last_run(settings: Settings, body: dict) -> None:
+def _write_last_run(settings: Settings, body: dict, finished: bool = True) -> None:
     from datetime import UTC, datetime
+
+    from nightrec.io.lake import write_json
 
     path = Path(settings.home) / "last_run.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"finished_at": datetime.now(UTC).isoformat(), **body}, indent=2, default=str))
+    now = datetime.now(UTC).isoformat()
+    stamp = {"finished_at": now} if finished else {"started_at": now}
+    # Atomic: a kill while writing must not leave `status` an unreadable file.
+    write_json(path, {**stamp, **body})
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _params(policy: dict) -> str:
@@ -347,9 +376,22 @@ def status() -> None:
         console.print("last run: none")
         return
     run = json.loads(last.read_text())
-    console.print(
-        f"last run: {run.get('status')} at {run.get('finished_at')} (run date {run.get('run_date', '?')})"
-    )
+    day = f"run date {run['run_date']}" if run.get("run_date") else "run date not chosen yet"
+    if run.get("status") == "running":
+        if _process_alive(int(run.get("pid") or 0)):
+            console.print(
+                f"last run: [cyan]running[/] since {run.get('started_at')} ({day}, pid {run.get('pid')})"
+            )
+        else:
+            console.print(
+                f"last run: [red]died[/] after starting at {run.get('started_at')} ({day}): its process "
+                f"{run.get('pid')} is gone (killed, or the machine restarted). The live snapshot above is "
+                "what readers get; run the night again to resume it."
+            )
+        if run.get("log"):
+            console.print(f"  log: {run['log']}", soft_wrap=True)
+        return
+    console.print(f"last run: {run.get('status')} at {run.get('finished_at')} ({day})")
     if run.get("error"):
         console.print(f"  error: {run['error']}")
     if seconds := run.get("seconds"):

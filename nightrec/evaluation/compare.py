@@ -58,7 +58,8 @@ def latest_evaluations(tracking_uri: str, experiment: str, n: int = 5) -> pd.Dat
                     **values,
                     # The candidate whose lists went live that night (nights before policies: unknown).
                     "live": tags.get("live_candidate") == model,
-                    "promoted": params.get("promoted") == "True",
+                    # Only the row that went live was promoted; the run-level flag is about that one.
+                    "promoted": tags.get("live_candidate") == model and params.get("promoted") == "True",
                     "decision": tags.get("decision", ""),
                 }
             )

@@ -90,5 +90,7 @@ def test_a_second_cli_run_of_a_running_date_says_so_in_a_few_lines(prefect_harne
         res = CliRunner().invoke(app, ["run", "--data", str(tiny_raw), "--date", DS.isoformat()])
     assert res.exit_code == 1, res.output
     assert f"night {DS} is already running as run run-a" in res.output
-    assert "Traceback (most recent" not in res.output and len(res.output.strip().splitlines()) <= 15, res.output
+    assert "Traceback (most recent" not in res.output and len(res.output.strip().splitlines()) <= 15, (
+        res.output
+    )
     assert not list(Path(settings.lake).glob("*/_staging/*"))

@@ -75,6 +75,8 @@ def test_latest_evaluations_lists_each_nights_metric_sets_newest_first(store):
     assert (row["ndcg_at_10"], row["recall_at_20"], row["coverage"]) == pytest.approx((0.12, 0.13, 0.14))
     assert table.iloc[6]["ndcg_at_10"] == pytest.approx(0.15) and table.iloc[6]["run_id"] == second
     assert bool(table.iloc[3]["promoted"]) and "mrr" not in table.columns
+    # Only the lists that went live were promoted, never the baselines measured beside them.
+    assert table["promoted"].tolist() == [False, False, False, True, False, False, False]
     assert table["live"].tolist() == [True, False, False, True, False, False, False]  # each night's first set
     assert len(compare.latest_evaluations(uri, name, n=10)) == 9
 

@@ -50,3 +50,22 @@ def test_rollback_to_a_named_manifest_and_reader_follows(two_snapshots):
     assert pointer.read_live(store)[0].manifest_key == second
     shown = runner.invoke(app, ["recs", "u1"])
     assert shown.exit_code == 0 and "u1" in shown.output
+
+
+def test_status_tells_a_night_that_died_from_one_still_running(two_snapshots, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    store, (_, second) = two_snapshots
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    last = tmp_path / "home" / "last_run.json"
+    runner = CliRunner()
+    for pid, expected in ((proc.pid, "died"), (os.getpid(), "running")):
+        last.write_text(json.dumps({"status": "running", "pid": pid, "started_at": "t0", "run_date": None}))
+        res = runner.invoke(app, ["status"])
+        assert res.exit_code == 0, res.output
+        assert f"last run: {expected}" in res.output and "run date not chosen yet" in res.output, res.output
+        assert second in res.output  # the live snapshot is shown either way
