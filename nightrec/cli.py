@@ -57,7 +57,7 @@ def generate(
     except ValueError as e:
         console.print(f"[red]cannot generate:[/] {e}")
         raise typer.Exit(2) from None
-    console.print(s)
+    console.print(str(s), soft_wrap=True)
 
 
 @app.command("import-movielens")
@@ -65,7 +65,7 @@ def import_movielens(src: Path, out: Path) -> None:
     """Convert a MovieLens folder (ml-100k, ml-1m or ml-latest layout) into the raw contract."""
     from nightrec.data import movielens
 
-    console.print(movielens.import_movielens(src, out))
+    console.print(str(movielens.import_movielens(src, out)), soft_wrap=True)
 
 
 @app.command()
@@ -150,7 +150,7 @@ def run(
         )
         raise typer.Exit(1) from None
     _write_last_run(settings, {"status": "completed", **result, "log": str(log_path)})
-    _print_summary(settings, result)
+    _print_summary(settings, result, date_given=run_date is not None)
     if not verbose:
         console.print(f"[bold]Log:[/] {log_path}", soft_wrap=True)
 
@@ -196,7 +196,27 @@ def _params(policy: dict) -> str:
     return "(" + ", ".join(f"{k} {v}" for k, v in params.items()) + ")" if params else ""
 
 
-def _print_summary(settings: Settings, result: dict) -> None:
+def _gate_notes(result: dict) -> list[str]:
+    """What the gates noticed without failing (rows dropped, events after the run date, warnings)."""
+    out = []
+    for gate in ("validate_raw", "validate_features", "validate_recs"):
+        summary = result.get(gate) or {}
+        out += [*summary.get("notes", []), *summary.get("warnings", [])]
+    return out
+
+
+def _print_summary(settings: Settings, result: dict, date_given: bool = True) -> None:
+    if not date_given:
+        console.print(
+            f"run date {result['run_date']}: the day after the newest event not stamped in the future "
+            "(pass --date to choose one)"
+        )
+    if notes := _gate_notes(result):
+        console.print("[bold]Notes:[/]")
+        for note in notes[:8]:
+            console.print(f"  • {note}", soft_wrap=True)
+        if len(notes) > 8:
+            console.print(f"  … and {len(notes) - 8} more in last_run.json")
     promo = result.get("evaluate_and_promote") or {}
     metrics = promo.get("metrics") or {}
     if metrics:

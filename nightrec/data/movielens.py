@@ -53,6 +53,17 @@ class ImportSummary:
     first_ts: dt.datetime | None
     last_ts: dt.datetime | None
 
+    def __str__(self) -> str:
+        span = (
+            f" from {self.first_ts:%Y-%m-%d} to {self.last_ts:%Y-%m-%d}"
+            if self.first_ts and self.last_ts
+            else ""
+        )
+        return (
+            f"imported {self.layout} from {self.src}: {self.n_events} ratings{span}, {self.n_users} users, "
+            f"{self.n_items} items, to {self.out}. Run it: nightrec run --data {self.out}"
+        )
+
 
 def detect_layout(src: Path) -> str:
     """The MovieLens layout of folder ``src``: ``ml-100k``, ``ml-1m`` or ``ml-latest``.

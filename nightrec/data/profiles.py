@@ -41,6 +41,14 @@ class ProfileSummary:
     first_day: dt.date
     last_day: dt.date
 
+    def __str__(self) -> str:
+        mix = ", ".join(f"{n} {kind}" for kind, n in self.event_counts.items() if n)
+        return (
+            f"profile {self.profile}: wrote {self.n_events} events ({mix}) from {self.first_day} to "
+            f"{self.last_day}, {self.n_users} users and {self.n_items} items, to {self.out}. "
+            f"Run it: nightrec run --data {self.out}"
+        )
+
 
 def generate(
     profile: str,

@@ -139,6 +139,7 @@ def test_import_movielens_output_of_each_layout_runs_the_whole_night(
     raw = tmp_path / "raw"
     res = CliRunner().invoke(app, ["import-movielens", str(src), str(raw)])
     assert res.exit_code == 0, res.output
+    assert f"imported {layout}" in res.output and f"nightrec run --data {raw}" in res.output.replace("\n", "")
     assert movielens.detect_layout(src) == layout
     settings, output = _run_night(raw)
     _assert_published(settings, output, raw)

@@ -1,0 +1,30 @@
+"""The night's summary says what the gates noticed and why the run date is what it is."""
+
+from __future__ import annotations
+
+from nightrec import cli
+from nightrec.settings import Settings
+
+
+def test_summary_prints_the_gates_notes_and_the_chosen_date(tmp_path, capsys):
+    result = {
+        "run_date": "2026-11-23",
+        "validate_raw": {
+            "notes": [
+                "12 events outside [1970-01-01, 2026-11-23) (12 after the run date) will not reach features",
+                "3 events of items unknown to the catalog will be dropped",
+            ],
+            "warnings": ["raw_schema: events has columns beyond the contract: extra"],
+        },
+        "validate_recs": {"notes": [], "warnings": []},
+    }
+    cli._print_summary(Settings(home=tmp_path), result, date_given=False)
+    out = capsys.readouterr().out.replace("\n", " ")
+    assert "run date 2026-11-23: the day after the newest event" in out and "--date" in out
+    assert "12 after the run date" in out and "3 events of items unknown" in out and "beyond the contract" in out
+
+
+def test_a_given_date_and_a_quiet_night_print_no_notes(tmp_path, capsys):
+    cli._print_summary(Settings(home=tmp_path), {"run_date": "2026-11-23", "validate_raw": {"notes": []}})
+    out = capsys.readouterr().out
+    assert "Notes:" not in out and "the day after the newest event" not in out
