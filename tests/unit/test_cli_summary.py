@@ -21,7 +21,9 @@ def test_summary_prints_the_gates_notes_and_the_chosen_date(tmp_path, capsys):
     cli._print_summary(Settings(home=tmp_path), result, date_given=False)
     out = capsys.readouterr().out.replace("\n", " ")
     assert "run date 2026-11-23: the day after the newest event" in out and "--date" in out
-    assert "12 after the run date" in out and "3 events of items unknown" in out and "beyond the contract" in out
+    assert (
+        "12 after the run date" in out and "3 events of items unknown" in out and "beyond the contract" in out
+    )
 
 
 def test_a_given_date_and_a_quiet_night_print_no_notes(tmp_path, capsys):
