@@ -135,7 +135,10 @@ def run(
             finally:
                 progress.to_stream(None)
     except Exception as e:  # noqa: BLE001 - the CLI's job is to say what failed, plainly
-        console.print(f"\n[bold red]nightly failed:[/] {type(e).__name__}: {e}")
+        # A gate's full report (every rule, five rows each) is in the log and the Data Docs; the terminal
+        # gets the first screen's worth.
+        text = e.brief() if hasattr(e, "brief") else str(e)
+        console.print(f"\n[bold red]nightly failed:[/] {type(e).__name__}: {text}", highlight=False)
         console.print("The live recommendations were not changed.")
         if not verbose:
             console.print(f"Tracebacks and library logs: {log_path}", soft_wrap=True)

@@ -72,6 +72,28 @@ class GateFailed(NightrecError):
             lines.append(f"  Data Docs: {data_docs}")
         super().__init__("\n".join(lines))
 
+    def brief(self) -> str:
+        """The message for a terminal, at most 9 lines: every rule on one line (up to three), the first one's
+        file and two of its rows, then where the rest is (the Data Docs; the full message is in the log)."""
+        head = f"gate {self.suite!r} failed" + (f" on {self.source}" if self.source else "")
+        lines = [f"{head}: {len(self.failures)} rule(s) broken"]
+        for i, f in enumerate(self.failures[:3]):
+            where = f"[{f['suite']}] " if f.get("suite") else ""
+            col = f" column {f['column']!r}" if f.get("column") else ""
+            tbl = f" of {f['table']}" if f.get("table") else ""
+            cnt = f" ({f['count']} rows)" if f.get("count") is not None else ""
+            detail = f": {f['detail']}" if f.get("detail") else ""
+            lines.append(f"  - {where}{f['rule']}{col}{tbl}{cnt}{detail}"[:400])
+            if i == 0:
+                if f.get("file"):
+                    lines.append(f"      file: {f['file']}")
+                lines += [f"      {r}"[:300] for r in (f.get("rows") or [])[:2]]
+        if len(self.failures) > 3:
+            lines.append(f"  ... and {len(self.failures) - 3} more rule(s): see the Data Docs")
+        if self.data_docs:
+            lines.append(f"  Data Docs: {self.data_docs}")
+        return "\n".join(lines)
+
 
 class StageInputMissing(NightrecError):
     """A stage's input partition is absent or has no success marker (never read a half-written partition)."""

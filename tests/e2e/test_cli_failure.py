@@ -26,6 +26,7 @@ def test_a_failed_gate_prints_one_message_and_the_log_holds_the_tracebacks(
     assert out.count("nightly failed:") == 1
     assert "out_of_range_ts_share" in out and "NIGHTREC_GATES__DATA_START" in out  # what, and what to do
     assert "The live recommendations were not changed." in out
+    assert len(out.strip().splitlines()) <= 15, out  # the first screen: progress, one message, the log path
     log = Path(out.split("Tracebacks and library logs:")[1].split()[0])
     text = log.read_text()
     assert "Traceback (most recent call last)" in text and "GateFailed" in text

@@ -26,6 +26,10 @@ def _fail(spark, raw, settings) -> str:
         report.raise_if_failed()
     msg = str(e.value)
     assert "Traceback" not in msg and "Py4J" not in msg
+    # What the terminal shows of it: a first screen, with the rule and where to read the rest.
+    brief = e.value.brief()
+    assert len(brief.splitlines()) <= 9 and e.value.failures[0]["rule"] in brief, brief
+    assert not report.data_docs or report.data_docs in brief
     return msg
 
 
