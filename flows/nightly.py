@@ -15,6 +15,7 @@ from flows.train_retrieval import train_retrieval
 from flows.validate_features import validate_features
 from flows.validate_raw import validate_raw
 from flows.validate_recs import validate_recs
+from nightrec import faults
 from nightrec.ops.night_lock import night_lock
 from schemas.params import STAGES, NightlyParams
 from tasks import features
@@ -38,6 +39,7 @@ def _stages(params: NightlyParams) -> dict:
         if name not in selected:
             progress.skipped(name, i, len(STAGES))
             return None
+        faults.fault("stage.before", target=name)  # the boundary: every earlier stage is done
         with progress.stage(name, i, len(STAGES), out["seconds"]):
             out[name] = fn(params, *args)
         return out[name]

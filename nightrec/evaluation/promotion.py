@@ -18,6 +18,7 @@ import mlflow
 import numpy as np
 from mlflow import MlflowClient
 
+from nightrec import faults
 from nightrec.errors import NightrecError
 from nightrec.evaluation import ease, offline, policies
 from nightrec.evaluation.paired import Comparison, paired_bootstrap
@@ -252,11 +253,13 @@ def evaluate_and_promote(
     with mlflow.start_run(
         run_name=f"evaluate-{ds}", tags={"nightrec.stage": "evaluate", "nightrec.ds": str(ds), **tags}
     ) as run:
+        tracking.end_orphan_runs("evaluate", str(ds), resumed_by=run.info.run_id)
         _log(settings, results, decision, winner, lift, challenger, live, incumbent, info)
         version = live.version if live is not None and not decision.promote else None
         if decision.promote or (live is not None and live.version is None):
             # A registry from before policies gets its learned champion recorded as a policy version too.
             version = policies.register(winner, run.info.run_id, decision.reason)
+            faults.fault("promotion.after_register")  # a policy version that is not (yet) the champion
             policies.promote(version)
     # The challenger's figures on its own training run too, so MLflow's comparison view shows them side by side.
     if retrieval and retrieval.get("run_id") and CHALLENGER in results:

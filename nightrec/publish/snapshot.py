@@ -25,6 +25,7 @@ import pyarrow.dataset as pads
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from nightrec import faults
 from nightrec.io import disk
 from nightrec.io.store import KeyNotFound, ObjectStore, PreconditionFailed
 from schemas.arrow import conform_arrow, to_arrow_schema
@@ -187,6 +188,7 @@ def write_snapshot(
                 lengths[n] = lengths.get(n, 0) + users
     top_k = int(meta.get("top_k") or max(lengths))
     counts["short_lists"] = sum(users for n, users in lengths.items() if n < top_k)
+    faults.fault("publish.after_parts")  # every part is in the store, no manifest names them yet
     manifest = Manifest(
         ds=ds,
         run_id=run_id,

@@ -11,6 +11,7 @@ import json
 import logging
 from datetime import date
 
+from nightrec import faults
 from nightrec.errors import GateFailed, StageInputMissing
 from nightrec.io import lake
 from nightrec.io.store import StoreError, open_store, probe_conditional_writes
@@ -94,6 +95,7 @@ def publish_recs(settings: Settings, ds: date, run_id: str, extra: dict | None =
         },
     )
     key = snapshot.manifest_key(ds, run_id)
+    faults.fault("publish.before_flip")  # the snapshot is complete, the pointer still names the old one
     try:
         live = pointer.flip_live(store, manifest, key)
     except pointer.PointerConflict as e:

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from nightrec import faults
 from nightrec.evaluation.policies import Policy
 from nightrec.io import disk, lake
 from nightrec.scoring import baselines, inputs, rules
@@ -86,6 +87,7 @@ def precompute(
             path = staging / f"part-{part:05d}.parquet"
             with disk.writing(path):
                 pq.write_table(tbl, path)
+            faults.fault("precompute.after_part", count=part)  # lists half written, in staging
             rows += tbl.num_rows
             fallback += int(res.fallback.sum())
             short += n_short

@@ -135,6 +135,29 @@ def training_run(model_name: str, *, tags: dict, log_system_metrics: bool = True
             raise  # mlflow.start_run's context manager ends the run FAILED (KILLED on Ctrl-C)
 
 
+def end_orphan_runs(stage: str, ds: str, resumed_by: str) -> list[str]:
+    """End the ``stage`` runs of run date ``ds`` that a killed process left RUNNING, as KILLED.
+
+    Only one night of a date runs at a time (``ops.night_lock``), so a RUNNING run of the same stage and date
+    that is not ``resumed_by`` belongs to a process that is gone.
+    """
+    runs = mlflow.search_runs(
+        filter_string=f"tags.`nightrec.stage` = '{stage}' and tags.`nightrec.ds` = '{ds}' "
+        "and attributes.status = 'RUNNING'",
+        output_format="list",
+    )
+    ended = []
+    for run in runs:
+        if run.info.run_id != resumed_by:
+            client = MlflowClient()
+            client.set_tag(
+                run.info.run_id, "nightrec.error", f"process killed; the night re-ran it as {resumed_by}"
+            )
+            client.set_terminated(run.info.run_id, status="KILLED")
+            ended.append(run.info.run_id)
+    return ended
+
+
 def end_orphan_run(run_id: str, resumed_by: str) -> bool:
     """End a run left RUNNING by a killed process as KILLED, naming the run that resumed its training.
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+from nightrec import faults
 from nightrec.errors import GateFailed
 from nightrec.settings import Settings
 from nightrec.validation import runner
@@ -48,6 +49,7 @@ def docs_dir(settings: Settings, ds: date) -> str:
 
 
 def make_report(gate: str, results: list[runner.SuiteResult], docs: str) -> GateReport:
+    faults.fault("gate.before_report", target=gate)  # suites run, the verdict and its Data Docs not written
     index = Path(docs) / "index.html"
     runner.make_site_offline(docs)
     runner.write_root_index(Path(docs).parent)
