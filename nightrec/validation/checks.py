@@ -78,7 +78,7 @@ def volume_checks(
                 cfg.low_action,
                 table,
                 None,
-                f"{value} {what}, expected >= {floor} (no successful run yet to compare with)",
+                f"{value} {what}, expected >= {floor} (no successful night before this run date to compare with)",
                 value,
             )
         ]
