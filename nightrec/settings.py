@@ -119,6 +119,11 @@ class TrainSettings(BaseModel):
         description="Where the ranker's training examples come from: the validation window only (its retrieval "
         "ranks are out-of-sample, as when serving), or the training window too (more rows, in-sample ranks).",
     )
+    ranking_point_in_time_popularity: bool = Field(
+        False,
+        description="The ranker's examples and candidates get each item's popularity bucket as of the example's "
+        "day, instead of as of the holdout start (which counts the days after the example, its own among them).",
+    )
     patience: int = 2
     max_train_rows: int | None = Field(
         None, description="Cap on examples per model (newest kept); None = all."

@@ -72,6 +72,7 @@ class RankingTensors(_Columns):
     x: torch.Tensor  # int64 [N, F]
     label: torch.Tensor  # float32 [N]
     history: torch.Tensor | None = None  # int64 [N, H], 0-padded, most recent first
+    day: torch.Tensor | None = None  # int64 [N], days since 1970-01-01 of the example (point-in-time inputs)
 
 
 def iter_batches(n: int, batch_size: int, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
@@ -184,6 +185,7 @@ def load_ranking_examples(
     history_len: int | None = None,
     start: date | None = None,
     stop: date | None = None,
+    with_day: bool = False,
 ) -> RankingTensors:
     """Load one split of ``ranking_examples/ds=<ds>`` into tensors (fields in ``RANKING_FIELDS`` order).
 
@@ -194,11 +196,12 @@ def load_ranking_examples(
         history_len: Also load each example's point-in-time history, padded to this width; None = skip it.
         start: Only examples on or after this day (UTC); None = from the first.
         stop: Only examples before this day; None = to the last.
+        with_day: Also load each example's day (for inputs computed as of that day).
 
     Raises:
         StageInputMissing: the partition is absent or incomplete.
     """
-    cols = [*RANKING_FIELDS, "label", *(["history"] if history_len else [])]
+    cols = [*RANKING_FIELDS, "label", *(["history"] if history_len else []), *(["ts"] if with_day else [])]
     ts, days = pc.field("ts"), None
     for bound in (ts >= _utc(start) if start else None, ts < _utc(stop) if stop else None):
         if bound is not None:
@@ -209,7 +212,13 @@ def load_ranking_examples(
         x=torch.from_numpy(x) if x is not None else torch.zeros((0, len(RANKING_FIELDS)), dtype=torch.long),
         label=torch.from_numpy(t["label"].to_numpy().astype(np.float32)),
         history=torch.from_numpy(pad_lists(t["history"], history_len)) if history_len else None,
+        day=_days(t["ts"]) if with_day else None,
     )
+
+
+def _days(ts: pa.ChunkedArray) -> torch.Tensor:
+    us = ts.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+    return torch.from_numpy((us // (86_400 * 1_000_000)).astype(np.int64))
 
 
 def vocab_sizes(lake_root: str | Path, ds: date | str) -> dict[str, int]:

@@ -18,8 +18,17 @@ import torch
 
 from nightrec.models import ranker_inputs
 from nightrec.training.datasets import RankingTensors
+from nightrec.training.item_popularity import DailyPopularity
+from schemas.tables import RANKING_FIELDS
 
 _CHUNK = 8192
+_POP = RANKING_FIELDS.index("pop_bucket")  # in the table's fields; ``- 2`` in the item part (from item_idx)
+
+
+def _days_of(ex: RankingTensors) -> torch.Tensor:
+    if ex.day is None:
+        raise ValueError("point-in-time popularity needs each example's day (load with with_day=True)")
+    return ex.day
 
 
 def _mask_seen(scores: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
@@ -37,6 +46,7 @@ def with_ranker_fields(
     n_candidates: int,
     negatives_per_positive: int,
     generator: torch.Generator,
+    popularity: DailyPopularity | None = None,
 ) -> RankingTensors:
     """The examples in ``RANKER_FIELDS`` order, plus retrieval-candidate negatives for every positive.
 
@@ -48,6 +58,8 @@ def with_ranker_fields(
         n_candidates: How many top retrieval items the scorer re-ranks (negatives come from these).
         negatives_per_positive: Candidate negatives per positive (0 = none).
         generator: Seeds the draw.
+        popularity: Item popularity as of each day: every row's item (its own and a candidate negative's)
+            gets the bucket of the example's day instead of the table's (``ex`` then needs its ``day``).
 
     Returns:
         Rows of ``ex`` (history dropped) followed by the candidate negatives (label 0).
@@ -57,6 +69,9 @@ def with_ranker_fields(
     n_items = item_fields.shape[0]
     category_of = item_fields[:, 1]
     x, hist = ex.x, ex.history
+    if popularity is not None:
+        x = x.clone()
+        x[:, _POP] = popularity.at(_days_of(ex), x[:, 2])
     rank = torch.zeros(len(ex), dtype=torch.long)
     neg_rows, neg_items, neg_rank = [], [], []
     if retrieval is not None and len(ex):
@@ -90,6 +105,9 @@ def with_ranker_fields(
         rows = torch.cat(neg_rows)
         xr = x[rows]
         cand = item_fields[torch.cat(neg_items)][:, None, :]
+        if popularity is not None:
+            cand = cand.clone()
+            cand[:, 0, _POP - 2] = popularity.at(_days_of(ex)[rows], torch.cat(neg_items))
         r = torch.cat(neg_rank)[:, None]
         fields.append(ranker_inputs.ranker_fields(xr[:, 0], xr[:, 1], hist[rows], cand, r, category_of))
         labels.append(torch.zeros(len(rows)))
@@ -107,6 +125,7 @@ def choose_blend_weight(
     weights: tuple[float, ...],
     max_positives: int,
     generator: torch.Generator,
+    popularity: DailyPopularity | None = None,
 ) -> tuple[float, dict[float, float]]:
     """The re-rank blend weight whose lists rank the validation positives best, as the scorer would.
 
@@ -124,6 +143,7 @@ def choose_blend_weight(
         weights: The weights to try.
         max_positives: At most this many positives (a seeded sample) bound the cost.
         generator: Seeds the sample.
+        popularity: Item popularity as of each example's day for the candidates (as in training).
 
     Returns:
         The chosen weight and the figure of every weight tried.
@@ -135,6 +155,7 @@ def choose_blend_weight(
         return 0.0, {}
     pos = pos[torch.randperm(len(pos), generator=generator)[:max_positives]]
     x, hist = ex.x[pos], ex.history[pos]
+    days = _days_of(ex)[pos] if popularity is not None else None
     n_items = item_fields.shape[0]
     items = retrieval.item_vectors(torch.arange(n_items), item_fields[:, 1]).float()
     c = min(n_candidates, n_items - 1)
@@ -146,8 +167,11 @@ def choose_blend_weight(
         cand_scores, cand = _mask_seen(scores, hist[sl]).topk(c, dim=1)
         b = len(cand)
         rank = torch.arange(1, c + 1).expand(b, c)
+        cand_fields = item_fields[cand]
+        if popularity is not None:
+            cand_fields[..., _POP - 2] = popularity.at(days[sl][:, None].expand_as(cand), cand)
         fields = ranker_inputs.ranker_fields(
-            x[sl, 0], x[sl, 1], hist[sl], item_fields[cand], rank, item_fields[:, 1]
+            x[sl, 0], x[sl, 1], hist[sl], cand_fields, rank, item_fields[:, 1]
         )
         logits = ranker(fields[:, :n_fields]).float().reshape(b, c)
         is_pos = cand == x[sl, 2][:, None]

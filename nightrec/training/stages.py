@@ -19,7 +19,15 @@ from nightrec.features.events import Cutoffs
 from nightrec.io import lake, vocab_identity
 from nightrec.models.configs import DeepFMConfig, TwoTowerConfig
 from nightrec.settings import Settings
-from nightrec.training import checkpoint, datasets, item_side, loop, ranker_examples, tracking
+from nightrec.training import (
+    checkpoint,
+    datasets,
+    item_popularity,
+    item_side,
+    loop,
+    ranker_examples,
+    tracking,
+)
 from nightrec.training.datasets import RankingTensors
 from nightrec.training.process_group import World
 from schemas.tables import RANKING_EXAMPLES, RETRIEVAL_EXAMPLES
@@ -194,12 +202,13 @@ def train_ranking(settings: Settings, ds: date, tags: dict[str, str], world: Wor
     cut = Cutoffs.of_night(settings.lake, ds, settings.features)
     tail = min(t.ranking_valid_days, max(settings.features.valid_days // 2, 1))
     split_day = cut.eval_start - timedelta(days=tail)
-    train = datasets.load_ranking_examples(settings.lake, ds, "valid", h, stop=split_day)
+    pit = t.ranking_point_in_time_popularity
+    train = datasets.load_ranking_examples(settings.lake, ds, "valid", h, stop=split_day, with_day=pit)
     if t.ranking_examples_from == "train_and_valid":
-        early = datasets.load_ranking_examples(settings.lake, ds, "train", h)
+        early = datasets.load_ranking_examples(settings.lake, ds, "train", h, with_day=pit)
         train = RankingTensors.concat([early, train])  # time order kept: _newest trims the oldest
     train = _newest(train, t.max_train_rows)
-    valid = datasets.load_ranking_examples(settings.lake, ds, "valid", h, start=split_day)
+    valid = datasets.load_ranking_examples(settings.lake, ds, "valid", h, start=split_day, with_day=pit)
     # Positives only: their negatives are drawn from the retrieval candidates below. The lake's negatives
     # (impressions) are shown by the user's taste, so they teach that popularity does not matter, while
     # among the candidates it does.
@@ -209,10 +218,18 @@ def train_ranking(settings: Settings, ds: date, tags: dict[str, str], world: Wor
     retrieval, retrieval_version = (found[0], found[1]) if found else (None, None)
     vocab_identity.check_model(retrieval, settings.lake, ds, f"{RETRIEVAL} version {retrieval_version}")
     gen = torch.Generator().manual_seed(t.seed)
+    popularity = None
+    if pit and len(train) + len(valid):
+        days = torch.cat([train.day, valid.day])
+        first, last = (item_popularity.date_of(int(f(days))) for f in (torch.min, torch.max))
+        popularity = item_popularity.daily_popularity(
+            settings.lake, ds, first, last, settings.features.popularity_days, sizes["item_id"]
+        )
     derive = dict(
         n_candidates=settings.scoring.n_candidates,
         negatives_per_positive=t.ranking_candidate_negatives,
         generator=gen,
+        popularity=popularity,
     )
     train = ranker_examples.with_ranker_fields(train, retrieval, item_fields, **derive)
     valid_raw, valid = valid, ranker_examples.with_ranker_fields(valid, retrieval, item_fields, **derive)
@@ -245,6 +262,7 @@ def train_ranking(settings: Settings, ds: date, tags: dict[str, str], world: Wor
             weights=BLEND_WEIGHTS,
             max_positives=BLEND_POSITIVES,
             generator=gen,
+            popularity=popularity,
         )
         if len(valid):
             # Refit on the whole window for the chosen number of epochs: its last days are the closest to

@@ -1,0 +1,83 @@
+"""Item popularity as of each day, for ranker examples that span days.
+
+The lake's ranking examples carry each item's popularity bucket as of the holdout start (``eval_start``):
+for an example a week earlier, that count includes the week that followed it, its own engagement among
+them. Serving never sees its own future, so the ranker would learn to trust popularity more than it should.
+This table gives the bucket as of the start of each day instead, from the same events, window and rule as
+``features.point_in_time.build_item_features`` (weighted engagement over the last ``popularity_days``,
+``floor(log2(popularity + 1))``, capped at 31).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import torch
+
+from nightrec.io import lake
+from schemas.tables import INTERACTIONS
+
+_DAY_US = 86_400 * 1_000_000
+MAX_BUCKET = 31
+
+
+def day_number(d: date) -> int:
+    """Days since 1970-01-01 (the ``day`` of ranking examples)."""
+    return (d - date(1970, 1, 1)).days
+
+
+def date_of(day: int) -> date:
+    return date(1970, 1, 1) + timedelta(days=day)
+
+
+@dataclass(frozen=True)
+class DailyPopularity:
+    """``buckets[d, i]``: the popularity bucket of item ``i`` at the start of day ``first_day + d``."""
+
+    first_day: int  # day number of row 0
+    buckets: torch.Tensor  # int64 [n_days, n_items]
+
+    def at(self, day: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        """The bucket of each ``item`` on its ``day`` (same shapes; days outside the table are clamped)."""
+        n_days, n_items = self.buckets.shape
+        row = (day - self.first_day).clamp(0, n_days - 1)
+        return self.buckets[row, item.clamp(0, n_items - 1)]
+
+
+def daily_popularity(
+    lake_root: str | Path, ds: date, first: date, last: date, popularity_days: int, n_items: int
+) -> DailyPopularity:
+    """Buckets for the days ``first`` .. ``last`` (inclusive), from ``ds``'s interactions."""
+    n_days = (last - first).days + 1
+    start = first - timedelta(days=popularity_days)
+    path = lake.require_partition(lake_root, INTERACTIONS.name, ds)
+    ts = pc.field("ts")
+    t = pads.dataset(str(path), format="parquet").to_table(
+        columns=["item_idx", "ts", "weight"],
+        filter=(ts >= _utc(start))
+        & (ts < _utc(last))
+        & (pc.field("weight") > 0)
+        & (pc.field("item_idx") > 0),
+    )
+    us = t["ts"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+    day = us // _DAY_US - day_number(start)  # 0 = start
+    item = t["item_idx"].to_numpy().astype(np.int64)
+    keep = item < n_items
+    span = n_days + popularity_days
+    daily = np.zeros((span, n_items), dtype=np.float64)
+    np.add.at(daily, (day[keep], item[keep]), t["weight"].to_numpy()[keep])
+    cum = np.vstack([np.zeros((1, n_items)), np.cumsum(daily, axis=0)])
+    # Row k of the result is day first + k: the window [first + k - P, first + k) is rows k .. k + P of daily.
+    window = cum[popularity_days : popularity_days + n_days] - cum[:n_days]
+    buckets = np.minimum(np.floor(np.log2(np.maximum(window, 0.0) + 1.0)), MAX_BUCKET).astype(np.int64)
+    return DailyPopularity(day_number(first), torch.from_numpy(buckets))
+
+
+def _utc(d: date) -> pa.Scalar:
+    return pa.scalar(datetime.combine(d, time(0), tzinfo=UTC), pa.timestamp("us", tz="UTC"))
