@@ -8,7 +8,17 @@ from __future__ import annotations
 from pathlib import Path
 
 HERE = Path(__file__).parent
-ORDER = ["demo", "quality", "quality_learned", "train", "precompute", "precompute_stage", "validation", "etl", "etl_100m"]
+ORDER = [
+    "demo",
+    "quality",
+    "quality_learned",
+    "train",
+    "precompute",
+    "precompute_stage",
+    "validation",
+    "etl",
+    "etl_100m",
+]
 HEADER = """# Benchmark results
 
 Latest figures of each script in `bench/`, machine and load noted in each section (this file is assembled by
