@@ -80,6 +80,12 @@ def run(
     ] = False,
     top_k: Annotated[int | None, typer.Option(help="List length (default from settings).")] = None,
     stages: Annotated[str | None, typer.Option(help="Comma-separated subset of stages.")] = None,
+    backfill: Annotated[
+        bool,
+        typer.Option(
+            help="A past --date on a log that goes on after it: later events are left out, not a failure."
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
 ) -> None:
     """Run the nightly pipeline in this process (every stage, with progress)."""
@@ -107,6 +113,7 @@ def run(
             run_date=run_date,
             data=str(data.resolve()),
             force=force,
+            backfill=backfill,
             top_k=top_k,
             stages=[s.strip() for s in stages.split(",")] if stages else None,
         )

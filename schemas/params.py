@@ -37,6 +37,11 @@ class NightlyParams(BaseModel):
         False,
         description="Rebuild features, retrain models and score users again even when their inputs did not change.",
     )
+    backfill: bool = Field(
+        False,
+        description="A past date on a log that goes on after it: events on or after the run date are left out "
+        "and counted, not a failure of the raw gate (the backfill flow sets it for every date).",
+    )
     top_k: int | None = Field(
         None, ge=1, le=1000, description="List length. Default: settings.scoring.top_k."
     )

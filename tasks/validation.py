@@ -83,7 +83,7 @@ def validate_raw(params: NightlyParams) -> dict:
     """Great Expectations on the raw events, items and users."""
     s = settings_for(params)
     with _one_gate_at_a_time(s):
-        report = gates.validate_raw(get_spark(s.spark), s.raw_data, s, params.run_date)
+        report = gates.validate_raw(get_spark(s.spark), s.raw_data, s, params.run_date, params.backfill)
     return _publish(report, params.run_date, s)
 
 

@@ -124,6 +124,20 @@ def test_dedupe_is_idempotent_features_of_x_union_x_equal_features_of_x(spark, t
     assert twice.exceptAll(once).count() == 0
 
 
+# A past date on the whole log: the later weeks are expected in a backfill, and only there.
+def test_a_backfilled_date_accepts_the_later_events_a_nightly_run_refuses(spark, tiny_raw, s):
+    past = RUN_DATE - timedelta(days=10)
+    report = gates.validate_raw(spark, tiny_raw, s, past)
+    assert not report.success
+    with pytest.raises(GateFailed) as e:
+        report.raise_if_failed()
+    assert "out_of_range_ts_share" in str(e.value) and "--backfill" in str(e.value)
+    report = gates.validate_raw(spark, tiny_raw, s, past, backfill=True)
+    assert report.success, report.summary()
+    future = report.stats["events"]["future_ts"]
+    assert future > 0 and f"({future} after the run date) will not reach features" in " ".join(report.notes)
+
+
 # Scenario 5: future, pre-1970 and non-UTC timestamps.
 def test_out_of_range_timestamps_are_counted_and_never_reach_features(spark, raw_copy, s):
     ev = read_table(raw_copy, "events").to_pandas()
