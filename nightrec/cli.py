@@ -189,18 +189,6 @@ def _write_last_run(settings: Settings, body: dict, finished: bool = True) -> No
     write_json(path, {**stamp, **body})
 
 
-def _process_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _params(policy: dict) -> str:
     params = policy.get("params") or {}
     return "(" + ", ".join(f"{k} {v}" for k, v in params.items()) + ")" if params else ""
@@ -408,7 +396,9 @@ def status() -> None:
     run = json.loads(last.read_text())
     day = f"run date {run['run_date']}" if run.get("run_date") else "run date not chosen yet"
     if run.get("status") == "running":
-        if _process_alive(int(run.get("pid") or 0)):
+        from nightrec.ops.night_lock import process_alive
+
+        if process_alive(int(run.get("pid") or 0)):
             console.print(
                 f"last run: [cyan]running[/] since {run.get('started_at')} ({day}, pid {run.get('pid')})"
             )

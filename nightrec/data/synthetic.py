@@ -56,14 +56,6 @@ class GenerateSummary:
     first_day: dt.date
     last_day: dt.date
 
-    def __str__(self) -> str:
-        mix = ", ".join(f"{n} {kind}" for kind, n in self.event_counts.items() if n)
-        return (
-            f"wrote {self.n_events} events ({mix}) from {self.first_day} to {self.last_day}, {self.n_users} users "
-            f"({self.n_cold_users} without history) and {self.n_items} items in {self.n_categories} categories "
-            f"to {self.out} ({self.fmt})"
-        )
-
 
 @dataclass(frozen=True)
 class _Catalog:

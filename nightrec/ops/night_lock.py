@@ -38,7 +38,10 @@ def lock_path(lake_root: str | Path, ds: date) -> Path:
     return Path(lake_root) / LOCKS / f"night-{ds.isoformat()}.json"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host exists (someone else's counts)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -50,7 +53,7 @@ def _alive(pid: int) -> bool:
 
 def _stale(path: Path, holder: dict) -> bool:
     if holder.get("host") == socket.gethostname():
-        return not _alive(int(holder.get("pid") or 0))
+        return not process_alive(int(holder.get("pid") or 0))
     try:
         return time.time() - path.stat().st_mtime > STALE_AFTER_S
     except FileNotFoundError:
