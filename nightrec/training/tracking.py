@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import mlflow
 import numpy as np
@@ -67,6 +68,8 @@ def configure_mlflow(tracking_uri: str, artifact_root: str, experiment: str) -> 
     mlflow.set_registry_uri(tracking_uri)
     with _sqlite_first_use_lock(tracking_uri):
         found = mlflow.get_experiment_by_name(experiment)
+        if found is not None:
+            _refuse_a_moved_home(tracking_uri, found.artifact_location, artifact_root, experiment)
         exp_id = (
             found.experiment_id
             if found
@@ -74,6 +77,30 @@ def configure_mlflow(tracking_uri: str, artifact_root: str, experiment: str) -> 
         )
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+def _local(uri: str) -> Path | None:
+    if uri.startswith("file:"):
+        return Path(unquote(urlparse(uri).path)).resolve()
+    return Path(uri).resolve() if "://" not in uri else None
+
+
+def _refuse_a_moved_home(tracking_uri: str, stored: str, configured: str, experiment: str) -> None:
+    """A SQLite store copied with its home (``cp -a``) still names the old home's artifact folder: every run
+    of the copy would write its models there, and read them from there. Refuse, saying which folders."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    home = Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]).resolve().parent
+    old, new = _local(stored), _local(configured)
+    if old is None or new is None or old == new:
+        return
+    if new.is_relative_to(home) and not old.is_relative_to(home):
+        raise RuntimeError(
+            f"the MLflow store {tracking_uri} keeps experiment {experiment!r}'s artifacts in {old}, outside its "
+            f"home {home} (was the home copied or moved?). Runs here would write their models into {old}. "
+            f"Use the original home, set NIGHTREC_MLFLOW_ARTIFACT_ROOT={stored} to share its artifacts on "
+            "purpose, or start this home with a fresh MLflow store (move mlflow.db and mlartifacts/ aside)"
+        )
 
 
 @contextmanager

@@ -142,3 +142,19 @@ def test_live_epoch_metrics_are_not_logged_twice(store):
             tracking.log_epoch(row["epoch"], row)
         _log(result)
     assert len(MlflowClient().get_metric_history(run_id, "train_loss")) == 3
+
+
+def test_a_copied_home_is_refused_instead_of_writing_into_the_original(store, tmp_path):
+    import shutil
+
+    copy = tmp_path.parent / f"{tmp_path.name}-copy"
+    shutil.copytree(tmp_path, copy)  # what `cp -a` does: the database still names the old artifact folder
+    with pytest.raises(RuntimeError) as err:
+        tracking.configure_mlflow(f"sqlite:///{copy}/mlflow.db", (copy / "artifacts").as_uri(), "test")
+    assert str(tmp_path / "artifacts") in str(err.value) and "NIGHTREC_MLFLOW_ARTIFACT_ROOT" in str(err.value)
+    # The original home, and a deliberate shared root, still work.
+    assert tracking.configure_mlflow(
+        f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "artifacts").as_uri(), "test"
+    )
+    shared = (tmp_path / "artifacts").as_uri()
+    assert tracking.configure_mlflow(f"sqlite:///{copy}/mlflow.db", shared, "test")

@@ -16,7 +16,9 @@ pytestmark = pytest.mark.spark
 def test_the_bucket_on_a_day_is_the_feature_builds_bucket_as_of_that_day(clean_build):
     cut = clean_build.cut
     n_items = datasets.vocab_sizes(clean_build.lake, RUN_DATE)["item_id"]
-    pop = daily_popularity(clean_build.lake, RUN_DATE, cut.valid_start, RUN_DATE, CFG.popularity_days, n_items)
+    pop = daily_popularity(
+        clean_build.lake, RUN_DATE, cut.valid_start, RUN_DATE, CFG.popularity_days, n_items
+    )
     assert pop.buckets.shape == ((RUN_DATE - cut.valid_start).days + 1, n_items)
     for role, day in (("eval", cut.eval_start), ("serve", RUN_DATE)):
         items = lc.read_frame(clean_build.lake, "item_features", RUN_DATE, role)
