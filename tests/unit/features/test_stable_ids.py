@@ -65,11 +65,11 @@ def _assert_extends(before: pd.DataFrame, after: pd.DataFrame) -> None:
     assert moved.empty, f"indices moved or values lost:\n{moved.head()}"
 
 
-def _lists(tmp_path, lake_root, model, name) -> pd.DataFrame:
+def _lists(tmp_path, lake_root, model, name, ds=RUN_DATE) -> pd.DataFrame:
     settings = Settings(home=tmp_path / name, lake=lake_root, features=CFG)
-    precompute(settings, RUN_DATE, model, None, fingerprint=name)
-    out = pd.read_parquet(lake.partition_path(lake_root, "recs", RUN_DATE))
-    return out.sort_values(["user_id", "rank"])[["user_id", "item_id"]]
+    precompute(settings, ds, model, None, fingerprint=name)
+    out = pd.read_parquet(lake.partition_path(lake_root, "recs", ds))
+    return out.sort_values(["user_id", "rank"])[["user_id", "item_id"]].reset_index(drop=True)
 
 
 def test_a_rebuilt_date_extends_its_vocabulary_and_a_model_keeps_its_lists(
@@ -108,10 +108,18 @@ def test_a_rebuilt_date_extends_its_vocabulary_and_a_model_keeps_its_lists(
         without = [i for i in new if i != NEW_ITEM]
         assert len(new) == k and without == old["item_id"].tolist()[: len(without)], user
 
-    # The next date extends the rebuilt vocabulary in turn.
+    # The next date extends the rebuilt vocabulary in turn, and its lists are those of a lake where the date
+    # was never re-run (the change first seen by the next night): the re-run moved no id.
     nxt = RUN_DATE + timedelta(days=1)
     build.build_features(spark, raw, rebuilt, nxt, CFG)
     _assert_extends(after, _vocab(rebuilt, nxt))
+    clean = lake_copy(clean_build.lake, tmp_path / "clean-next")
+    build.build_features(spark, raw, clean, nxt, CFG)
+    pd.testing.assert_frame_equal(_vocab(clean, nxt), _vocab(rebuilt, nxt))
+    pd.testing.assert_frame_equal(
+        _lists(tmp_path, clean, model, "clean-next", nxt),
+        _lists(tmp_path, rebuilt, model, "rebuilt-next", nxt),
+    )
 
 
 def test_a_vocabulary_built_from_scratch_is_refused(spark, tiny_raw, clean_build, tmp_path):
