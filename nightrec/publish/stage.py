@@ -90,7 +90,7 @@ def publish_recs(settings: Settings, ds: date, run_id: str, extra: dict | None =
             "mlflow_run_ids": {name: ref.get("run_id", "") for name, ref in models.items()},
             "input_fingerprints": {k: v for k, v in meta.get("input_fingerprints", {}).items() if v},
             "validation": {k: verdict.get(k) for k in ("success", "suites", "data_docs")},
-            "code_version": tracking.code_version(),
+            "code_version": tracking.code_label(),
             "extra": extra or {},
         },
     )

@@ -7,13 +7,14 @@ to the classes by import path, so the loading process needs a compatible ``night
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import subprocess
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -120,23 +121,47 @@ def _sqlite_first_use_lock(tracking_uri: str) -> Iterator[None]:
         yield
 
 
+# The packages whose source makes a night: a change in any of them is a new code version.
+_SOURCE_PACKAGES = ("nightrec", "schemas", "flows", "tasks")
+
+
 def code_version() -> str:
-    """The git commit of the checkout this package runs from, else the installed package version."""
+    """A content hash of the source this process runs: ``src-`` + 12 hex digits.
+
+    It keys the checkpoints and the training reuse: an image or an installed copy has no ``.git``, so a git
+    commit would read the same forever there (a changed model skipped as already trained), and in a checkout
+    it would miss uncommitted edits and move on commits that change no code. Computed once per process.
+    """
+    return _source_hash()
+
+
+def code_label() -> str:
+    """:func:`code_version`, plus ``@<commit>`` when the source is a git checkout: for people (the manifest,
+    the MLflow runs), never for keys."""
+    commit = _git_commit(Path(__file__).resolve().parents[2])
+    return f"{code_version()}@{commit[:12]}" if commit else code_version()
+
+
+@functools.cache
+def _source_hash() -> str:
+    root = Path(__file__).resolve().parents[2]
+    h = hashlib.sha256()
+    for package in _SOURCE_PACKAGES:
+        folder = root / package
+        for path in sorted(folder.rglob("*.py")) if folder.is_dir() else ():
+            h.update(str(path.relative_to(root)).encode())
+            h.update(path.read_bytes())
+    return f"src-{h.hexdigest()[:12]}"
+
+
+def _git_commit(root: Path) -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
         )
-        return out.stdout.strip()
+        return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
-        try:
-            return f"nightrec=={metadata.version('nightrec')}"
-        except metadata.PackageNotFoundError:
-            return "unknown"
+        return None
 
 
 @contextmanager
@@ -151,7 +176,7 @@ def training_run(model_name: str, *, tags: dict, log_system_metrics: bool = True
     if active is not None:
         yield active.info.run_id
         return
-    all_tags = {"nightrec.model": model_name, "nightrec.code_version": code_version(), **tags}
+    all_tags = {"nightrec.model": model_name, "nightrec.code_version": code_label(), **tags}
     with mlflow.start_run(
         run_name=model_name, tags=_str(all_tags), log_system_metrics=log_system_metrics
     ) as run:
