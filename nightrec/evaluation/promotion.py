@@ -251,7 +251,8 @@ def evaluate_and_promote(
         else None
     )
     with mlflow.start_run(
-        run_name=f"evaluate-{ds}", tags={"nightrec.stage": "evaluate", "nightrec.ds": str(ds), **tags}
+        run_name=f"evaluate-{ds}",
+        tags={"nightrec.stage": "evaluate", "nightrec.ds": str(ds), **tracking.process_tags(), **tags},
     ) as run:
         tracking.end_orphan_runs("evaluate", str(ds), resumed_by=run.info.run_id)
         _log(settings, results, decision, winner, lift, challenger, live, incumbent, info)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import socket
 import subprocess
 import warnings
 from collections.abc import Iterator
@@ -187,12 +188,19 @@ def training_run(model_name: str, *, tags: dict, log_system_metrics: bool = True
             raise  # mlflow.start_run's context manager ends the run FAILED (KILLED on Ctrl-C)
 
 
+def process_tags() -> dict[str, str]:
+    """Tags naming the process that owns a run, so a later run can tell a dead owner from a live one."""
+    return {"nightrec.pid": str(os.getpid()), "nightrec.host": socket.gethostname()}
+
+
 def end_orphan_runs(stage: str, ds: str, resumed_by: str) -> list[str]:
     """End the ``stage`` runs of run date ``ds`` that a killed process left RUNNING, as KILLED.
 
-    Only one night of a date runs at a time (``ops.night_lock``), so a RUNNING run of the same stage and date
-    that is not ``resumed_by`` belongs to a process that is gone.
+    Only a run whose owner (its :func:`process_tags`) is a process of this host that is gone: in the modular
+    shape an event trigger may run a stage twice at once, and the other run is alive.
     """
+    from nightrec.ops.night_lock import process_alive
+
     runs = mlflow.search_runs(
         filter_string=f"tags.`nightrec.stage` = '{stage}' and tags.`nightrec.ds` = '{ds}' "
         "and attributes.status = 'RUNNING'",
@@ -200,7 +208,9 @@ def end_orphan_runs(stage: str, ds: str, resumed_by: str) -> list[str]:
     )
     ended = []
     for run in runs:
-        if run.info.run_id != resumed_by:
+        tags = run.data.tags
+        mine = tags.get("nightrec.host") == socket.gethostname() and tags.get("nightrec.pid", "").isdigit()
+        if run.info.run_id != resumed_by and mine and not process_alive(int(tags["nightrec.pid"])):
             client = MlflowClient()
             client.set_tag(
                 run.info.run_id, "nightrec.error", f"process killed; the night re-ran it as {resumed_by}"
