@@ -171,20 +171,33 @@ def reject(version: str, ds: str, reason: str) -> list[str]:
     return marked
 
 
-def is_rejected(policy: Policy, ds: str) -> bool:
-    """Whether ``policy`` made lists that were rolled back: its models (learned), or the same policy on the
-    same run date (a baseline)."""
+def rejected(candidates: dict[str, Policy], ds: str) -> list[str]:
+    """The names of ``candidates`` whose lists were rolled back: a learned one's models, or a baseline with the
+    same policy rejected for run date ``ds``. One registry search for all the baselines."""
     client = MlflowClient()
-    if policy.kind == "learned":
-        pairs = ((RETRIEVAL, policy.params["retrieval"]), (RANKING, policy.params["ranking"]))
-        return any(REJECTED_TAG in client.get_model_version(n, str(v)).tags for n, v in pairs)
-    try:
-        versions = client.search_model_versions(f"name = '{POLICY_MODEL}'")
-    except MlflowException:
-        return False
-    return any(
-        ds in _rejections(mv.tags).get("ds", [])
-        and Policy(mv.tags["kind"], json.loads(mv.tags.get("params") or "{}")) == policy
-        for mv in versions
-        if REJECTED_TAG in mv.tags
-    )
+    baselines: set[str] = set()
+    if any(p.kind != "learned" for p in candidates.values()):
+        try:
+            versions = client.search_model_versions(f"name = '{POLICY_MODEL}'")
+        except MlflowException:
+            versions = []
+        baselines = {
+            Policy(mv.tags["kind"], json.loads(mv.tags.get("params") or "{}")).key()
+            for mv in versions
+            if REJECTED_TAG in mv.tags and ds in _rejections(mv.tags).get("ds", [])
+        }
+    out = []
+    for name, policy in candidates.items():
+        if policy.kind == "learned":
+            pairs = ((RETRIEVAL, policy.params["retrieval"]), (RANKING, policy.params["ranking"]))
+            hit = any(REJECTED_TAG in client.get_model_version(n, str(v)).tags for n, v in pairs)
+        else:
+            hit = policy.key() in baselines
+        if hit:
+            out.append(name)
+    return sorted(out)
+
+
+def is_rejected(policy: Policy, ds: str) -> bool:
+    """Whether ``policy`` made lists that were rolled back (see :func:`rejected`)."""
+    return bool(rejected({"policy": policy}, ds))

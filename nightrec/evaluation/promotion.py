@@ -225,7 +225,7 @@ def evaluate_and_promote(
     live = policies.champion()
     measured, candidates, incumbent, info = measure_candidates(settings, ds, challenger, live)
     # Lists an operator rolled back never go live again: the same models, or the same baseline on this date.
-    rejected = sorted(c for c, pol in candidates.items() if policies.is_rejected(pol, ds.isoformat()))
+    rejected = policies.rejected(candidates, ds.isoformat())
     if rejected:
         log.warning("not candidates tonight, their lists were rolled back: %s", ", ".join(rejected))
         candidates = {c: pol for c, pol in candidates.items() if c not in rejected}
