@@ -95,6 +95,16 @@ class TrainSettings(BaseModel):
     retrieval_dim: int = 64
     retrieval_lr: float = 0.01
     retrieval_temperature: float = 0.1
+    retrieval_user_encoder: Literal["mean", "attention"] = Field(
+        "mean",
+        description="How the two-tower's user tower reads the history: the mean of its item embeddings, or "
+        "self-attention over it in recency order (SASRec-style; bench/results/quality_learned.md measures both).",
+    )
+    retrieval_loss: Literal["in_batch", "full"] = Field(
+        "in_batch",
+        description="The two-tower's softmax: over the batch's items (logQ-corrected, any catalog size) or over "
+        "the whole catalog each step (exact, for catalogs of thousands of items).",
+    )
     retrieval_refit: bool = Field(
         True,
         description="After the two-tower is trained (and before it is evaluated), train its serving twin on "

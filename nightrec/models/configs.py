@@ -25,6 +25,9 @@ RANKER_FIELDS = (*RANKING_FIELDS, "retrieval_bucket", "affinity_bucket")
 # break even near 60k and win 2x at 250k (ECOSYSTEM 6). ``sparse=None`` picks by this threshold.
 SPARSE_MIN_ROWS = 64_000
 
+USER_ENCODERS = ("mean", "attention")
+RETRIEVAL_LOSSES = ("in_batch", "full")
+
 # The vocabulary (or fixed range) sizing each ranking field; ties DeepFM's field order to RANKING_FIELDS.
 _FIELD_VOCAB = {
     "user_idx": "user_id",
@@ -56,6 +59,14 @@ class TwoTowerConfig:
         logq: Subtract log sampling probability of in-batch negatives (popularity correction).
         n_tags: Tag table size of the item tower (index 0 = padding / unknown tag).
         max_tags: Tags kept per item (the item side table's width).
+        user_encoder: How the user tower reads the history: ``mean`` (the mean of its item embeddings) or
+            ``attention`` (self-attention over the items in recency order, read at the most recent one: the
+            SASRec recipe, bidirectional since each example predicts one next item).
+        attention_layers: Transformer layers of the ``attention`` encoder.
+        attention_heads: Attention heads per layer (must divide ``dim``).
+        dropout: Dropout of the ``attention`` encoder (embeddings and layers).
+        loss: ``in_batch`` (sampled softmax over the batch's items, logQ-corrected) or ``full`` (softmax
+            over the whole catalog: every item tower output each step, so for catalogs of thousands).
     """
 
     n_users: int
@@ -70,6 +81,11 @@ class TwoTowerConfig:
     logq: bool = True
     n_tags: int = 1
     max_tags: int = 8
+    user_encoder: str = "mean"
+    attention_layers: int = 2
+    attention_heads: int = 2
+    dropout: float = 0.2
+    loss: str = "in_batch"
 
     def __post_init__(self) -> None:
         for name in (
@@ -86,6 +102,21 @@ class TwoTowerConfig:
                 raise ValueError(f"TwoTowerConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.temperature <= 0:
             raise ValueError(f"TwoTowerConfig.temperature must be > 0, got {self.temperature}")
+        if self.user_encoder not in USER_ENCODERS:
+            raise ValueError(
+                f"TwoTowerConfig.user_encoder must be one of {USER_ENCODERS}, got {self.user_encoder!r}"
+            )
+        if self.loss not in RETRIEVAL_LOSSES:
+            raise ValueError(f"TwoTowerConfig.loss must be one of {RETRIEVAL_LOSSES}, got {self.loss!r}")
+        if self.user_encoder == "attention" and (
+            self.attention_layers < 1 or self.dim % self.attention_heads
+        ):
+            raise ValueError(
+                f"TwoTowerConfig: attention_layers must be >= 1 and attention_heads must divide dim "
+                f"(got {self.attention_layers} layers, {self.attention_heads} heads, dim {self.dim})"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"TwoTowerConfig.dropout must lie in [0, 1), got {self.dropout}")
 
     @property
     def use_sparse(self) -> bool:

@@ -40,9 +40,52 @@ def _mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class SequenceEncoder(nn.Module):
+    """Self-attention over the history, read at its most recent item: the SASRec recipe for the user tower.
+
+    The history comes most recent first, so position ``p`` means "the p-th latest item" and a learned position
+    embedding says how recent each one is. Each example predicts one next item, so the attention is
+    bidirectional (SASRec's causal mask exists to train every position of a sequence at once). Padding is
+    masked; an empty history reads its first (zero) slot, so no row is all-masked.
+
+    Example::
+
+        enc = SequenceEncoder(TwoTowerConfig(n_users=2, n_items=20, n_categories=1, n_segments=1, dim=8,
+                                             history_len=3, user_encoder="attention"))
+        enc(torch.tensor([[3, 4, 0], [0, 0, 0]])).shape  # torch.Size([2, 8])
+    """
+
+    def __init__(self, cfg: TwoTowerConfig) -> None:
+        super().__init__()
+        self.scale = cfg.dim**0.5
+        self.item_embedding = nn.Embedding(cfg.n_items, cfg.dim, padding_idx=0, sparse=cfg.use_sparse)
+        self.position_embedding = nn.Embedding(cfg.history_len, cfg.dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+        layer = nn.TransformerEncoderLayer(
+            cfg.dim,
+            cfg.attention_heads,
+            dim_feedforward=2 * cfg.dim,
+            dropout=cfg.dropout,
+            batch_first=True,
+            norm_first=True,
+        )
+        # Nested tensors are an inference fast path that drops padded rows; rows here are short and dense.
+        self.encoder = nn.TransformerEncoder(layer, cfg.attention_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(cfg.dim)
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        width = min(history.shape[1], self.position_embedding.num_embeddings)
+        history = history[:, :width]
+        pad = history == 0
+        pad[:, 0] = False
+        x = self.item_embedding(history) * self.scale + self.position_embedding.weight[:width]
+        x = self.dropout(x) * (~pad).unsqueeze(-1)
+        return self.norm(self.encoder(x, src_key_padding_mask=pad)[:, 0])
+
+
 class UserTower(nn.Module):
-    """User id + segment + mean of the history's item embeddings + history-derived dense features -> MLP ->
-    unit vector.
+    """User id + segment + the history (mean of its item embeddings, or ``SequenceEncoder``) +
+    history-derived dense features -> MLP -> unit vector.
 
     Padding (item 0) is left out of the mean; an empty history pools to zeros.
 
@@ -60,9 +103,13 @@ class UserTower(nn.Module):
         self.user_embedding = nn.Embedding(cfg.n_users, cfg.dim, sparse=cfg.use_sparse)
         # Segments are a handful of rows: a dense table costs nothing and trains with Adam.
         self.segment_embedding = nn.Embedding(cfg.n_segments, cfg.dim)
-        self.history_embedding = nn.EmbeddingBag(
-            cfg.n_items, cfg.dim, mode="mean", padding_idx=0, sparse=cfg.use_sparse
-        )
+        if cfg.user_encoder == "attention":
+            self.sequence: SequenceEncoder | None = SequenceEncoder(cfg)
+        else:
+            self.sequence = None
+            self.history_embedding = nn.EmbeddingBag(
+                cfg.n_items, cfg.dim, mode="mean", padding_idx=0, sparse=cfg.use_sparse
+            )
         self.mlp = _mlp(3 * cfg.dim + USER_DENSE, cfg.hidden, cfg.dim)
 
     def forward(
@@ -73,10 +120,12 @@ class UserTower(nn.Module):
         item_dense: torch.Tensor | None = None,
     ) -> torch.Tensor:
         history = _oov(history, self.n_items)
+        # getattr: a model pickled before the attention encoder existed has no ``sequence``.
+        sequence = getattr(self, "sequence", None)
         parts = [
             self.user_embedding(_oov(user_idx, self.n_users)),
             self.segment_embedding(_oov(segment_idx, self.n_segments)),
-            self.history_embedding(history),
+            sequence(history) if sequence is not None else self.history_embedding(history),
             history_dense(history, item_dense, self.history_len),
         ]
         return F.normalize(self.mlp(torch.cat(parts, dim=1)), dim=1)
@@ -229,3 +278,34 @@ def in_batch_softmax_loss(
         return ce.mean()
     weight = weight.float()
     return (ce * weight).sum() / weight.sum().clamp_min(1e-12)
+
+
+def full_softmax_loss(
+    user_vecs: torch.Tensor,
+    all_item_vecs: torch.Tensor,
+    item_idx: torch.Tensor,
+    temperature: float,
+    weight: torch.Tensor | None = None,
+    total_weight: torch.Tensor | None = None,
+    scale: float = 1.0,
+) -> torch.Tensor:
+    """Softmax over the whole catalog, each row's own item the positive (no sampling, so no logQ).
+
+    Args:
+        user_vecs: ``[B, D]`` user vectors.
+        all_item_vecs: ``[N, D]`` vectors of every item index.
+        item_idx: ``[B]`` the positives.
+        temperature: Logits are ``u . v / temperature``.
+        weight: ``[B]`` example weights; None = all 1.
+        total_weight: The denominator of the weighted mean (several processes: the whole batch's); None =
+            ``weight.sum()``.
+        scale: Multiplies the loss (several processes: their number, as DDP averages their gradients).
+
+    Returns:
+        The scalar loss (float32).
+    """
+    logits = ((user_vecs / temperature) @ all_item_vecs.T).float()
+    ce = F.cross_entropy(logits, _oov(item_idx, all_item_vecs.shape[0]), reduction="none")
+    w = torch.ones_like(ce) if weight is None else weight.float()
+    denominator = w.sum() if total_weight is None else total_weight
+    return (ce * w).sum() * scale / denominator.clamp_min(1e-12)

@@ -20,7 +20,7 @@ from torch import nn
 from nightrec.models.configs import DeepFMConfig, TwoTowerConfig
 from nightrec.models.deepfm import DeepFM
 from nightrec.models.logistic import LogisticRegression
-from nightrec.models.two_tower import TwoTower, in_batch_softmax_loss
+from nightrec.models.two_tower import TwoTower, full_softmax_loss, in_batch_softmax_loss
 from nightrec.settings import TrainSettings
 from nightrec.training import devices, epochs, retrieval_loss, valid_metrics
 from nightrec.training.datasets import RankingTensors, RetrievalTensors, item_categories
@@ -79,7 +79,8 @@ def train_retrieval(
     world: World | None = None,
     item_side: ItemSide | None = None,
 ) -> TrainResult:
-    """Train the two-tower model with in-batch sampled softmax; early-stop on valid ``recall_at_50``.
+    """Train the two-tower model with in-batch sampled softmax (or the full softmax, ``cfg.loss``); early-stop on
+    valid ``recall_at_50``.
 
     Args:
         train: Training examples.
@@ -112,13 +113,22 @@ def train_retrieval(
     log_q = _log_q(train.item_idx, cfg.n_items).to(device) if cfg.logq else None
     tr, va = train.to(device), valid.to(device)
 
+    all_items = torch.arange(cfg.n_items, device=device)
+
     def loss_of(b: RetrievalTensors) -> torch.Tensor:
         u = model.user_vectors(b.user_idx, b.segment_idx, b.history)
+        if cfg.loss == "full":
+            v = model.item_vectors(all_items, cats)
+            return full_softmax_loss(u, v, b.item_idx, cfg.temperature, b.weight)
         v = model.item_vectors(b.item_idx, b.category_idx)
         return in_batch_softmax_loss(u, v, b.item_idx, cfg.temperature, b.weight, log_q)
 
     def shard_loss_of(b: RetrievalTensors) -> torch.Tensor:
         u = model.user_vectors(b.user_idx, b.segment_idx, b.history)
+        if cfg.loss == "full":
+            total = world.gather_rows(b.weight.float()).sum()
+            v = model.item_vectors(all_items, cats)
+            return full_softmax_loss(u, v, b.item_idx, cfg.temperature, b.weight, total, scale=world.size)
         v = model.item_vectors(b.item_idx, b.category_idx)
         return retrieval_loss.sharded_in_batch_softmax_loss(
             world, u, v, b.item_idx, cfg.temperature, b.weight, log_q

@@ -134,7 +134,13 @@ def train_retrieval(settings: Settings, ds: date, tags: dict[str, str], world: W
     valid = datasets.load_retrieval_examples(settings.lake, ds, "valid", h)
     side = item_side.load_item_side(settings.lake, ds, sizes["item_id"])
     cfg = TwoTowerConfig.from_vocab(
-        sizes, dim=t.retrieval_dim, history_len=h, temperature=t.retrieval_temperature, n_tags=side.n_tags
+        sizes,
+        dim=t.retrieval_dim,
+        history_len=h,
+        temperature=t.retrieval_temperature,
+        n_tags=side.n_tags,
+        user_encoder=t.retrieval_user_encoder,
+        loss=t.retrieval_loss,
     )
     sources, fingerprints = _inputs(settings, RETRIEVAL_EXAMPLES.name, ds)
     run_tags = {"nightrec.stage": "train_retrieval", "nightrec.ds": ds.isoformat(), **tags}

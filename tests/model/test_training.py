@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from datetime import UTC, date, datetime
@@ -331,3 +332,36 @@ def test_deepfm_beats_the_logistic_baseline_on_an_interaction():
     fm_auc = loop.train_ranking(train, valid, FM, FAST).metrics["auc"]
     assert 0.4 < lr_auc < 0.75
     assert fm_auc > lr_auc + 0.15
+
+
+def _next_of_latest(n: int, seed: int, hist_len: int = 5) -> RetrievalTensors:
+    """The engaged item shares the category of the user's most recent item; older items are of any category,
+    and the users are random (no user id or segment tells the category). Only the order says it."""
+    g = np.random.default_rng(seed)
+    hist = g.integers(1, N_ITEMS, (n, hist_len))
+    pool = {c: np.flatnonzero(_item_cat(np.arange(N_ITEMS)) == c) for c in (1, 2, 3)}
+    items = np.array([pool[c][g.integers(0, 20)] for c in _item_cat(hist[:, 0])])
+    t = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64))  # noqa: E731
+    users = g.integers(1, N_USERS, n)
+    return RetrievalTensors(t(users), t(np.ones(n)), t(hist), t(items), t(_item_cat(items)), torch.ones(n))
+
+
+def _latest_category_hit_rate(model, ex: RetrievalTensors) -> float:
+    items = torch.arange(1, N_ITEMS)
+    with torch.no_grad():
+        u = model.user_vectors(ex.user_idx, ex.segment_idx, ex.history)
+        top = (u @ model.item_vectors(items, torch.from_numpy(_item_cat(items.numpy()))).T).topk(10).indices
+    want = torch.from_numpy(_item_cat(ex.history[:, 0].numpy()))
+    return float((torch.from_numpy(_item_cat(top.numpy() + 1)) == want[:, None]).float().mean())
+
+
+def test_the_attention_encoder_with_a_full_softmax_learns_what_the_order_of_the_history_says():
+    s = FAST.model_copy(update={"retrieval_epochs": 8, "retrieval_batch_size": 128, "patience": 8})
+    train, valid, fresh = _next_of_latest(4000, 0), _next_of_latest(500, 1), _next_of_latest(300, 2)
+    rates = {}
+    for encoder in ("mean", "attention"):
+        cfg = dataclasses.replace(TT, user_encoder=encoder, loss="full", dropout=0.1)
+        rates[encoder] = _latest_category_hit_rate(loop.train_retrieval(train, valid, cfg, s).model, fresh)
+    # A third of the top 10 is the right category by chance; the mean of five items cannot tell the latest.
+    assert rates["attention"] > 0.8, rates
+    assert rates["attention"] > rates["mean"] + 0.2, rates

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from nightrec.models.configs import TwoTowerConfig
-from nightrec.models.two_tower import ItemTower, TwoTower, UserTower, in_batch_softmax_loss
+from nightrec.models.two_tower import (
+    ItemTower,
+    TwoTower,
+    UserTower,
+    full_softmax_loss,
+    in_batch_softmax_loss,
+)
 from nightrec.training.loop import SparseDenseOptimizer
 
 CFG = TwoTowerConfig(n_users=10, n_items=20, n_categories=4, n_segments=3, dim=8, history_len=5, hidden=(16,))
@@ -144,3 +150,71 @@ def test_loss_over_distinct_items_equals_the_textbook_form_with_its_gradients():
         grads.append((loss.detach(), u.grad, emb.grad))
     for ours, textbook in zip(*grads, strict=True):
         torch.testing.assert_close(ours, textbook)
+
+
+# --- the attention user encoder and the full softmax ------------------------------------------------------
+
+ATT = TwoTowerConfig(
+    n_users=10,
+    n_items=20,
+    n_categories=4,
+    n_segments=3,
+    dim=8,
+    history_len=5,
+    hidden=(16,),
+    user_encoder="attention",
+)
+
+
+def test_attention_tower_reads_padding_and_empty_histories_without_nans():
+    torch.manual_seed(0)
+    model = TwoTower(ATT).eval()
+    user, seg = torch.tensor([1, 2]), torch.tensor([1, 1])
+    hist = torch.tensor([[3, 7, 0, 0, 0], [0, 0, 0, 0, 0]])
+    u = model.user_vectors(user, seg, hist)
+    assert torch.isfinite(u).all()
+    torch.testing.assert_close(u.norm(dim=1), torch.ones(2))
+    # Padding is masked out of the attention: a shorter tensor of the same items gives the same vector.
+    torch.testing.assert_close(model.user_vectors(user[:1], seg[:1], torch.tensor([[3, 7]])), u[:1])
+    # Order matters (it does not for the mean): the same items, most recent first, read differently.
+    swapped = model.user_vectors(user[:1], seg[:1], torch.tensor([[7, 3, 0, 0, 0]]))
+    assert not torch.allclose(swapped, u[:1])
+
+
+def test_a_mean_tower_pickled_before_the_attention_encoder_still_scores(model):
+    hist = torch.tensor([[3, 7, 0, 0, 0]])
+    before = model.user_vectors(torch.tensor([1]), torch.tensor([1]), hist)
+    del model.user_tower.sequence  # what an older pickle holds
+    torch.testing.assert_close(model.user_vectors(torch.tensor([1]), torch.tensor([1]), hist), before)
+
+
+def test_full_softmax_is_cross_entropy_over_the_catalog_with_a_weighted_mean():
+    g = torch.Generator().manual_seed(5)
+    u, items = torch.randn(6, 8, generator=g), torch.randn(12, 8, generator=g)
+    target, weight = torch.tensor([1, 4, 4, 11, 2, 7]), torch.rand(6, generator=g)
+    ce = torch.nn.functional.cross_entropy(u @ items.T / 0.5, target, reduction="none")
+    torch.testing.assert_close(
+        full_softmax_loss(u, items, target, 0.5, weight), (ce * weight).sum() / weight.sum()
+    )
+    torch.testing.assert_close(full_softmax_loss(u, items, target, 0.5), ce.mean())
+    # Split over two processes: each passes its rows, the whole batch's weight and the process count.
+    halves = [
+        full_softmax_loss(u[s], items, target[s], 0.5, weight[s], weight.sum(), scale=2)
+        for s in (slice(0, 3), slice(3, 6))
+    ]
+    torch.testing.assert_close(sum(halves) / 2, full_softmax_loss(u, items, target, 0.5, weight))
+
+
+def test_config_refuses_an_unknown_encoder_or_heads_that_do_not_divide_dim():
+    with pytest.raises(ValueError, match="user_encoder"):
+        TwoTowerConfig(n_users=2, n_items=2, n_categories=1, n_segments=1, user_encoder="rnn")
+    with pytest.raises(ValueError, match="attention_heads must divide dim"):
+        TwoTowerConfig(
+            n_users=2,
+            n_items=2,
+            n_categories=1,
+            n_segments=1,
+            dim=8,
+            user_encoder="attention",
+            attention_heads=3,
+        )
