@@ -100,6 +100,11 @@ class TrainSettings(BaseModel):
         description="How the two-tower's user tower reads the history: the mean of its item embeddings, or "
         "self-attention over it in recency order (SASRec-style; bench/results/quality_learned.md measures both).",
     )
+    retrieval_item_state: bool = Field(
+        False,
+        description="The item tower also reads each item's popularity and age as of the example's day in "
+        "training, and as of the day it scores from when it serves (the run date for the serving twin).",
+    )
     retrieval_loss: Literal["in_batch", "full"] = Field(
         "in_batch",
         description="The two-tower's softmax: over the batch's items (logQ-corrected, any catalog size) or over "

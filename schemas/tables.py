@@ -274,6 +274,11 @@ RETRIEVAL_EXAMPLES = Table(
         _c("item_idx", "int32", "Engaged item.", min_value=0),
         _c("category_idx", "int32", "Category of the engaged item.", min_value=0),
         _c("weight", "double", "Event weight.", min_value=0.0),
+        _c(
+            "ts",
+            "timestamp",
+            "Event time (UTC): the day the item's point-in-time inputs are taken at (`train.retrieval_item_state`).",
+        ),
     ),
     partition_by=("split",),
 )

@@ -46,6 +46,7 @@ def build_retrieval_examples(
             "item_idx",
             F.coalesce("category_idx", F.lit(0)).alias("category_idx"),
             "weight",
+            "ts",
         )
     )
 

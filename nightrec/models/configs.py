@@ -16,6 +16,8 @@ from schemas.tables import RANKING_FIELDS
 # Bucketed item features have fixed ranges (schemas.tables.ITEM_FEATURES): price 0..10, popularity 0..31.
 PRICE_BUCKETS = 11
 POP_BUCKETS = 32
+# Item age as of a day (nightrec.training.item_popularity): 0 = no engagement yet, k = floor(log2(days)) + 1.
+AGE_BUCKETS = 16
 
 # DeepFM's input fields: the ranking examples' fields, then the ones derived from the user's history
 # (nightrec.models.ranker_inputs). A ranker trained before the derived fields existed reads the first six.
@@ -67,6 +69,9 @@ class TwoTowerConfig:
         dropout: Dropout of the ``attention`` encoder (embeddings and layers).
         loss: ``in_batch`` (sampled softmax over the batch's items, logQ-corrected) or ``full`` (softmax
             over the whole catalog: every item tower output each step, so for catalogs of thousands).
+        item_state: Add a learned logit per (popularity bucket, age bucket) of the item as of a day
+            (``two_tower.StateBias``): each example's day in training, a fixed day (the model's
+            ``set_item_state``) when it scores.
     """
 
     n_users: int
@@ -86,6 +91,7 @@ class TwoTowerConfig:
     attention_heads: int = 2
     dropout: float = 0.2
     loss: str = "in_batch"
+    item_state: bool = False
 
     def __post_init__(self) -> None:
         for name in (

@@ -13,11 +13,13 @@ items), so they are point-in-time by construction.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nightrec.models.configs import TwoTowerConfig
+from nightrec.models.configs import AGE_BUCKETS, POP_BUCKETS, TwoTowerConfig
 
 
 def _oov(idx: torch.Tensor, size: int) -> torch.Tensor:
@@ -29,6 +31,9 @@ def _oov(idx: torch.Tensor, size: int) -> torch.Tensor:
 ITEM_DENSE = 2
 # Dense user features, from the history: its fill ratio, mean price feature and price coverage of its items.
 USER_DENSE = 3
+
+
+PairBias = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
@@ -181,6 +186,33 @@ class ItemTower(nn.Module):
         return F.normalize(self.mlp(torch.cat(parts, dim=1)), dim=1)
 
 
+class StateBias(nn.Module):
+    """A learned logit per (popularity bucket, age bucket) of an item as of a day: what is trending now.
+
+    It is added to the logit of a (user, item) pair, not fed to the item tower: with in-batch negatives
+    every row's item is popular on its own day, so the tower would never see the contrast. A bias can be
+    taken as of the row's day for every item of the batch (a lookup per pair). To score, the state as of one
+    day sits in two buffers (``TwoTower.set_item_state``) and the bias rides in the vectors' last coordinate.
+    """
+
+    def __init__(self, cfg: TwoTowerConfig) -> None:
+        super().__init__()
+        self.table = nn.Embedding(POP_BUCKETS * AGE_BUCKETS, 1)
+        nn.init.zeros_(self.table.weight)
+        self.register_buffer("pop", torch.zeros(cfg.n_items, dtype=torch.long))
+        self.register_buffer("age", torch.zeros(cfg.n_items, dtype=torch.long))
+
+    def forward(self, pop: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
+        """The logit of each ``(pop, age)`` pair (any shape; float, same shape)."""
+        key = pop.clamp(0, POP_BUCKETS - 1) * AGE_BUCKETS + age.clamp(0, AGE_BUCKETS - 1)
+        return self.table(key).squeeze(-1)
+
+    def installed(self, item_idx: torch.Tensor) -> torch.Tensor:
+        """The logit of each item as of the installed day."""
+        idx = _oov(item_idx, self.pop.shape[0])
+        return self(self.pop[idx], self.age[idx])
+
+
 class TwoTower(nn.Module):
     """The retrieval model: ``score(user, item) = user_vectors(...) @ item_vectors(...).T``.
 
@@ -201,12 +233,30 @@ class TwoTower(nn.Module):
         self.config = cfg
         self.user_tower = UserTower(cfg)
         self.item_tower = ItemTower(cfg)
+        self.state_bias = StateBias(cfg) if cfg.item_state else None
+
+    def _state_bias(self) -> StateBias | None:
+        return getattr(self, "state_bias", None)  # a model pickled before item state existed has none
+
+    def unit_user_vectors(
+        self, user_idx: torch.Tensor, segment_idx: torch.Tensor, history: torch.Tensor
+    ) -> torch.Tensor:
+        """The user tower's unit vectors ``[B, D]`` (training; ``user_vectors`` scores)."""
+        return self.user_tower(user_idx, segment_idx, history, self.item_tower.side_dense)
+
+    def unit_item_vectors(self, item_idx: torch.Tensor, category_idx: torch.Tensor) -> torch.Tensor:
+        """The item tower's unit vectors ``[N, D]`` (training; ``item_vectors`` scores)."""
+        return self.item_tower(item_idx, category_idx)
 
     def user_vectors(
         self, user_idx: torch.Tensor, segment_idx: torch.Tensor, history: torch.Tensor
     ) -> torch.Tensor:
-        """Unit user vectors ``[B, D]`` from ``[B]``, ``[B]`` and a 0-padded ``[B, H]`` history."""
-        return self.user_tower(user_idx, segment_idx, history, self.item_tower.side_dense)
+        """User vectors from ``[B]``, ``[B]`` and a 0-padded ``[B, H]`` history: unit ``[B, D]``, or
+        ``[B, D + 1]`` ending in 1 with item state (the item side's last coordinate is its state bias)."""
+        u = self.unit_user_vectors(user_idx, segment_idx, history)
+        if self._state_bias() is None:
+            return u
+        return torch.cat([u, u.new_ones(u.shape[0], 1)], dim=1)
 
     def set_item_side(self, tags: torch.Tensor, dense: torch.Tensor) -> None:
         """Install the item side table: ``tags`` int64 ``[n_items, max_tags]`` (0-padded tag indices) and
@@ -225,9 +275,23 @@ class TwoTower(nn.Module):
         tower.side_tags.copy_(tags)
         tower.side_dense.copy_(dense)
 
+    def set_item_state(self, pop: torch.Tensor, age: torch.Tensor) -> None:
+        """Install the popularity and age buckets (``[n_items]`` each, row = item index) as of the day the
+        model scores for. Saved with the model."""
+        bias = self._state_bias()
+        if bias is None:
+            raise ValueError("this two-tower was built without item state (TwoTowerConfig.item_state)")
+        bias.pop.copy_(pop)
+        bias.age.copy_(age)
+
     def item_vectors(self, item_idx: torch.Tensor, category_idx: torch.Tensor) -> torch.Tensor:
-        """Unit item vectors ``[N, D]`` from ``[N]`` item and category indices."""
-        return self.item_tower(item_idx, category_idx)
+        """Item vectors from ``[N]`` item and category indices: unit ``[N, D]``, or ``[N, D + 1]`` ending in
+        ``temperature * state bias`` as of the installed day, so that ``user @ item`` ranks as the trained logit."""
+        v = self.unit_item_vectors(item_idx, category_idx)
+        bias = self._state_bias()
+        if bias is None:
+            return v
+        return torch.cat([v, self.config.temperature * bias.installed(item_idx).unsqueeze(1).to(v.dtype)], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """User vectors from the packed input ``[B, 2 + H]`` = ``[user_idx, segment_idx, history...]``."""
@@ -241,6 +305,7 @@ def in_batch_softmax_loss(
     temperature: float,
     weight: torch.Tensor | None = None,
     log_q: torch.Tensor | None = None,
+    pair_bias: PairBias | None = None,
 ) -> torch.Tensor:
     """Sampled softmax over the batch's items, each user's own item being the positive.
 
@@ -258,6 +323,8 @@ def in_batch_softmax_loss(
         weight: ``[B]`` example weights; the loss is their weighted mean. None = all 1.
         log_q: ``[n_items]`` log sampling probability of each item. In-batch negatives are drawn in proportion
             to popularity, so without this correction popular items are over-penalised (Yi et al., 2019).
+        pair_bias: ``pair_bias(items)``, for the batch's distinct items ``[U]`` (sorted), gives ``[B, U]``
+            logits added to each row's (the item state as of the row's day, ``StateBias``).
 
     Returns:
         The scalar loss (float32, also under bf16 autocast).
@@ -271,6 +338,8 @@ def in_batch_softmax_loss(
     log_count = counts.float().log()
     bias = log_count if log_q is None else log_count - log_q[_oov(items, log_q.shape[0])]
     logits.add_(bias.unsqueeze(0))
+    if pair_bias is not None:
+        logits.add_(pair_bias(items).float())
     # The row's own item enters once (its duplicates are positives, not negatives), so it loses the count.
     logits.index_put_((rows, target), -log_count[target], accumulate=True)
     ce = F.cross_entropy(logits, target, reduction="none")
@@ -288,6 +357,7 @@ def full_softmax_loss(
     weight: torch.Tensor | None = None,
     total_weight: torch.Tensor | None = None,
     scale: float = 1.0,
+    pair_bias: PairBias | None = None,
 ) -> torch.Tensor:
     """Softmax over the whole catalog, each row's own item the positive (no sampling, so no logQ).
 
@@ -300,11 +370,14 @@ def full_softmax_loss(
         total_weight: The denominator of the weighted mean (several processes: the whole batch's); None =
             ``weight.sum()``.
         scale: Multiplies the loss (several processes: their number, as DDP averages their gradients).
+        pair_bias: As for ``in_batch_softmax_loss``, given every item index.
 
     Returns:
         The scalar loss (float32).
     """
     logits = ((user_vecs / temperature) @ all_item_vecs.T).float()
+    if pair_bias is not None:
+        logits.add_(pair_bias(torch.arange(all_item_vecs.shape[0], device=logits.device)).float())
     ce = F.cross_entropy(logits, _oov(item_idx, all_item_vecs.shape[0]), reduction="none")
     w = torch.ones_like(ce) if weight is None else weight.float()
     denominator = w.sum() if total_weight is None else total_weight

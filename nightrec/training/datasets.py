@@ -58,6 +58,7 @@ class RetrievalTensors(_Columns):
     item_idx: torch.Tensor  # int64 [N]
     category_idx: torch.Tensor  # int64 [N]
     weight: torch.Tensor  # float32 [N]
+    day: torch.Tensor | None = None  # int64 [N], days since 1970-01-01 of the event (point-in-time inputs)
 
     def packed_users(self) -> torch.Tensor:
         """``[N, 2 + H]`` = ``[user_idx, segment_idx, history...]``: the two-tower ``forward`` input."""
@@ -150,7 +151,7 @@ def _ints(t: pa.Table, name: str) -> torch.Tensor:
 
 
 def load_retrieval_examples(
-    lake_root: str | Path, ds: date | str, split: str, history_len: int
+    lake_root: str | Path, ds: date | str, split: str, history_len: int, with_day: bool = False
 ) -> RetrievalTensors:
     """Load one split of ``retrieval_examples/ds=<ds>`` into tensors.
 
@@ -159,6 +160,7 @@ def load_retrieval_examples(
         ds: Partition date (``date`` or ``YYYY-MM-DD``).
         split: ``train``, ``valid`` or ``holdout``.
         history_len: Width of the padded history (longer histories keep their most recent items).
+        with_day: Also load each example's day (for inputs computed as of that day).
 
     Returns:
         The examples; empty tensors when the split has no rows.
@@ -166,7 +168,7 @@ def load_retrieval_examples(
     Raises:
         StageInputMissing: the partition is absent or incomplete.
     """
-    cols = [c for c in RETRIEVAL_EXAMPLES.names if c != "split"]
+    cols = [c for c in RETRIEVAL_EXAMPLES.names if c not in ("split", *(() if with_day else ("ts",)))]
     t = _read_split(lake_root, RETRIEVAL_EXAMPLES.name, ds, split, cols)
     return RetrievalTensors(
         user_idx=_ints(t, "user_idx"),
@@ -175,6 +177,7 @@ def load_retrieval_examples(
         item_idx=_ints(t, "item_idx"),
         category_idx=_ints(t, "category_idx"),
         weight=torch.from_numpy(t["weight"].to_numpy().astype(np.float32)),
+        day=_days(t["ts"]) if with_day else None,
     )
 
 

@@ -1,4 +1,4 @@
-"""Item popularity as of each day, for ranker examples that span days.
+"""Item popularity (and age) as of each day, for examples that span days.
 
 The lake's ranking examples carry each item's popularity bucket as of the holdout start (``eval_start``):
 for an example a week earlier, that count includes the week that followed it, its own engagement among
@@ -6,6 +6,9 @@ them. Serving never sees its own future, so the ranker would learn to trust popu
 This table gives the bucket as of the start of each day instead, from the same events, window and rule as
 ``features.point_in_time.build_item_features`` (weighted engagement over the last ``popularity_days``,
 ``floor(log2(popularity + 1))``, capped at 31).
+
+The two-tower's item tower can read the same bucket and the item's age (days since its first engagement) as
+of each example's day (``ItemState``, ``train.retrieval_item_state``); it serves with both as of the run date.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ import pyarrow.dataset as pads
 import torch
 
 from nightrec.io import lake
+from nightrec.models.configs import AGE_BUCKETS
 from schemas.tables import INTERACTIONS
 
 _DAY_US = 86_400 * 1_000_000
 MAX_BUCKET = 31
+_NEVER = 2**40
 
 
 def day_number(d: date) -> int:
@@ -48,6 +53,9 @@ class DailyPopularity:
         n_days, n_items = self.buckets.shape
         row = (day - self.first_day).clamp(0, n_days - 1)
         return self.buckets[row, item.clamp(0, n_items - 1)]
+
+    def to(self, device: torch.device | str) -> DailyPopularity:
+        return DailyPopularity(self.first_day, self.buckets.to(device))
 
 
 def daily_popularity(
@@ -81,3 +89,54 @@ def daily_popularity(
 
 def _utc(d: date) -> pa.Scalar:
     return pa.scalar(datetime.combine(d, time(0), tzinfo=UTC), pa.timestamp("us", tz="UTC"))
+
+
+@dataclass(frozen=True)
+class ItemState:
+    """Each item's popularity bucket and age bucket at the start of any day of a range (see the module doc)."""
+
+    popularity: DailyPopularity
+    first_day: torch.Tensor  # int64 [n_items]: day number of the first engagement (huge when never)
+
+    def at(self, day: torch.Tensor, item: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(pop_bucket, age_bucket)`` of each ``item`` at the start of its ``day`` (same shapes)."""
+        item = item.clamp(0, self.first_day.shape[0] - 1)
+        return self.popularity.at(day, item), age_bucket(day - self.first_day[item])
+
+    def to(self, device: torch.device | str) -> ItemState:
+        return ItemState(self.popularity.to(device), self.first_day.to(device))
+
+    def as_of(self, d: date) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(pop_bucket, age_bucket)`` of every item index at the start of day ``d``: ``[n_items]`` each."""
+        items = torch.arange(self.first_day.shape[0], device=self.first_day.device)
+        return self.at(torch.full_like(items, day_number(d)), items)
+
+
+def age_bucket(days: torch.Tensor) -> torch.Tensor:
+    """0 for an item not engaged before the day (``days <= 0``), else ``floor(log2(days)) + 1``, capped."""
+    known = days > 0
+    log = torch.floor(torch.log2(days.clamp_min(1).double())).long() + 1
+    return torch.where(known, log.clamp_max(AGE_BUCKETS - 1), torch.zeros_like(days))
+
+
+def item_state(
+    lake_root: str | Path, ds: date, first: date, last: date, popularity_days: int, n_items: int
+) -> ItemState:
+    """Popularity and first-engagement day of every item, for the days ``first`` .. ``last`` (inclusive).
+
+    Ages count from the first engagement in ``ds``'s interactions (its whole span), so an item's age on a day
+    depends only on the events before that day.
+    """
+    popularity = daily_popularity(lake_root, ds, first, last, popularity_days, n_items)
+    path = lake.require_partition(lake_root, INTERACTIONS.name, ds)
+    t = pads.dataset(str(path), format="parquet").to_table(
+        columns=["item_idx", "ts"],
+        filter=(pc.field("ts") < _utc(last)) & (pc.field("weight") > 0) & (pc.field("item_idx") > 0),
+    )
+    firsts = t.group_by("item_idx").aggregate([("ts", "min")])
+    item = firsts["item_idx"].to_numpy().astype(np.int64)
+    us = firsts["ts_min"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+    first_day = np.full(n_items, _NEVER, dtype=np.int64)
+    keep = item < n_items
+    first_day[item[keep]] = us[keep] // _DAY_US
+    return ItemState(popularity, torch.from_numpy(first_day))

@@ -11,6 +11,7 @@ import from this module (``loop.TrainResult``, ``loop.roc_auc``...) stay importa
 from __future__ import annotations
 
 import dataclasses
+from datetime import date
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ from nightrec.training.datasets import RankingTensors, RetrievalTensors, item_ca
 from nightrec.training.devices import select_device
 from nightrec.training.epochs import EpochCallback, TrainResult
 from nightrec.training.guards import TrainingDiverged
+from nightrec.training.item_popularity import ItemState
 from nightrec.training.item_side import ItemSide
 from nightrec.training.optimizers import SparseDenseOptimizer
 from nightrec.training.process_group import World
@@ -78,6 +80,8 @@ def train_retrieval(
     checkpoint_path: Path | None = None,
     world: World | None = None,
     item_side: ItemSide | None = None,
+    item_state: ItemState | None = None,
+    state_days: tuple[date, date] | None = None,
 ) -> TrainResult:
     """Train the two-tower model with in-batch sampled softmax (or the full softmax, ``cfg.loss``); early-stop on
     valid ``recall_at_50``.
@@ -94,6 +98,9 @@ def train_retrieval(
             whole batch's items (``retrieval_loss``).
         item_side: The items' tags and catalog features (``item_side.load_item_side``), installed in the
             model and saved with it; None = none (zeros).
+        item_state: With ``cfg.item_state``: each item's popularity and age by day (``item_popularity``).
+            Training reads them as of each example's ``day``; validation as of ``state_days[0]``, and the
+            returned model scores as of ``state_days[1]`` (both installed with ``set_item_state``).
 
     Returns:
         The model with its best epoch's weights; per-epoch rows hold ``train_loss``, ``valid_loss``,
@@ -112,26 +119,39 @@ def train_retrieval(
     cats = item_categories(cfg.n_items, train, valid).to(device)
     log_q = _log_q(train.item_idx, cfg.n_items).to(device) if cfg.logq else None
     tr, va = train.to(device), valid.to(device)
-
     all_items = torch.arange(cfg.n_items, device=device)
+    state = _state_for(cfg, item_state, state_days, train, device)
+    if state is not None:
+        model.set_item_state(*state.as_of(state_days[0]))
+
+    def pair_bias(b: RetrievalTensors):
+        """The item-state logits of each row against given items: as of the row's day in training, as of
+        the installed day when validating (as the model scores)."""
+        if state is None:
+            return None
+        if not model.training:
+            return lambda items: model.state_bias.installed(items).unsqueeze(0).expand(len(b), -1)
+        return lambda items: model.state_bias(*state.at(b.day[:, None], items[None, :]))
 
     def loss_of(b: RetrievalTensors) -> torch.Tensor:
-        u = model.user_vectors(b.user_idx, b.segment_idx, b.history)
+        u = model.unit_user_vectors(b.user_idx, b.segment_idx, b.history)
         if cfg.loss == "full":
-            v = model.item_vectors(all_items, cats)
-            return full_softmax_loss(u, v, b.item_idx, cfg.temperature, b.weight)
-        v = model.item_vectors(b.item_idx, b.category_idx)
-        return in_batch_softmax_loss(u, v, b.item_idx, cfg.temperature, b.weight, log_q)
+            v = model.unit_item_vectors(all_items, cats)
+            return full_softmax_loss(u, v, b.item_idx, cfg.temperature, b.weight, pair_bias=pair_bias(b))
+        v = model.unit_item_vectors(b.item_idx, b.category_idx)
+        return in_batch_softmax_loss(u, v, b.item_idx, cfg.temperature, b.weight, log_q, pair_bias(b))
 
     def shard_loss_of(b: RetrievalTensors) -> torch.Tensor:
-        u = model.user_vectors(b.user_idx, b.segment_idx, b.history)
+        u = model.unit_user_vectors(b.user_idx, b.segment_idx, b.history)
         if cfg.loss == "full":
             total = world.gather_rows(b.weight.float()).sum()
-            v = model.item_vectors(all_items, cats)
-            return full_softmax_loss(u, v, b.item_idx, cfg.temperature, b.weight, total, scale=world.size)
-        v = model.item_vectors(b.item_idx, b.category_idx)
+            v = model.unit_item_vectors(all_items, cats)
+            return full_softmax_loss(
+                u, v, b.item_idx, cfg.temperature, b.weight, total, scale=world.size, pair_bias=pair_bias(b)
+            )
+        v = model.unit_item_vectors(b.item_idx, b.category_idx)
         return retrieval_loss.sharded_in_batch_softmax_loss(
-            world, u, v, b.item_idx, cfg.temperature, b.weight, log_q
+            world, u, v, b.item_idx, cfg.temperature, b.weight, log_q, pair_bias(b)
         )
 
     step_loss_of = shard_loss_of if world.distributed else loss_of
@@ -141,7 +161,7 @@ def train_retrieval(
             model, va, cats, loss_of, settings.retrieval_batch_size, world
         )
 
-    return epochs.fit(
+    result = epochs.fit(
         model,
         name="two-tower retrieval",
         n_train=len(tr),
@@ -157,6 +177,21 @@ def train_retrieval(
         checkpoint_path=checkpoint_path,
         world=world,
     )
+    if state is not None:
+        result.model.set_item_state(*(t.cpu() for t in state.as_of(state_days[1])))
+    return result
+
+
+def _state_for(cfg, item_state, state_days, train: RetrievalTensors, device) -> ItemState | None:
+    """The item state moved to ``device`` when the config reads it; refused when it is missing."""
+    if not cfg.item_state:
+        return None
+    if item_state is None or state_days is None or train.day is None:
+        raise ValueError(
+            "TwoTowerConfig.item_state needs the item state, the days it is read as of and the examples' days "
+            "(train_retrieval(item_state=..., state_days=...), examples loaded with_day=True)"
+        )
+    return item_state.to(device)
 
 
 def train_ranking(

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
+    from nightrec.models.two_tower import PairBias
     from nightrec.training.process_group import World
 
 
@@ -25,6 +26,7 @@ def sharded_in_batch_softmax_loss(
     temperature: float,
     weight: torch.Tensor,
     log_q: torch.Tensor | None = None,
+    pair_bias: PairBias | None = None,
 ) -> torch.Tensor:
     """This process's share of ``two_tower.in_batch_softmax_loss`` over the batch gathered from every process.
 
@@ -32,6 +34,7 @@ def sharded_in_batch_softmax_loss(
         world: The processes; each passes its own rows (the same number on each).
         user_vecs, item_vecs, item_idx, weight: This process's rows, as for ``in_batch_softmax_loss``.
         temperature, log_q: As for ``in_batch_softmax_loss``.
+        pair_bias: As for ``in_batch_softmax_loss``, for this process's rows.
 
     Returns:
         ``world.size * sum(w * ce over these rows) / sum(w over all rows)``: DDP averages the gradients of
@@ -42,7 +45,16 @@ def sharded_in_batch_softmax_loss(
     total_weight = world.gather_rows(weight.float()).sum()
     offset = world.rank * item_idx.shape[0]
     return rows_in_batch_softmax_loss(
-        user_vecs, all_vecs, all_idx, offset, temperature, weight, total_weight, log_q, scale=world.size
+        user_vecs,
+        all_vecs,
+        all_idx,
+        offset,
+        temperature,
+        weight,
+        total_weight,
+        log_q,
+        scale=world.size,
+        pair_bias=pair_bias,
     )
 
 
@@ -56,6 +68,7 @@ def rows_in_batch_softmax_loss(
     total_weight: torch.Tensor,
     log_q: torch.Tensor | None = None,
     scale: float = 1.0,
+    pair_bias: PairBias | None = None,
 ) -> torch.Tensor:
     """The in-batch softmax terms of the rows ``offset : offset + len(user_vecs)`` of a batch of ``len(item_idx)``.
 
@@ -77,6 +90,8 @@ def rows_in_batch_softmax_loss(
     else:
         bias = log_count
     logits.add_(bias.unsqueeze(0))
+    if pair_bias is not None:
+        logits.add_(pair_bias(items).float())
     rows = torch.arange(user_vecs.shape[0], device=item_idx.device)
     logits.index_put_((rows, target), -log_count[target], accumulate=True)
     ce = F.cross_entropy(logits, target, reduction="none")

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from datetime import date, timedelta
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -28,7 +29,7 @@ from nightrec.training import (
     ranker_examples,
     tracking,
 )
-from nightrec.training.datasets import RankingTensors
+from nightrec.training.datasets import RankingTensors, RetrievalTensors
 from nightrec.training.process_group import World
 from schemas.tables import RANKING_EXAMPLES, RETRIEVAL_EXAMPLES
 
@@ -129,9 +130,9 @@ def train_retrieval(settings: Settings, ds: date, tags: dict[str, str], world: W
     _configure_mlflow(settings, world)
     sizes = datasets.vocab_sizes(settings.lake, ds)
     trained_on = vocab_identity.digest(settings.lake, ds)  # what its indices mean, checked wherever it scores
-    h = settings.features.history_len
-    train = _newest(datasets.load_retrieval_examples(settings.lake, ds, "train", h), t.max_train_rows)
-    valid = datasets.load_retrieval_examples(settings.lake, ds, "valid", h)
+    h, with_day = settings.features.history_len, t.retrieval_item_state
+    load = partial(datasets.load_retrieval_examples, settings.lake, ds, history_len=h, with_day=with_day)
+    train, valid = _newest(load("train"), t.max_train_rows), load("valid")
     side = item_side.load_item_side(settings.lake, ds, sizes["item_id"])
     cfg = TwoTowerConfig.from_vocab(
         sizes,
@@ -141,7 +142,10 @@ def train_retrieval(settings: Settings, ds: date, tags: dict[str, str], world: W
         n_tags=side.n_tags,
         user_encoder=t.retrieval_user_encoder,
         loss=t.retrieval_loss,
+        item_state=t.retrieval_item_state,
     )
+    state = _item_state(settings, ds, train) if t.retrieval_item_state else None
+    cut = Cutoffs.of_night(settings.lake, ds, settings.features)
     sources, fingerprints = _inputs(settings, RETRIEVAL_EXAMPLES.name, ds)
     run_tags = {"nightrec.stage": "train_retrieval", "nightrec.ds": ds.isoformat(), **tags}
     params = {**cfg.to_dict(), **_train_params(t, "retrieval"), "n_train": len(train), "n_valid": len(valid)}
@@ -149,13 +153,25 @@ def train_retrieval(settings: Settings, ds: date, tags: dict[str, str], world: W
     twin_ckpt = ckpt.with_name(f"{ckpt.stem}-serving.pt")
     with _main_run(world, RETRIEVAL, run_tags) as run_id:
         _adopt(ckpt, run_id)
-        result = loop.train_retrieval(train, valid, cfg, t, checkpoint_path=ckpt, world=world, item_side=side)
+        # Validated as of the validation window's start, evaluated (the holdout) as of its start.
+        result = loop.train_retrieval(
+            train,
+            valid,
+            cfg,
+            t,
+            checkpoint_path=ckpt,
+            world=world,
+            item_side=side,
+            item_state=state,
+            state_days=(cut.valid_start, cut.eval_start),
+        )
         setattr(result.model, vocab_identity.ATTRIBUTE, trained_on)
         twin = None
         if t.retrieval_refit:
-            holdout = datasets.load_retrieval_examples(settings.lake, ds, "holdout", h)
-            full = _newest(datasets.RetrievalTensors.concat([train, valid, holdout]), t.max_train_rows)
-            twin = _serving_twin(full, cfg, t, result, twin_ckpt, world, side)
+            full = _newest(
+                datasets.RetrievalTensors.concat([train, valid, load("holdout")]), t.max_train_rows
+            )
+            twin = _serving_twin(full, cfg, t, result, twin_ckpt, world, side, state, ds)
             setattr(twin, vocab_identity.ATTRIBUTE, trained_on)
             result.metrics |= {"serving_refit_rows": len(full)}
         example = train.packed_users()[:5].numpy()
@@ -175,7 +191,9 @@ def train_retrieval(settings: Settings, ds: date, tags: dict[str, str], world: W
     return _finish(world, ref, result, ckpt, twin_ckpt)
 
 
-def _serving_twin(full, cfg, t, result: loop.TrainResult, ckpt: Path, world: World, side) -> torch.nn.Module:
+def _serving_twin(
+    full, cfg, t, result: loop.TrainResult, ckpt: Path, world: World, side, state, ds: date
+) -> torch.nn.Module:
     """The two-tower that serves: the evaluated model's recipe, refit on every window up to the run date.
 
     The evaluated model never trains on its validation and holdout windows (they choose its epochs and
@@ -185,8 +203,25 @@ def _serving_twin(full, cfg, t, result: loop.TrainResult, ckpt: Path, world: Wor
     empty = full.take(torch.zeros(0, dtype=torch.long))
     refit = t.model_copy(update={"retrieval_epochs": max(result.best_epoch, 1)})
     return loop.train_retrieval(
-        full, empty, cfg, refit, checkpoint_path=ckpt, world=world, item_side=side
+        full,
+        empty,
+        cfg,
+        refit,
+        checkpoint_path=ckpt,
+        world=world,
+        item_side=side,
+        item_state=state,
+        state_days=(ds, ds),  # it serves lists made on the run date
     ).model
+
+
+def _item_state(settings: Settings, ds: date, train: RetrievalTensors) -> item_popularity.ItemState:
+    """Popularity and age of every item on every day from the first training example's to the run date."""
+    first = item_popularity.date_of(int(train.day.min())) if len(train) else ds
+    n_items = datasets.vocab_sizes(settings.lake, ds)["item_id"]
+    return item_popularity.item_state(
+        settings.lake, ds, first, ds, settings.features.popularity_days, n_items
+    )
 
 
 def train_ranking(settings: Settings, ds: date, tags: dict[str, str], world: World | None = None) -> dict:

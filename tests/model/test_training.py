@@ -21,6 +21,7 @@ from nightrec.models.configs import DeepFMConfig, TwoTowerConfig
 from nightrec.settings import TrainSettings
 from nightrec.training import datasets, loop, tracking
 from nightrec.training.datasets import RankingTensors, RetrievalTensors
+from nightrec.training.item_popularity import DailyPopularity, ItemState
 
 DS = date(2026, 11, 20)
 N_ITEMS, N_USERS, N_CATS = 61, 60, 4  # items 1..60 in categories 1..3; index 0 is OOV everywhere
@@ -365,3 +366,49 @@ def test_the_attention_encoder_with_a_full_softmax_learns_what_the_order_of_the_
     # A third of the top 10 is the right category by chance; the mean of five items cannot tell the latest.
     assert rates["attention"] > 0.8, rates
     assert rates["attention"] > rates["mean"] + 0.2, rates
+
+
+def _trending(n_days: int = 10, hot: int = 6) -> ItemState:
+    """Each day its own ``hot`` items (popularity bucket 10, the rest 0); every item known since day -100."""
+    buckets = torch.zeros(n_days, N_ITEMS, dtype=torch.long)
+    for d in range(n_days):
+        buckets[d, 1 + (torch.arange(hot) + d * hot) % (N_ITEMS - 1)] = 10
+    return ItemState(DailyPopularity(0, buckets), torch.full((N_ITEMS,), -100, dtype=torch.long))
+
+
+def _engaging_what_is_hot(state: ItemState, n: int, seed: int) -> RetrievalTensors:
+    g = torch.Generator().manual_seed(seed)
+    days = torch.randint(0, state.popularity.buckets.shape[0], (n,), generator=g)
+    hot = [
+        torch.nonzero(state.popularity.buckets[d] > 0)[:, 0] for d in range(state.popularity.buckets.shape[0])
+    ]
+    items = torch.stack([hot[d][torch.randint(0, len(hot[d]), (1,), generator=g)][0] for d in days.tolist()])
+    users = torch.randint(1, N_USERS, (n,), generator=g)
+    hist = torch.randint(1, N_ITEMS, (n, 5), generator=g)
+    cats = torch.from_numpy(_item_cat(items.numpy()))
+    return RetrievalTensors(users, torch.ones(n, dtype=torch.long), hist, items, cats, torch.ones(n), days)
+
+
+def test_item_state_lets_the_item_tower_learn_what_is_popular_on_the_day_it_scores_as_of():
+    state = _trending()
+    s = FAST.model_copy(update={"retrieval_epochs": 6, "retrieval_batch_size": 128, "patience": 6})
+    cfg = dataclasses.replace(TT, item_state=True)
+    train, valid = _engaging_what_is_hot(state, 4000, 0), _engaging_what_is_hot(state, 300, 1)
+    with pytest.raises(ValueError, match="item_state needs"):
+        loop.train_retrieval(train, valid, cfg, s)
+    model = loop.train_retrieval(
+        train, valid, cfg, s, item_state=state, state_days=(date(1970, 1, 3), date(1970, 1, 8))
+    ).model
+    fresh, items = _engaging_what_is_hot(state, 200, 2), torch.arange(1, N_ITEMS)
+    cats = torch.from_numpy(_item_cat(items.numpy()))
+
+    def hot_share(day: int) -> float:
+        with torch.no_grad():
+            u = model.user_vectors(fresh.user_idx, fresh.segment_idx, fresh.history)
+            top = (u @ model.item_vectors(items, cats).T).topk(6).indices + 1
+        return float((state.popularity.buckets[day][top] > 0).float().mean())
+
+    # The returned model scores as of its serving day (day 7 since 1970-01-01): that day's hot items lead.
+    assert hot_share(7) > 0.8
+    model.set_item_state(*state.as_of(date(1970, 1, 5)))  # re-dated: another day's hot items lead
+    assert hot_share(4) > 0.8 and hot_share(7) < 0.3
