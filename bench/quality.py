@@ -161,7 +161,7 @@ def run_nights(raw: Path, home: Path, dates: list[date], out: Path) -> None:
                 "counts": manifest.counts,
                 "top_k": manifest.top_k,
             },
-            result=result,
+            result=result.model_dump(mode="json"),
         )
         (out / f"night-{d}.json").write_text(json.dumps(record, default=str, indent=1))
         print(f"night {d}: {wall:.0f} s, live policy {manifest.policy.get('name')}", flush=True)

@@ -9,10 +9,11 @@ from prefect import flow
 from flows.naming import run_name
 from flows.nightly import nightly
 from schemas.params import NightlyParams
+from schemas.results import NightResult
 
 
 @flow(name="backfill", flow_run_name=run_name("backfill"), log_prints=True)
-def backfill(start: date, end: date, params: NightlyParams = NightlyParams()) -> list[dict]:
+def backfill(start: date, end: date, params: NightlyParams = NightlyParams()) -> list[NightResult]:
     """Run `nightly` for every date in [start, end]. Dates older than the live snapshot are published as
     snapshots without moving the live pointer back.
 

@@ -6,11 +6,12 @@ from prefect import flow
 
 from flows.naming import run_name
 from schemas.params import NightlyParams
+from schemas.results import FeaturesBuilt
 from tasks import features
 
 
 @flow(name="build-features", flow_run_name=run_name("build-features"), log_prints=True)
-def build_features(params: NightlyParams = NightlyParams()) -> dict:
+def build_features(params: NightlyParams = NightlyParams()) -> FeaturesBuilt:
     """Build point-in-time features, vocabularies, the temporal split and training examples with Spark."""
     params = features.resolve_run_date(params) if params.run_date is None else params
     return features.build_features(params)

@@ -6,13 +6,16 @@ from prefect import flow
 
 from flows.naming import run_name
 from schemas.params import NightlyParams
+from schemas.results import ModelTrained, Promotion
 from tasks import features, registry
 
 
 @flow(name="evaluate-and-promote", flow_run_name=run_name("evaluate-and-promote"), log_prints=True)
 def evaluate_and_promote(
-    params: NightlyParams = NightlyParams(), retrieval: dict | None = None, ranking: dict | None = None
-) -> dict:
+    params: NightlyParams = NightlyParams(),
+    retrieval: ModelTrained | None = None,
+    ranking: ModelTrained | None = None,
+) -> Promotion:
     """Evaluate challenger, champion and baselines on the held-out window; promote the challenger on a win.
 
     Without model references (a separate deployment), the registry's `challenger` aliases are evaluated.

@@ -18,12 +18,13 @@ from flows.validate_recs import validate_recs
 from nightrec import faults
 from nightrec.ops.night_lock import night_lock
 from schemas.params import STAGES, NightlyParams
+from schemas.results import NightResult
 from tasks import features
 from tasks.context import run_id, settings_for
 
 
 @flow(name="nightly", flow_run_name=run_name("nightly"), log_prints=True)
-def nightly(params: NightlyParams = NightlyParams()) -> dict:
+def nightly(params: NightlyParams = NightlyParams()) -> NightResult:
     """Validate, build features, train, evaluate and promote, precompute, validate and publish one night."""
     params = features.resolve_run_date(params)
     # One run per date at a time: a second one refuses here, naming the run that holds the date.
@@ -31,16 +32,17 @@ def nightly(params: NightlyParams = NightlyParams()) -> dict:
         return _stages(params)
 
 
-def _stages(params: NightlyParams) -> dict:
+def _stages(params: NightlyParams) -> NightResult:
     selected = set(params.stages or STAGES)
-    out: dict = {"run_date": params.run_date.isoformat(), "seconds": {}}
+    seconds: dict[str, float] = {}
+    out: dict = {}
 
     def run(i: int, name: str, fn, *args):
         if name not in selected:
             progress.skipped(name, i, len(STAGES))
             return None
         faults.fault("stage.before", target=name)  # the boundary: every earlier stage is done
-        with progress.stage(name, i, len(STAGES), out["seconds"]):
+        with progress.stage(name, i, len(STAGES), seconds):
             out[name] = fn(params, *args)
         return out[name]
 
@@ -49,8 +51,8 @@ def _stages(params: NightlyParams) -> dict:
     run(3, "validate_features", validate_features)
     retrieval = run(4, "train_retrieval", train_retrieval)
     ranking = run(5, "train_ranking", train_ranking)
-    run(6, "evaluate_and_promote", evaluate_and_promote, retrieval, ranking)
+    promotion = run(6, "evaluate_and_promote", evaluate_and_promote, retrieval, ranking)
     run(7, "precompute", precompute)
     run(8, "validate_recs", validate_recs)
-    run(9, "publish", publish, {"promotion": out.get("evaluate_and_promote")})
-    return out
+    run(9, "publish", publish, promotion)
+    return NightResult(run_date=params.run_date.isoformat(), seconds=seconds, **out)

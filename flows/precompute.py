@@ -6,11 +6,12 @@ from prefect import flow
 
 from flows.naming import run_name
 from schemas.params import NightlyParams
+from schemas.results import Precomputed
 from tasks import features, scoring
 
 
 @flow(name="precompute", flow_run_name=run_name("precompute"), log_prints=True)
-def precompute(params: NightlyParams = NightlyParams()) -> dict:
+def precompute(params: NightlyParams = NightlyParams()) -> Precomputed:
     """Score every user with the champion models and write the top-K lists to the lake."""
     params = features.resolve_run_date(params) if params.run_date is None else params
     return scoring.precompute(params)

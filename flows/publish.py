@@ -6,12 +6,13 @@ from prefect import flow
 
 from flows.naming import run_name
 from schemas.params import NightlyParams
+from schemas.results import Promotion, Publication
 from tasks import features
 from tasks import publish as publish_tasks
 
 
 @flow(name="publish", flow_run_name=run_name("publish"), log_prints=True)
-def publish(params: NightlyParams = NightlyParams(), meta: dict | None = None) -> dict:
+def publish(params: NightlyParams = NightlyParams(), promotion: Promotion | None = None) -> Publication:
     """Publish the validated lists of the run date; refuses lists that did not pass validate-recs."""
     params = features.resolve_run_date(params) if params.run_date is None else params
-    return publish_tasks.publish(params, meta or {})
+    return publish_tasks.publish(params, promotion)

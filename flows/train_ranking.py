@@ -6,11 +6,12 @@ from prefect import flow
 
 from flows.naming import run_name
 from schemas.params import NightlyParams
+from schemas.results import ModelTrained
 from tasks import features, training
 
 
 @flow(name="train-ranking", flow_run_name=run_name("train-ranking"), log_prints=True)
-def train_ranking(params: NightlyParams = NightlyParams()) -> dict:
+def train_ranking(params: NightlyParams = NightlyParams()) -> ModelTrained:
     """Train the DeepFM ranking model and register it as challenger."""
     params = features.resolve_run_date(params) if params.run_date is None else params
     return training.train_ranking(params)

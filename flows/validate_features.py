@@ -6,11 +6,12 @@ from prefect import flow
 
 from flows.naming import run_name
 from schemas.params import NightlyParams
+from schemas.results import GateSummary
 from tasks import features, validation
 
 
 @flow(name="validate-features", flow_run_name=run_name("validate-features"), log_prints=True)
-def validate_features(params: NightlyParams = NightlyParams()) -> dict:
+def validate_features(params: NightlyParams = NightlyParams()) -> GateSummary:
     """Validate every feature table with Great Expectations."""
     params = features.resolve_run_date(params) if params.run_date is None else params
     return validation.validate_features(params)

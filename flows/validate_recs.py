@@ -6,11 +6,12 @@ from prefect import flow
 
 from flows.naming import run_name
 from schemas.params import NightlyParams
+from schemas.results import GateSummary
 from tasks import features, validation
 
 
 @flow(name="validate-recs", flow_run_name=run_name("validate-recs"), log_prints=True)
-def validate_recs(params: NightlyParams = NightlyParams()) -> dict:
+def validate_recs(params: NightlyParams = NightlyParams()) -> GateSummary:
     """Validate the final lists: exactly K, no duplicates, nothing seen or unavailable."""
     params = features.resolve_run_date(params) if params.run_date is None else params
     return validation.validate_recs(params)

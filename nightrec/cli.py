@@ -15,6 +15,7 @@ from rich.table import Table
 
 from nightrec.ops import library_env, run_log
 from nightrec.settings import Settings
+from schemas.results import CHALLENGER, CHAMPION, NightResult
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="nightrec: nightly recommendations, end to end."
@@ -159,7 +160,7 @@ def run(
             },
         )
         raise typer.Exit(1) from None
-    _write_last_run(settings, {"status": "completed", **result, "log": str(log_path)})
+    _write_last_run(settings, {"status": "completed", **result.model_dump(mode="json"), "log": str(log_path)})
     _print_summary(settings, result, date_given=run_date is not None)
     if not verbose:
         console.print(f"[bold]Log:[/] {log_path}", soft_wrap=True)
@@ -194,19 +195,19 @@ def _params(policy: dict) -> str:
     return "(" + ", ".join(f"{k} {v}" for k, v in params.items()) + ")" if params else ""
 
 
-def _gate_notes(result: dict) -> list[str]:
+def _gate_notes(result: NightResult) -> list[str]:
     """What the gates noticed without failing (rows dropped, events after the run date, warnings)."""
     out = []
-    for gate in ("validate_raw", "validate_features", "validate_recs"):
-        summary = result.get(gate) or {}
-        out += [*summary.get("notes", []), *summary.get("warnings", [])]
+    for summary in (result.validate_raw, result.validate_features, result.validate_recs):
+        if summary is not None:
+            out += [*summary.notes, *summary.warnings]
     return out
 
 
-def _print_summary(settings: Settings, result: dict, date_given: bool = True) -> None:
+def _print_summary(settings: Settings, result: NightResult, date_given: bool = True) -> None:
     if not date_given:
         console.print(
-            f"run date {result['run_date']}: the day after the newest event not stamped in the future "
+            f"run date {result.run_date}: the day after the newest event not stamped in the future "
             "(pass --date to choose one)"
         )
     if notes := _gate_notes(result):
@@ -215,10 +216,10 @@ def _print_summary(settings: Settings, result: dict, date_given: bool = True) ->
             console.print(f"  • {note}", soft_wrap=True)
         if len(notes) > 8:
             console.print(f"  … and {len(notes) - 8} more in last_run.json")
-    promo = result.get("evaluate_and_promote") or {}
-    metrics = promo.get("metrics") or {}
-    if metrics:
-        t = Table(title=f"Held-out metrics of the final lists ({result['run_date']})")
+    promo = result.evaluate_and_promote
+    if promo is not None and promo.metrics:
+        metrics = promo.metrics
+        t = Table(title=f"Held-out metrics of the final lists ({result.run_date})")
         cols = ["ndcg_at_10", "recall_at_10", "ndcg_at_20", "recall_at_20", "mrr", "coverage"]
         t.add_column("lists", no_wrap=True)
         for c in cols:
@@ -228,26 +229,25 @@ def _print_summary(settings: Settings, result: dict, date_given: bool = True) ->
         for name, m in metrics.items():
             t.add_row(name, *[f"{m.get(c, float('nan')):.4f}" for c in cols])
         console.print(t)
-        metric = promo.get("metric", "ndcg_at_10")
-        best = promo.get("best_baseline")
-        if "challenger" in metrics and best in metrics:
-            ours, base = metrics["challenger"][metric], metrics[best][metric]
+        metric, best = promo.metric, promo.best_baseline
+        if CHALLENGER in metrics and best in metrics:
+            ours, base = metrics[CHALLENGER][metric], metrics[best][metric]
             console.print(
                 f"held-out {metric}: learned challenger {ours:.4f} vs the best baseline, {best}, {base:.4f} "
                 f"([bold]{ours / max(base, 1e-12) - 1:+.0%}[/])"
             )
-        console.print(f"promotion: [bold]{promo.get('reason')}[/]")
-    if policy := promo.get("policy"):
-        console.print(f"live policy: [bold]{policy.get('name')}[/] {_params(policy)}")
-    pub = result.get("publish") or {}
-    if pub and not pub.get("live", True):
+        console.print(f"promotion: [bold]{promo.reason}[/]")
+    if promo is not None:
+        console.print(f"live policy: [bold]{promo.policy.name}[/] {_params(promo.policy.model_dump())}")
+    pub = result.publish
+    if pub and not pub.live:
         console.print(
             f"\n[yellow]Snapshot published but not live[/] (a newer date is live): "
-            f"{settings.store}/{pub.get('manifest_key')}"
+            f"{settings.store}/{pub.manifest_key}"
         )
     elif pub:
-        console.print(f"\n[bold green]Live recommendations:[/] {settings.store}/{pub.get('manifest_key')}")
-        console.print(f"  users {pub['counts'].get('users')}, fallback {pub['counts'].get('fallback_users')}")
+        console.print(f"\n[bold green]Live recommendations:[/] {settings.store}/{pub.manifest_key}")
+        console.print(f"  users {pub.counts.get('users')}, fallback {pub.counts.get('fallback_users')}")
         console.print("  try: [bold]nightrec recs <USER_ID>[/]")
     console.print(f"[bold]MLflow UI:[/] mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}")
     console.print(f"[bold]Data Docs:[/] {Path(settings.data_docs) / 'index.html'}")
@@ -388,7 +388,7 @@ def status() -> None:
             f" ({policies.POLICY_MODEL}{version})"
         )
     for name in ("nightrec-retrieval", "nightrec-ranking"):
-        console.print(f"{name}: champion v{tracking.get_alias_version(name, 'champion')}")
+        console.print(f"{name}: champion v{tracking.get_alias_version(name, CHAMPION)}")
     last = Path(settings.home) / "last_run.json"
     if not last.exists():
         console.print("last run: none")

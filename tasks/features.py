@@ -15,6 +15,7 @@ from nightrec.features import build
 from nightrec.io import raw
 from nightrec.io.spark import get_spark
 from schemas.params import NightlyParams
+from schemas.results import FeaturesBuilt
 from tasks.context import settings_for
 
 
@@ -47,7 +48,7 @@ def resolve_run_date(params: NightlyParams) -> NightlyParams:
 
 
 @task(name="build-feature-tables", cache_policy=NO_CACHE)
-def build_features(params: NightlyParams) -> dict:
+def build_features(params: NightlyParams) -> FeaturesBuilt:
     """All feature tables of the run date (skipped when the inputs' fingerprint matches the markers)."""
     s = settings_for(params)
     summary = build.build_features(
@@ -65,4 +66,4 @@ def build_features(params: NightlyParams) -> dict:
         key="feature-tables",
         description=f"Feature tables for {params.run_date} ({'reused' if summary.skipped else 'built'})",
     )
-    return asdict(summary)
+    return FeaturesBuilt(**asdict(summary))

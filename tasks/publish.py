@@ -8,17 +8,18 @@ from prefect.cache_policies import NO_CACHE
 
 from nightrec.publish import diff, stage
 from schemas.params import NightlyParams
+from schemas.results import Promotion, Publication
 from tasks.context import run_id, settings_for
 
 
 @task(name="publish-snapshot", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def publish(params: NightlyParams, meta: dict) -> dict:
+def publish(params: NightlyParams, promotion: Promotion | None) -> Publication:
     """Write the versioned snapshot and make it live with one atomic pointer flip."""
     s = settings_for(params)
-    out = stage.publish_recs(s, params.run_date, run_id(), meta)
-    get_run_logger().info("published %s (live pointer %s)", out["manifest_key"], out["pointer_key"])
+    out = stage.publish_recs(s, params.run_date, run_id(), promotion)
+    get_run_logger().info("published %s (live pointer %s)", out.manifest_key, out.pointer_key)
     create_markdown_artifact(
-        diff.night_summary_markdown(out, meta.get("promotion")),
+        diff.night_summary_markdown(out, promotion),
         key="night-summary",
         description=f"What went live for {params.run_date} and what changed",
     )

@@ -7,13 +7,20 @@ from prefect.cache_policies import NO_CACHE
 
 from nightrec.scoring import stage
 from schemas.params import NightlyParams
+from schemas.results import Precomputed
 from tasks.context import settings_for
 
 
 @task(name="precompute-recommendations", cache_policy=NO_CACHE)
-def precompute(params: NightlyParams) -> dict:
+def precompute(params: NightlyParams) -> Precomputed:
     """Score all users with the champions (chunked; seen and unavailable items never returned)."""
     s = settings_for(params)
     summary = stage.precompute_with_champions(s, params.run_date, force=params.force)
-    get_run_logger().info("precompute: %s", summary)
+    get_run_logger().info(
+        "precompute (%s): %d users, %d rows, %d on fallback lists",
+        "reused" if summary.skipped else "scored",
+        summary.users,
+        summary.rows,
+        summary.fallback_users,
+    )
     return summary

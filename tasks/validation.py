@@ -18,6 +18,7 @@ from nightrec.settings import Settings
 from nightrec.validation import docs, gates
 from nightrec.validation.gates import GateReport
 from schemas.params import NightlyParams
+from schemas.results import GateSummary
 from tasks.context import settings_for
 
 
@@ -56,7 +57,7 @@ def _one_gate_at_a_time(settings: Settings) -> Iterator[None]:
         yield
 
 
-def _publish(report: GateReport, ds: date, settings: Settings) -> dict:
+def _publish(report: GateReport, ds: date, settings: Settings) -> GateSummary:
     create_markdown_artifact(
         _markdown(report, ds), key=f"gate-{report.gate}", description=f"{report.gate} gate, {ds}"
     )
@@ -79,7 +80,7 @@ def _publish(report: GateReport, ds: date, settings: Settings) -> dict:
 
 
 @task(name="validate-raw-data", cache_policy=NO_CACHE)
-def validate_raw(params: NightlyParams) -> dict:
+def validate_raw(params: NightlyParams) -> GateSummary:
     """Great Expectations on the raw events, items and users."""
     s = settings_for(params)
     with _one_gate_at_a_time(s):
@@ -88,7 +89,7 @@ def validate_raw(params: NightlyParams) -> dict:
 
 
 @task(name="validate-feature-tables", cache_policy=NO_CACHE)
-def validate_features(params: NightlyParams) -> dict:
+def validate_features(params: NightlyParams) -> GateSummary:
     """Great Expectations on every feature table of the run date."""
     s = settings_for(params)
     with _one_gate_at_a_time(s):
@@ -97,7 +98,7 @@ def validate_features(params: NightlyParams) -> dict:
 
 
 @task(name="validate-recommendations", cache_policy=NO_CACHE)
-def validate_recs(params: NightlyParams) -> dict:
+def validate_recs(params: NightlyParams) -> GateSummary:
     """Great Expectations on the final lists and their per-user audit."""
     s = settings_for(params)
     with _one_gate_at_a_time(s):

@@ -19,6 +19,7 @@ from mlflow.exceptions import MlflowException
 
 from nightrec.training import tracking
 from nightrec.training.stages import RANKING, RETRIEVAL
+from schemas.results import CHAMPION
 
 POLICY_MODEL = "nightrec-policy"
 Kind = Literal["learned", "popularity", "ease"]
@@ -111,9 +112,9 @@ def promote(version: str) -> None:
     """Make ``nightrec-policy`` version ``version`` the champion; a learned one also moves the model aliases."""
     policy = policy_of(version)
     if policy.kind == "learned":
-        tracking.set_alias(RETRIEVAL, "champion", policy.params["retrieval"])
-        tracking.set_alias(RANKING, "champion", policy.params["ranking"])
-    tracking.set_alias(POLICY_MODEL, "champion", version)
+        tracking.set_alias(RETRIEVAL, CHAMPION, policy.params["retrieval"])
+        tracking.set_alias(RANKING, CHAMPION, policy.params["ranking"])
+    tracking.set_alias(POLICY_MODEL, CHAMPION, version)
 
 
 def policy_of(version: str) -> Policy:
@@ -124,11 +125,11 @@ def policy_of(version: str) -> Policy:
 def champion() -> LivePolicy | None:
     """The live policy: the ``nightrec-policy`` champion, else (a registry from before policies) the learned
     champion pair, else None (nothing has been promoted yet)."""
-    version = tracking.get_alias_version(POLICY_MODEL, "champion")
+    version = tracking.get_alias_version(POLICY_MODEL, CHAMPION)
     if version is not None:
         return LivePolicy(policy_of(version), version)
-    r = tracking.get_alias_version(RETRIEVAL, "champion")
-    k = tracking.get_alias_version(RANKING, "champion")
+    r = tracking.get_alias_version(RETRIEVAL, CHAMPION)
+    k = tracking.get_alias_version(RANKING, CHAMPION)
     if r is not None and k is not None:
         return LivePolicy(Policy.learned(r, k), None)
     return None

@@ -27,10 +27,9 @@ from nightrec.io import vocab_identity
 from nightrec.settings import PromotionSettings, Settings
 from nightrec.training import tracking
 from nightrec.training.stages import RANKING, RETRIEVAL
+from schemas.results import CHALLENGER, CHAMPION, ChosenPolicy, ModelTrained, Promotion
 
 log = logging.getLogger(__name__)
-
-CHALLENGER, CHAMPION = "challenger", "champion"
 
 
 @dataclass(frozen=True)
@@ -150,9 +149,11 @@ def _load(settings: Settings, ds: date, name: str, version: str | int):
     return model
 
 
-def _challenger_versions(retrieval: dict | None, ranking: dict | None) -> tuple[str | None, str | None]:
-    r = str(retrieval["version"]) if retrieval else tracking.get_alias_version(RETRIEVAL, "challenger")
-    k = str(ranking["version"]) if ranking else tracking.get_alias_version(RANKING, "challenger")
+def _challenger_versions(
+    retrieval: ModelTrained | None, ranking: ModelTrained | None
+) -> tuple[str | None, str | None]:
+    r = retrieval.version if retrieval else tracking.get_alias_version(RETRIEVAL, CHALLENGER)
+    k = ranking.version if ranking else tracking.get_alias_version(RANKING, CHALLENGER)
     return r, k
 
 
@@ -205,8 +206,12 @@ def measure_candidates(
 
 
 def evaluate_and_promote(
-    settings: Settings, ds: date, retrieval: dict | None, ranking: dict | None, tags: dict[str, str]
-) -> dict:
+    settings: Settings,
+    ds: date,
+    retrieval: ModelTrained | None,
+    ranking: ModelTrained | None,
+    tags: dict[str, str],
+) -> Promotion:
     """Measure every candidate policy on the held-out window, decide, and record the live policy in MLflow.
 
     ``retrieval``/``ranking`` are the training stages' model references; without them the registry's
@@ -263,30 +268,30 @@ def evaluate_and_promote(
             faults.fault("promotion.after_register")  # a policy version that is not (yet) the champion
             policies.promote(version)
     # The challenger's figures on its own training run too, so MLflow's comparison view shows them side by side.
-    if retrieval and retrieval.get("run_id") and CHALLENGER in results:
+    if retrieval and CHALLENGER in results:
         client = MlflowClient()
         for k, v in results[CHALLENGER].items():
-            client.log_metric(retrieval["run_id"], f"heldout_{k}", v)
+            client.log_metric(retrieval.run_id, f"heldout_{k}", v)
     log.info("policy: %s (%s)", winner.name, decision.reason)
-    return {
-        "promoted": decision.promote,
-        "reason": decision.reason,
-        "metric": metric,
-        "policy": {**winner.as_dict(), "version": version, "candidate": decision.live},
-        "best_baseline": best_baseline,
-        "lift_over_best_baseline": lift,
-        "metrics": results,
-        "comparisons": {c: cmp.as_dict() for c, cmp in decision.comparisons.items()},
-        "incumbent": incumbent,
-        "challenger": challenger.params if challenger else {"retrieval": ch_r, "ranking": ch_k},
-        "previous_champion": (live.policy.params if live and live.policy.kind == "learned" else {}),
-        "previous_policy": live.policy.as_dict() if live else None,
-        "champion": {
-            "retrieval": tracking.get_alias_version(RETRIEVAL, "champion"),
-            "ranking": tracking.get_alias_version(RANKING, "champion"),
+    return Promotion(
+        promoted=decision.promote,
+        reason=decision.reason,
+        metric=metric,
+        policy=ChosenPolicy(**winner.as_dict(), version=version, candidate=decision.live),
+        best_baseline=best_baseline,
+        lift_over_best_baseline=lift,
+        metrics=results,
+        comparisons={c: cmp.as_dict() for c, cmp in decision.comparisons.items()},
+        incumbent=incumbent,
+        challenger=challenger.params if challenger else {"retrieval": ch_r, "ranking": ch_k},
+        previous_champion=live.policy.params if live and live.policy.kind == "learned" else {},
+        previous_policy=live.policy.as_dict() if live else None,
+        champion={
+            "retrieval": tracking.get_alias_version(RETRIEVAL, CHAMPION),
+            "ranking": tracking.get_alias_version(RANKING, CHAMPION),
         },
         **info,
-    }
+    )
 
 
 def _log(settings, results, decision, winner, lift, challenger, live, incumbent, info) -> None:

@@ -291,7 +291,9 @@ class TwoTower(nn.Module):
         bias = self._state_bias()
         if bias is None:
             return v
-        return torch.cat([v, self.config.temperature * bias.installed(item_idx).unsqueeze(1).to(v.dtype)], dim=1)
+        return torch.cat(
+            [v, self.config.temperature * bias.installed(item_idx).unsqueeze(1).to(v.dtype)], dim=1
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """User vectors from the packed input ``[B, 2 + H]`` = ``[user_idx, segment_idx, history...]``."""

@@ -7,26 +7,12 @@ Both snapshots hash users into parts the same way, so part i of each holds the s
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass
 
 import pandas as pd
 
 from nightrec.io.store import ObjectStore
 from schemas.manifest import Manifest
-
-
-@dataclass(frozen=True)
-class SnapshotDiff:
-    users_compared: int
-    users_only_new: int
-    users_only_old: int
-    mean_overlap_at_k: float  # |new ∩ old| / K per user present in both, averaged
-    identical_lists: float  # share of common users whose list did not change at all (same items, same order)
-    distinct_items_new: int
-    distinct_items_old: int
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+from schemas.results import Promotion, Publication, SnapshotDiff
 
 
 def _read(store: ObjectStore, manifest: Manifest, max_parts: int) -> pd.DataFrame:
@@ -68,14 +54,14 @@ def diff_snapshots(store: ObjectStore, new: Manifest, old: Manifest, *, max_part
     )
 
 
-def night_summary_markdown(published: dict, promotion: dict | None) -> str:
+def night_summary_markdown(published: Publication, promotion: Promotion | None) -> str:
     """The night in one Markdown page: what went live, what changed against the previous lists, the champions."""
-    counts = published.get("counts", {})
-    state = "live" if published.get("live", True) else "published, not live (a newer date is live)"
+    counts = published.counts
+    state = "live" if published.live else "published, not live (a newer date is live)"
     lines = [
-        f"## Night summary: `{published['manifest_key']}` ({state})",
+        f"## Night summary: `{published.manifest_key}` ({state})",
         "",
-        f"Store `{published['store']}`, generation {published['generation']}.",
+        f"Store `{published.store}`, generation {published.generation}.",
         "",
         "| users | model lists | fallback lists | short lists | rows |",
         "| --- | --- | --- | --- | --- |",
@@ -83,33 +69,28 @@ def night_summary_markdown(published: dict, promotion: dict | None) -> str:
         f"| {counts.get('short_lists', 0)} | {counts.get('rows', 0)} |",
         "",
     ]
-    ch = published.get("changes")
-    if ch:
+    if ch := published.changes:
         lines += [
             "### Against the previous live snapshot (one part: a uniform user sample)",
             "",
             "| users compared | mean overlap@K | identical lists | new users | gone users | distinct items new / old |",
             "| --- | --- | --- | --- | --- | --- |",
-            f"| {ch['users_compared']} | {ch['mean_overlap_at_k']:.1%} | {ch['identical_lists']:.1%} "
-            f"| {ch['users_only_new']} | {ch['users_only_old']} "
-            f"| {ch['distinct_items_new']} / {ch['distinct_items_old']} |",
+            f"| {ch.users_compared} | {ch.mean_overlap_at_k:.1%} | {ch.identical_lists:.1%} "
+            f"| {ch.users_only_new} | {ch.users_only_old} "
+            f"| {ch.distinct_items_new} / {ch.distinct_items_old} |",
             "",
         ]
-    elif published.get("live", True):
+    elif published.live:
         lines += ["First snapshot: nothing to compare with.", ""]
     if promotion:
-        policy = promotion.get("policy") or {}
-        before = (promotion.get("previous_policy") or {}).get("name")
-        change = f"{before} → {policy.get('name')}" if before != policy.get("name") else "unchanged"
-        lift = promotion.get("lift_over_best_baseline")
-        lines += [
-            f"### Live policy: {policy.get('name', '?')} ({change})",
-            "",
-            f"Decision: {promotion.get('reason')}.",
-        ]
+        policy = promotion.policy
+        before = (promotion.previous_policy or {}).get("name")
+        change = f"{before} → {policy.name}" if before != policy.name else "unchanged"
+        lift = promotion.lift_over_best_baseline
+        lines += [f"### Live policy: {policy.name} ({change})", "", f"Decision: {promotion.reason}."]
         if lift is not None:
             lines[-1] += (
-                f" Tonight's learned models against the best baseline ({promotion.get('best_baseline')}) on "
-                f"{promotion.get('metric')}: {lift:+.1%}."
+                f" Tonight's learned models against the best baseline ({promotion.best_baseline}) on "
+                f"{promotion.metric}: {lift:+.1%}."
             )
     return "\n".join(lines)

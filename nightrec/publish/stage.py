@@ -20,6 +20,7 @@ from nightrec.scoring.stage import META
 from nightrec.settings import Settings
 from nightrec.training import tracking
 from nightrec.validation.gates import VALIDATION
+from schemas.results import Promotion, Publication
 from schemas.tables import RECS
 
 log = logging.getLogger(__name__)
@@ -64,14 +65,14 @@ def validated_recs(settings: Settings, ds: date) -> tuple[dict, dict]:
     return verdict, meta
 
 
-def publish_recs(settings: Settings, ds: date, run_id: str, extra: dict | None = None) -> dict:
+def publish_recs(
+    settings: Settings, ds: date, run_id: str, promotion: Promotion | None = None
+) -> Publication:
     """Write the validated lists of ``ds`` as a snapshot, make it live, then apply retention.
 
     A date older than the live snapshot's is published as a snapshot but not made live (the pointer only moves
-    forward); ``live`` in the result says which happened.
-
-    Returns:
-        ``manifest_key``, ``pointer_key``, ``live``, ``generation``, ``counts``, ``previous`` and ``deleted``.
+    forward); ``live`` in the result says which happened. ``promotion`` (the night's gate decision, when this
+    process made it) is kept in the manifest's ``extra``.
     """
     verdict, meta = validated_recs(settings, ds)
     store = open_store(settings.store)
@@ -91,7 +92,7 @@ def publish_recs(settings: Settings, ds: date, run_id: str, extra: dict | None =
             "input_fingerprints": {k: v for k, v in meta.get("input_fingerprints", {}).items() if v},
             "validation": {k: verdict.get(k) for k in ("success", "suites", "data_docs")},
             "code_version": tracking.code_label(),
-            "extra": extra or {},
+            "extra": {"promotion": promotion.model_dump(mode="json")} if promotion else {},
         },
     )
     key = snapshot.manifest_key(ds, run_id)
@@ -107,23 +108,27 @@ def publish_recs(settings: Settings, ds: date, run_id: str, extra: dict | None =
     if live.previous:
         try:
             old = snapshot.load_manifest(store, live.previous)
-            changes = diff.diff_snapshots(store, manifest, old).as_dict()
+            changes = diff.diff_snapshots(store, manifest, old)
         except (ValueError, StoreError) as e:  # a summary must never fail a publish that already happened
             log.warning("could not compare with the previous snapshot: %s", e)
     deleted = pointer.apply_retention(store, settings.publish.retention)
     log.info("live pointer now at %s (generation %d)", key, live.generation)
-    out = _result(settings, key, manifest, live=True, previous=live.previous, deleted=deleted)
-    return out | {"changes": changes}
+    return _result(
+        settings, key, manifest, live=True, previous=live.previous, deleted=deleted, changes=changes
+    )
 
 
-def _result(settings: Settings, key: str, manifest, *, live: bool, previous, deleted=()):
-    return {
-        "store": settings.store,
-        "manifest_key": key,
-        "pointer_key": pointer.POINTER_KEY,
-        "live": live,
-        "generation": manifest.generation,
-        "previous": previous,
-        "counts": manifest.counts,
-        "deleted": list(deleted),
-    }
+def _result(
+    settings: Settings, key: str, manifest, *, live: bool, previous, deleted=(), changes=None
+) -> Publication:
+    return Publication(
+        store=settings.store,
+        manifest_key=key,
+        pointer_key=pointer.POINTER_KEY,
+        live=live,
+        generation=manifest.generation,
+        previous=previous,
+        counts=manifest.counts,
+        deleted=list(deleted),
+        changes=changes,
+    )

@@ -17,17 +17,18 @@ from nightrec.scoring.precompute import precompute
 from nightrec.settings import Settings
 from nightrec.training import tracking
 from nightrec.training.stages import RANKING, RETRIEVAL
+from schemas.results import Precomputed, ServingModel
 
-META = "_META.json"
+META = "_META.json"  # a Precomputed, without ``skipped``
 
 
 class NoLivePolicy(RuntimeError):
     """Nothing has been promoted yet, so there is no policy to score with."""
 
 
-def model_refs(policy: Policy) -> dict[str, dict]:
-    """{name: {version, run_id, evaluated_version}} of the models that make a learned policy's lists (the
-    two-tower's serving twin where it has one); {} for a baseline (it has none)."""
+def model_refs(policy: Policy) -> dict[str, ServingModel]:
+    """The models that make a learned policy's lists, by name (the two-tower's serving twin where it has
+    one); {} for a baseline (it has none)."""
     if policy.kind != "learned":
         return {}
     client = MlflowClient()
@@ -35,11 +36,11 @@ def model_refs(policy: Policy) -> dict[str, dict]:
     serving = policy.serving_versions()
     for name, key in ((RETRIEVAL, "retrieval"), (RANKING, "ranking")):
         version = serving[key]
-        refs[name] = {
-            "version": version,
-            "run_id": client.get_model_version(name, version).run_id,
-            "evaluated_version": str(policy.params[key]),
-        }
+        refs[name] = ServingModel(
+            version=str(version),
+            run_id=client.get_model_version(name, version).run_id,
+            evaluated_version=str(policy.params[key]),
+        )
     return refs
 
 
@@ -59,7 +60,7 @@ def live_policy() -> policies.LivePolicy:
     return live
 
 
-def precompute_with_champions(settings: Settings, ds: date, force: bool = False) -> dict:
+def precompute_with_champions(settings: Settings, ds: date, force: bool = False) -> Precomputed:
     """Score every user with the live policy and write ``recs`` for ``ds``, with provenance in ``_META.json``.
 
     A re-run for the same features, policy and scoring settings changes nothing and returns the earlier
@@ -83,21 +84,22 @@ def precompute_with_champions(settings: Settings, ds: date, force: bool = False)
     )
     meta_path = lake.partition_path(settings.lake, "recs", ds) / META
     if not force and lake.is_complete(settings.lake, "recs", ds, fp) and meta_path.exists():
-        return {**json.loads(meta_path.read_text()), "skipped": True}
+        return Precomputed(**json.loads(meta_path.read_text()), skipped=True)
     # A baseline has no models: precompute refits it on the night's lake.
     models = (
-        [mlflow.pytorch.load_model(f"models:/{n}/{refs[n]['version']}", map_location="cpu") for n in refs]
+        [mlflow.pytorch.load_model(f"models:/{n}/{refs[n].version}", map_location="cpu") for n in refs]
         if refs
         else [None, None]
     )
     for name, model in zip(refs, models, strict=False):
-        vocab_identity.check_model(model, settings.lake, ds, f"{name} version {refs[name]['version']}")
+        vocab_identity.check_model(model, settings.lake, ds, f"{name} version {refs[name].version}")
     summary = precompute(settings, ds, *models, fingerprint=fp, policy=policy)
-    body = {
-        "policy": {**policy.as_dict(), "version": live.version},
-        "models": refs,
-        "input_fingerprints": {"features": features.get("fingerprint")},
+    result = Precomputed(
+        policy={**policy.as_dict(), "version": live.version},
+        models=refs,
+        input_fingerprints={"features": features.get("fingerprint")},
         **asdict(summary),
-    }
-    lake.write_json(meta_path, body)  # atomic: a skip reads it back
-    return {**body, "skipped": False}
+    )
+    # Atomic: a skip reads it back; publish copies its provenance into the manifest.
+    lake.write_json(meta_path, result.model_dump(mode="json", exclude={"skipped"}))
+    return result

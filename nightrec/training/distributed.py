@@ -28,13 +28,15 @@ import torch.multiprocessing as mp
 from nightrec.settings import Settings
 from nightrec.training import process_group, reuse, stages, tracking
 from nightrec.training.process_group import World
-from schemas.tables import RANKING_EXAMPLES, RETRIEVAL_EXAMPLES
+from schemas.results import ModelTrained
 
 MODELS = ("retrieval", "ranking")
 log = logging.getLogger(__name__)
 
 
-def train(settings: Settings, ds: date, models: tuple[str, ...] = MODELS, world: World | None = None) -> dict:
+def train(
+    settings: Settings, ds: date, models: tuple[str, ...] = MODELS, world: World | None = None
+) -> dict[str, ModelTrained]:
     """Train ``models`` (in order: the ranker learns from the two-tower `challenger`) in this process's world.
 
     Args:
@@ -44,31 +46,24 @@ def train(settings: Settings, ds: date, models: tuple[str, ...] = MODELS, world:
         world: This process's place among the training processes; None = this process alone.
 
     Returns:
-        ``{model: reference}`` with the registered name, version, run id and metrics (rank 0's, on every rank).
+        ``{model: the registered version}`` (rank 0's, on every rank).
     """
     world = world or World()
     launched = {"nightrec.launcher": "nightrec.training.distributed", "nightrec.world_size": str(world.size)}
     out = {}
     for model in models:
-        name, table, run = _STAGES[model]
+        name = _NAMES[model]
         tags = dict(launched)
         if world.is_main:
             tracking.configure_mlflow(
                 settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
             )
-            # The nightly's reuse key (tasks/training.py): the ranker's names the two-tower it learns from.
-            extra = {"two_tower": tracking.get_alias_version(stages.RETRIEVAL, "challenger")}
-            tags[reuse.REUSE_TAG] = reuse.reuse_key(
-                settings, ds, name, table, extra if model == "ranking" else None
-            )
-        out[model] = run(settings, ds, tags, world=world)
+            tags[reuse.REUSE_TAG] = reuse.key_for(settings, ds, name)  # the nightly's key: it reuses this run
+        out[model] = reuse.TRAINERS[name](settings, ds, tags, world=world)
     return out
 
 
-_STAGES = {
-    "retrieval": (stages.RETRIEVAL, RETRIEVAL_EXAMPLES.name, stages.train_retrieval),
-    "ranking": (stages.RANKING, RANKING_EXAMPLES.name, stages.train_ranking),
-}
+_NAMES = {"retrieval": stages.RETRIEVAL, "ranking": stages.RANKING}
 
 
 def run_in_world(
@@ -87,10 +82,12 @@ def _spawned(
 ):
     result = run_in_world(World(rank, nproc, rank, nproc), settings, ds, models, f"file://{store}")
     if rank == 0:
-        Path(out).write_text(json.dumps(result, default=str))
+        Path(out).write_text(json.dumps({m: ref.model_dump(mode="json") for m, ref in result.items()}))
 
 
-def spawn(nproc: int, settings: Settings, ds: date, models: tuple[str, ...] = MODELS) -> dict:
+def spawn(
+    nproc: int, settings: Settings, ds: date, models: tuple[str, ...] = MODELS
+) -> dict[str, ModelTrained]:
     """Train in ``nproc`` processes started here (``torch.multiprocessing.spawn``, a file rendezvous).
 
     Returns:
@@ -100,7 +97,7 @@ def spawn(nproc: int, settings: Settings, ds: date, models: tuple[str, ...] = MO
         out = os.path.join(tmp, "result.json")
         args = (nproc, settings, ds, models, os.path.join(tmp, "store"), out)
         mp.spawn(_spawned, args=args, nprocs=nproc, join=True)
-        return json.loads(Path(out).read_text())
+        return {m: ModelTrained(**ref) for m, ref in json.loads(Path(out).read_text()).items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         result = train(settings, args.date, models)
     if world.is_main:
-        print(json.dumps(result, indent=2, default=str))
+        print(json.dumps({m: ref.model_dump(mode="json") for m, ref in result.items()}, indent=2))
     return 0
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from collections.abc import Callable
 from datetime import date
 
 import mlflow
@@ -17,9 +19,19 @@ from mlflow import MlflowClient
 
 from nightrec.io import lake
 from nightrec.settings import Settings
-from nightrec.training import tracking
+from nightrec.training import stages, tracking
+from schemas.results import CHALLENGER, ModelTrained
+from schemas.tables import RANKING_EXAMPLES, RETRIEVAL_EXAMPLES
 
 REUSE_TAG = "nightrec.reuse_key"
+log = logging.getLogger(__name__)
+
+# What each model trains on, and the stage that trains it.
+_EXAMPLES = {stages.RETRIEVAL: RETRIEVAL_EXAMPLES.name, stages.RANKING: RANKING_EXAMPLES.name}
+TRAINERS: dict[str, Callable[..., ModelTrained]] = {
+    stages.RETRIEVAL: stages.train_retrieval,
+    stages.RANKING: stages.train_ranking,
+}
 
 
 def reuse_key(
@@ -39,8 +51,36 @@ def reuse_key(
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def find_trained(model_name: str, key: str) -> dict | None:
-    """The newest registered version trained under ``key`` by a finished run, as a model reference, or None."""
+def key_for(settings: Settings, ds: date, model_name: str) -> str:
+    """The reuse key of ``model_name`` tonight. The ranker learns from the two-tower `challenger`, so that
+    version is part of its key; it is read from the registry MLflow points at, so call this only after
+    ``configure_mlflow`` (read earlier it came from MLflow's default store, and a new two-tower did not change
+    the ranker's key)."""
+    extra = None
+    if model_name == stages.RANKING:
+        extra = {"two_tower": tracking.get_alias_version(stages.RETRIEVAL, CHALLENGER)}
+    return reuse_key(settings, ds, model_name, _EXAMPLES[model_name], extra)
+
+
+def train_or_reuse(
+    settings: Settings, ds: date, model_name: str, tags: dict[str, str], force: bool = False
+) -> ModelTrained:
+    """Tonight's `challenger` of ``model_name``: the version trained under tonight's key, or a new one.
+
+    ``force`` trains regardless. ``tags`` go on a new training run (with the reuse key).
+    """
+    tracking.configure_mlflow(
+        settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
+    )
+    key = key_for(settings, ds, model_name)
+    if not force and (found := find_trained(model_name, key)):
+        log.info("%s: inputs, settings and code unchanged; reusing version %s", model_name, found.version)
+        return found
+    return TRAINERS[model_name](settings, ds, {**tags, REUSE_TAG: key})
+
+
+def find_trained(model_name: str, key: str) -> ModelTrained | None:
+    """The newest registered version trained under ``key`` by a finished run, made `challenger` again; or None."""
     runs = mlflow.search_runs(
         filter_string=f"tags.`{REUSE_TAG}` = '{key}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
@@ -53,13 +93,13 @@ def find_trained(model_name: str, key: str) -> dict | None:
         versions = [mv for mv in found if tracking.SERVES_FOR_TAG not in mv.tags]
         if versions:
             v = max(versions, key=lambda mv: int(mv.version))
-            tracking.set_alias(model_name, "challenger", v.version)
-            return {
-                "name": model_name,
-                "version": str(v.version),
-                "run_id": run.info.run_id,
-                "serving_version": v.tags.get(tracking.SERVING_VERSION_TAG),
-                "metrics": dict(run.data.metrics),
-                "reused": True,
-            }
+            tracking.set_alias(model_name, CHALLENGER, v.version)
+            return ModelTrained(
+                name=model_name,
+                version=str(v.version),
+                run_id=run.info.run_id,
+                serving_version=v.tags.get(tracking.SERVING_VERSION_TAG),
+                metrics=dict(run.data.metrics),
+                reused=True,
+            )
     return None

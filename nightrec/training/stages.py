@@ -31,6 +31,7 @@ from nightrec.training import (
 )
 from nightrec.training.datasets import RankingTensors, RetrievalTensors
 from nightrec.training.process_group import World
+from schemas.results import CHALLENGER, ModelTrained
 from schemas.tables import RANKING_EXAMPLES, RETRIEVAL_EXAMPLES
 
 RETRIEVAL, RANKING = "nightrec-retrieval", "nightrec-ranking"
@@ -101,7 +102,9 @@ def _log_training_run(world: World, result: loop.TrainResult, **kwargs) -> track
     return tracking.log_training_run(result, **kwargs) if world.is_main else None
 
 
-def _finish(world: World, ref: tracking.ModelRef | None, result: loop.TrainResult, *ckpts: Path) -> dict:
+def _finish(
+    world: World, ref: tracking.ModelRef | None, result: loop.TrainResult, *ckpts: Path
+) -> ModelTrained:
     """Rank 0 deletes the checkpoints; every rank returns rank 0's model reference and metrics.
 
     The broadcast is also the barrier: no rank leaves the stage before the model is registered.
@@ -109,7 +112,7 @@ def _finish(world: World, ref: tracking.ModelRef | None, result: loop.TrainResul
     out = None
     if world.is_main:
         _release(*ckpts)
-        out = asdict(ref) | {"metrics": result.metrics}
+        out = ModelTrained(**asdict(ref), metrics=result.metrics)
     return world.broadcast(out)
 
 
@@ -120,7 +123,9 @@ def _inputs(settings: Settings, table: str, ds: date) -> tuple[dict[str, str], d
     return sources, {"features": str(marker.get("fingerprint")), "ds": ds.isoformat()}
 
 
-def train_retrieval(settings: Settings, ds: date, tags: dict[str, str], world: World | None = None) -> dict:
+def train_retrieval(
+    settings: Settings, ds: date, tags: dict[str, str], world: World | None = None
+) -> ModelTrained:
     """Train the two-tower model on ``ds``'s examples; log, register and alias it `challenger`.
 
     With ``world`` of several processes each calls this; every one returns rank 0's model reference.
@@ -224,7 +229,9 @@ def _item_state(settings: Settings, ds: date, train: RetrievalTensors) -> item_p
     )
 
 
-def train_ranking(settings: Settings, ds: date, tags: dict[str, str], world: World | None = None) -> dict:
+def train_ranking(
+    settings: Settings, ds: date, tags: dict[str, str], world: World | None = None
+) -> ModelTrained:
     """Train DeepFM on ``ds``'s labelled examples; log, register and alias it `challenger`.
 
     The ranker learns from the validation window only, split in time: its last ``ranking_valid_days`` early-stop
@@ -255,7 +262,7 @@ def train_ranking(settings: Settings, ds: date, tags: dict[str, str], world: Wor
     # among the candidates it does.
     train, valid = (ex.take(torch.nonzero(ex.label > 0.5)[:, 0]) for ex in (train, valid))
     item_fields = datasets.load_item_fields(settings.lake, ds, sizes["item_id"])
-    found = world.broadcast(tracking.load_model(RETRIEVAL, tracking.CHALLENGER) if world.is_main else None)
+    found = world.broadcast(tracking.load_model(RETRIEVAL, CHALLENGER) if world.is_main else None)
     retrieval, retrieval_version = (found[0], found[1]) if found else (None, None)
     vocab_identity.check_model(retrieval, settings.lake, ds, f"{RETRIEVAL} version {retrieval_version}")
     gen = torch.Generator().manual_seed(t.seed)

@@ -33,8 +33,8 @@ from mlflow.telemetry import set_telemetry_client
 from torch import nn
 
 from nightrec.training.loop import TrainResult
+from schemas.results import CHALLENGER
 
-CHALLENGER = "challenger"
 _CURVES = (("train_loss", "train loss"), ("valid_loss", "valid loss"), ("logloss", "valid logloss"))
 _QUALITY = ("recall_at_50", "auc")
 # Result metrics that describe the run, not an epoch: logged under their own names. ``lr_auc`` is the logistic

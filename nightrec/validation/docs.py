@@ -22,7 +22,7 @@ def log_gate(settings: Settings, ds: date, report) -> str:
         settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
     )
     summary = report.summary()
-    metrics = {k: min(float(v), 1e9) for k, v in summary["metrics"].items() if not math.isnan(float(v))}
+    metrics = {k: min(float(v), 1e9) for k, v in summary.metrics.items() if not math.isnan(float(v))}
     with mlflow.start_run(run_name=f"gate-{report.gate}-{ds.isoformat()}") as run:
         mlflow.set_tags(
             {
@@ -33,7 +33,7 @@ def log_gate(settings: Settings, ds: date, report) -> str:
             }
         )
         mlflow.log_metrics(metrics)
-        mlflow.log_dict(summary, "gate_summary.json")
+        mlflow.log_dict(summary.model_dump(mode="json"), "gate_summary.json")
         docs = Path(report.data_docs or "")
         folder = docs.parent if docs.suffix == ".html" else docs
         if folder.is_dir():

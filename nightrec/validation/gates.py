@@ -135,7 +135,7 @@ def _record(settings: Settings, ds: date, report: GateReport) -> None:
     """Leave the verdict beside the lists it judged; publish refuses lists without a passing one."""
     path = lake.partition_path(settings.lake, RECS.name, ds)
     marker = lake.read_marker(path) or {}
-    body = report.summary() | {
+    body = report.summary().model_dump(mode="json") | {
         "recs_fingerprint": marker.get("fingerprint"),
         "recs_written_at": marker.get("written_at"),
     }

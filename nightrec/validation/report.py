@@ -10,6 +10,7 @@ from nightrec import faults
 from nightrec.errors import GateFailed
 from nightrec.settings import Settings
 from nightrec.validation import runner
+from schemas.results import GateSummary
 
 
 @dataclass
@@ -25,16 +26,16 @@ class GateReport:
     def warnings(self) -> list[dict]:
         return [w | {"suite": r.suite} for r in self.results for w in r.warnings]
 
-    def summary(self) -> dict:
-        return {
-            "gate": self.gate,
-            "success": self.success,
-            "suites": {r.suite: {"success": r.success, **r.statistics} for r in self.results},
-            "warnings": [f"{w['rule']}: {w['detail']}" for w in self.warnings],
-            "notes": self.notes,
-            "metrics": {k: v for r in self.results for k, v in r.metrics.items()},
-            "data_docs": self.data_docs,
-        }
+    def summary(self) -> GateSummary:
+        return GateSummary(
+            gate=self.gate,
+            success=self.success,
+            suites={r.suite: {"success": r.success, **r.statistics} for r in self.results},
+            warnings=[f"{w['rule']}: {w['detail']}" for w in self.warnings],
+            notes=self.notes,
+            metrics={k: v for r in self.results for k, v in r.metrics.items()},
+            data_docs=self.data_docs,
+        )
 
     def raise_if_failed(self, source: str | None = None) -> None:
         if self.success:

@@ -152,24 +152,24 @@ def test_two_nights_publish_validated_lists_and_keep_history(prefect_harness, e2
     # Night 2, same inputs: features and both models are reused (nothing that shapes them changed), the gate
     # still decides, and the pointer moves forward to a new generation.
     out = nightly(NightlyParams(data=str(e2e_raw), run_date=RUN_DATE))
-    assert out["build_features"]["skipped"] is True
-    for stage, name in (("train_retrieval", "nightrec-retrieval"), ("train_ranking", "nightrec-ranking")):
-        assert out[stage].get("reused") is True, stage
-        assert out[stage]["version"] == trained[name], stage
-    promo = out["evaluate_and_promote"]
-    assert promo["challenger"]["serving_retrieval"] == twin
+    assert out.build_features.skipped is True
+    for ref, name in ((out.train_retrieval, "nightrec-retrieval"), (out.train_ranking, "nightrec-ranking")):
+        assert ref.reused is True, name
+        assert ref.version == trained[name], name
+    promo = out.evaluate_and_promote
+    assert promo.challenger["serving_retrieval"] == twin
     # The same inputs measure the same: the live policy stays, and no new policy version is registered.
-    assert promo["promoted"] is False and promo["policy"]["name"] == live_policy.policy.name
+    assert promo.promoted is False and promo.policy.name == live_policy.policy.name
     assert policies.champion() == live_policy
     # Same features, champions and scoring settings: the lists validated tonight are not rewritten under the
     # publish stage (an event trigger may run precompute twice).
-    assert out["precompute"]["skipped"] is True
+    assert out.precompute.skipped is True
     assert lake.read_marker(lake.partition_path(settings.lake, "recs", ds)) == recs_marker
     live2, _ = pointer.read_live(store)
     assert live2.generation == 2 and live2.manifest_key != first_key
     assert live2.previous == first_key
-    changes = out["publish"]["changes"]
-    assert changes["users_compared"] > 0 and 0.0 <= changes["mean_overlap_at_k"] <= 1.0
+    changes = out.publish.changes
+    assert changes.users_compared > 0 and 0.0 <= changes.mean_overlap_at_k <= 1.0
     assert store.head(first_key) is not None, "the previous snapshot must stay"
     assert snapshot.load_manifest(store, first_key).generation == 1
     verify_live(store)
@@ -190,13 +190,13 @@ def test_two_nights_publish_validated_lists_and_keep_history(prefect_harness, e2
         update={"scoring": settings.scoring.model_copy(update={"top_k": TOP_K - 5})}
     )
     again = stage.precompute_with_champions(shorter, ds)
-    assert again["skipped"] is False and again["rows"] == (TOP_K - 5) * len(users)
+    assert again.skipped is False and again.rows == (TOP_K - 5) * len(users)
     assert (
         lake.read_marker(lake.partition_path(settings.lake, "recs", ds))["fingerprint"]
         != recs_marker["fingerprint"]
     )
-    assert stage.precompute_with_champions(shorter, ds)["skipped"] is True
-    assert stage.precompute_with_champions(shorter, ds, force=True)["skipped"] is False
+    assert stage.precompute_with_champions(shorter, ds).skipped is True
+    assert stage.precompute_with_champions(shorter, ds, force=True).skipped is False
 
     # A learned policy is scored by its serving twin and the ranker the gate measured; provenance names both.
     learned = policies.Policy.learned(trained["nightrec-retrieval"], trained["nightrec-ranking"], twin)
@@ -204,13 +204,10 @@ def test_two_nights_publish_validated_lists_and_keep_history(prefect_harness, e2
         policies.register(learned, client.get_model_version("nightrec-retrieval", twin).run_id, "t")
     )
     scored = stage.precompute_with_champions(settings, ds)
-    assert scored["skipped"] is False and scored["policy"]["name"] == "learned"
-    assert scored["models"]["nightrec-retrieval"] | {"run_id": None} == {
-        "version": twin,
-        "evaluated_version": trained["nightrec-retrieval"],
-        "run_id": None,
-    }
-    assert scored["models"]["nightrec-ranking"]["version"] == trained["nightrec-ranking"]
+    assert scored.skipped is False and scored.policy["name"] == "learned"
+    served = scored.models["nightrec-retrieval"]
+    assert (served.version, served.evaluated_version) == (twin, trained["nightrec-retrieval"])
+    assert scored.models["nightrec-ranking"].version == trained["nightrec-ranking"]
 
     # Rollback sticks. A third snapshot is made by a baseline the gate did not choose; rolling it back makes
     # night 1's policy the champion again, and a night re-run after it cannot bring those lists back.
@@ -239,6 +236,6 @@ def test_two_nights_publish_validated_lists_and_keep_history(prefect_harness, e2
             stages=["evaluate_and_promote", "precompute", "validate_recs", "publish"],
         )
     )
-    assert rolled.name in out["evaluate_and_promote"]["rejected"]
+    assert rolled.name in out.evaluate_and_promote.rejected
     fourth = snapshot.load_manifest(store, pointer.read_live(store)[0].manifest_key)
     assert fourth.generation == 4 and fourth.policy["name"] != rolled.name

@@ -22,6 +22,7 @@ from nightrec.settings import TrainSettings
 from nightrec.training import datasets, loop, tracking
 from nightrec.training.datasets import RankingTensors, RetrievalTensors
 from nightrec.training.item_popularity import DailyPopularity, ItemState
+from schemas.results import CHALLENGER
 
 DS = date(2026, 11, 20)
 N_ITEMS, N_USERS, N_CATS = 61, 60, 4  # items 1..60 in categories 1..3; index 0 is OOV everywhere
@@ -301,7 +302,7 @@ def test_a_diverged_training_registers_nothing_and_ends_its_run_failed(tmp_path,
                     log_system_metrics=False,
                 )
         assert MlflowClient().search_registered_models() == []
-        assert tracking.get_alias_version("nightrec-ranking", tracking.CHALLENGER) is None
+        assert tracking.get_alias_version("nightrec-ranking", CHALLENGER) is None
         runs = mlflow.search_runs([exp], output_format="list")
         assert [r.info.status for r in runs] == ["FAILED"]
         assert "diverged" in runs[0].data.tags["nightrec.error"]

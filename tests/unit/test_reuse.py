@@ -55,15 +55,15 @@ def test_finds_the_version_of_a_finished_run_and_makes_it_challenger(settings):
     _register("m", "k2")
     _register("m", "k1", status="FAILED")  # a failed run never counts, even with the right key
     ref = reuse.find_trained("m", "k1")
-    assert ref["version"] == v1 and ref["reused"] is True and ref["metrics"]["auc"] == 0.8
+    assert ref.version == v1 and ref.reused is True and ref.metrics["auc"] == 0.8
     assert tracking.get_alias_version("m", "challenger") == v1
 
 
 PROBE = """
 import json
+from datetime import date
+from nightrec.settings import Settings
 from nightrec.training import reuse
-from schemas.params import NightlyParams
-from tasks import training
 
 
 def stop(settings, ds, model, examples, extra):  # the key's inputs are what this test is about
@@ -72,9 +72,7 @@ def stop(settings, ds, model, examples, extra):  # the key's inputs are what thi
 
 
 reuse.reuse_key = stop
-training._train_or_reuse(
-    NightlyParams(run_date="2026-11-22"), "nightrec-ranking", "ranking_examples", None, training.ranker_inputs
-)
+reuse.train_or_reuse(Settings(), date(2026, 11, 22), "nightrec-ranking", {})
 """
 
 

@@ -11,6 +11,7 @@ import pytest
 from nightrec.io.store import open_store
 from nightrec.publish import diff
 from schemas.arrow import to_arrow_schema
+from schemas.results import ChosenPolicy, Promotion, Publication, SnapshotDiff
 from schemas.tables import RECS
 from tests.unit.publish import publish
 
@@ -64,34 +65,39 @@ def test_refuses_snapshots_bucketed_differently(tmp_path):
 
 
 def test_summary_names_the_champion_change_and_the_changes():
-    published = {
-        "manifest_key": "recs/ds=2026-11-22/run=r2/manifest.json",
-        "store": "file:///s",
-        "generation": 2,
-        "live": True,
-        "counts": {"users": 10, "model_users": 9, "fallback_users": 1, "rows": 100},
-        "changes": {
-            "users_compared": 5,
-            "users_only_new": 1,
-            "users_only_old": 0,
-            "mean_overlap_at_k": 0.4,
-            "identical_lists": 0.2,
-            "distinct_items_new": 30,
-            "distinct_items_old": 28,
-        },
-    }
-    promotion = {
-        "previous_policy": {"kind": "popularity", "name": "popularity_30d"},
-        "policy": {"kind": "learned", "name": "learned", "params": {"retrieval": "2", "ranking": "1"}},
-        "reason": "promoted: challenger beats popularity_30d",
-        "metric": "ndcg_at_10",
-        "best_baseline": "popularity_30d",
-        "lift_over_best_baseline": 0.9,
-    }
+    published = Publication(
+        manifest_key="recs/ds=2026-11-22/run=r2/manifest.json",
+        pointer_key="recs/_live.json",
+        store="file:///s",
+        generation=2,
+        live=True,
+        counts={"users": 10, "model_users": 9, "fallback_users": 1, "rows": 100},
+        changes=SnapshotDiff(
+            users_compared=5,
+            users_only_new=1,
+            users_only_old=0,
+            mean_overlap_at_k=0.4,
+            identical_lists=0.2,
+            distinct_items_new=30,
+            distinct_items_old=28,
+        ),
+    )
+    promotion = Promotion(
+        promoted=True,
+        previous_policy={"kind": "popularity", "name": "popularity_30d"},
+        policy=ChosenPolicy(
+            kind="learned", name="learned", params={"retrieval": "2", "ranking": "1"}, candidate="challenger"
+        ),
+        reason="promoted: challenger beats popularity_30d",
+        metric="ndcg_at_10",
+        best_baseline="popularity_30d",
+        lift_over_best_baseline=0.9,
+    )
     md = diff.night_summary_markdown(published, promotion)
     assert "Live policy: learned (popularity_30d → learned)" in md
     assert "40.0%" in md and "| 10 | 9 | 1 |" in md and "+90.0%" in md and "popularity_30d" in md
-    kept = diff.night_summary_markdown(published | {"changes": None, "live": False}, None)
+    kept = diff.night_summary_markdown(published.model_copy(update={"changes": None, "live": False}), None)
     assert "not live" in kept and "Live policy" not in kept
-    same = diff.night_summary_markdown(published, promotion | {"previous_policy": promotion["policy"]})
+    unchanged = promotion.model_copy(update={"previous_policy": promotion.policy.model_dump()})
+    same = diff.night_summary_markdown(published, unchanged)
     assert "Live policy: learned (unchanged)" in same

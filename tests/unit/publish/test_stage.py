@@ -14,6 +14,7 @@ from nightrec.publish import pointer
 from nightrec.publish.stage import publish_recs
 from nightrec.scoring.stage import META
 from nightrec.validation.gates import VALIDATION
+from schemas.results import ChosenPolicy, Promotion
 from tests.unit.publish import write_recs
 
 DS = date(2026, 11, 22)
@@ -32,16 +33,23 @@ def _partition(settings, *, verdict: dict | None, fingerprint: str = "fp-1"):
 def test_publishes_validated_lists_and_records_provenance(settings):
     settings.scoring.top_k = 3
     _partition(settings, verdict={"success": True, "recs_fingerprint": "fp-1", "data_docs": "/docs"})
-    out = publish_recs(settings, DS, "run-a", {"promotion": {"promoted": True}})
+    promotion = Promotion(
+        promoted=True,
+        reason="test",
+        metric="ndcg_at_10",
+        policy=ChosenPolicy(name="popularity_7d", kind="popularity", candidate="popularity_7d"),
+    )
+    out = publish_recs(settings, DS, "run-a", promotion)
     store = open_store(settings.store)
     live, _ = pointer.read_live(store)
-    assert live.manifest_key == out["manifest_key"] and out["generation"] == 1
-    manifest = json.loads(store.get_bytes(out["manifest_key"]))
+    assert live.manifest_key == out.manifest_key and out.generation == 1
+    manifest = json.loads(store.get_bytes(out.manifest_key))
     assert manifest["counts"]["users"] == 12 and manifest["top_k"] == 3
     assert manifest["models"]["nightrec-retrieval"]["version"] == "3"
     assert manifest["mlflow_run_ids"] == {"nightrec-retrieval": "r3"}
     assert manifest["validation"]["success"] is True
-    assert manifest["extra"]["promotion"] == {"promoted": True}
+    assert manifest["extra"]["promotion"]["promoted"] is True
+    assert Promotion(**manifest["extra"]["promotion"]) == promotion
 
 
 @pytest.mark.parametrize(
@@ -55,7 +63,7 @@ def test_publishes_validated_lists_and_records_provenance(settings):
 def test_refuses_lists_without_a_matching_passing_verdict(settings, verdict, error, message):
     _partition(settings, verdict=verdict)
     with pytest.raises(error, match=message):
-        publish_recs(settings, DS, "run-b", {})
+        publish_recs(settings, DS, "run-b")
     assert pointer.read_live(open_store(settings.store)) is None, "nothing may go live"
 
 
@@ -63,7 +71,7 @@ def test_refuses_a_partition_without_a_completion_marker(settings):
     path = lake.partition_path(settings.lake, "recs", DS)
     write_recs(path, n_users=3, k=2)
     with pytest.raises(StageInputMissing, match="no completion marker"):
-        publish_recs(settings, DS, "run-c", {})
+        publish_recs(settings, DS, "run-c")
 
 
 def test_an_older_date_is_published_but_never_moves_the_pointer_back(settings):
@@ -74,9 +82,9 @@ def test_an_older_date_is_published_but_never_moves_the_pointer_back(settings):
         write_recs(path, n_users=4, k=3)
         lake.write_marker(path, f"fp-{ds}")
         (path / VALIDATION).write_text(json.dumps({"success": True, "recs_fingerprint": f"fp-{ds}"}))
-    first = publish_recs(settings, newer, "run-new", {})
-    older = publish_recs(settings, DS, "run-old", {})
+    first = publish_recs(settings, newer, "run-new")
+    older = publish_recs(settings, DS, "run-old")
     store = open_store(settings.store)
-    assert first["live"] is True and older["live"] is False
-    assert pointer.read_live(store)[0].manifest_key == first["manifest_key"]
-    assert store.head(older["manifest_key"]) is not None
+    assert first.live is True and older.live is False
+    assert pointer.read_live(store)[0].manifest_key == first.manifest_key
+    assert store.head(older.manifest_key) is not None
