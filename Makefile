@@ -10,7 +10,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements-dev.txt
 	$(VENV)/bin/pip install -q --no-deps -e .
-	$(VENV)/bin/python -m nightrec.io.spark_archive
+	$(VENV)/bin/python -m nightrec.ops.spark_archive
 	touch $(STAMP)
 
 install: $(STAMP)

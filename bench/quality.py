@@ -64,8 +64,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python bench/quality.py` puts bench/ first, not the repository root
     sys.path.insert(0, str(ROOT))
 
-from nightrec.evaluation import ease, metrics  # noqa: E402
+from nightrec.evaluation import metrics  # noqa: E402
 from nightrec.evaluation.paired import paired_bootstrap  # noqa: E402
+from nightrec.scoring import ease  # noqa: E402
 from nightrec.settings import Settings  # noqa: E402
 
 REF = "pop_30d"

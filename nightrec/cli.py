@@ -371,12 +371,12 @@ def status() -> None:
     else:
         p = live[0]
         console.print(f"live snapshot: ds={p.ds} generation={p.generation} run={p.run_id} ({p.manifest_key})")
-    from nightrec.training import tracking
+    from nightrec import registry
 
-    tracking.configure_mlflow(
+    registry.configure_mlflow(
         settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
     )
-    from nightrec.evaluation import policies
+    from nightrec.scoring import policies
 
     live_policy = policies.champion()
     if live_policy is None:
@@ -388,7 +388,7 @@ def status() -> None:
             f" ({policies.POLICY_MODEL}{version})"
         )
     for name in ("nightrec-retrieval", "nightrec-ranking"):
-        console.print(f"{name}: champion v{tracking.get_alias_version(name, CHAMPION)}")
+        console.print(f"{name}: champion v{registry.get_alias_version(name, CHAMPION)}")
     last = Path(settings.home) / "last_run.json"
     if not last.exists():
         console.print("last run: none")
@@ -396,7 +396,7 @@ def status() -> None:
     run = json.loads(last.read_text())
     day = f"run date {run['run_date']}" if run.get("run_date") else "run date not chosen yet"
     if run.get("status") == "running":
-        from nightrec.ops.night_lock import process_alive
+        from nightrec.host import process_alive
 
         if process_alive(int(run.get("pid") or 0)):
             console.print(

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from nightrec.validation.config import GateSettings
+from nightrec.gate_settings import GateSettings
 
 
 class SparkSettings(BaseModel):
@@ -33,7 +33,7 @@ class SparkSettings(BaseModel):
     class_archive: bool = Field(
         True,
         description="Start the driver JVM from the class-data-sharing archive that `make install` builds "
-        "(nightrec.io.spark_archive), where there is one: about a second less start-up per stage.",
+        "(nightrec.io.spark_archive, built by nightrec.ops.spark_archive), where there is one: about a second less start-up per stage.",
     )
     extra_conf: dict[str, str] = Field(default_factory=dict)
 

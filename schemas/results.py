@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# Registry aliases: the models tonight's training made, and the ones the live policy was measured with.
+# Registered model names, and the registry aliases: the models tonight's training made, and the ones the
+# live policy was measured with.
+RETRIEVAL, RANKING = "nightrec-retrieval", "nightrec-ranking"
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 

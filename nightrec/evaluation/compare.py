@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 
 import pandas as pd
-from mlflow import MlflowClient
+
+from nightrec import registry
 
 SETS = ("challenger", "champion", "popularity", "ease")  # the order of the sets; popularity_7d etc. group
 METRICS = ("ndcg_at_10", "recall_at_20", "coverage")
@@ -33,16 +34,9 @@ def latest_evaluations(tracking_uri: str, experiment: str, n: int = 5) -> pd.Dat
         row), with columns ``ds, run_id, model, ndcg_at_10, recall_at_20, coverage, promoted, decision``.
         Empty (same columns) when the experiment or its evaluate runs do not exist.
     """
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None or n < 1:
+    runs = registry.evaluate_runs(tracking_uri, experiment, _EVALUATE_RUNS, n) if n >= 1 else None
+    if runs is None:
         return pd.DataFrame(columns=list(COLUMNS))
-    runs = client.search_runs(
-        [exp.experiment_id],
-        filter_string=_EVALUATE_RUNS,
-        order_by=["attributes.start_time DESC"],
-        max_results=n,
-    )
     rows = []
     for run in runs:
         m, tags, params = run.data.metrics, run.data.tags, run.data.params

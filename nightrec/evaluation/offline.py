@@ -7,10 +7,10 @@ from datetime import date
 
 import numpy as np
 
-from nightrec.evaluation import ease, metrics
-from nightrec.evaluation.policies import Policy
+from nightrec.evaluation import metrics
 from nightrec.features.events import Cutoffs
-from nightrec.scoring import baselines, inputs
+from nightrec.scoring import baselines, ease, inputs
+from nightrec.scoring.policies import Policy
 from nightrec.scoring.score import Scorer, ScoringConfig
 from nightrec.settings import Settings
 

@@ -14,20 +14,17 @@ import logging
 from dataclasses import dataclass, field
 from datetime import date
 
-import mlflow
 import numpy as np
-from mlflow import MlflowClient
 
-from nightrec import faults
+from nightrec import faults, registry
 from nightrec.errors import NightrecError
-from nightrec.evaluation import ease, offline, policies
+from nightrec.evaluation import offline
 from nightrec.evaluation.paired import Comparison, paired_bootstrap
-from nightrec.evaluation.policies import LivePolicy, Policy
 from nightrec.io import vocab_identity
+from nightrec.scoring import ease, policies
+from nightrec.scoring.policies import LivePolicy, Policy
 from nightrec.settings import PromotionSettings, Settings
-from nightrec.training import tracking
-from nightrec.training.stages import RANKING, RETRIEVAL
-from schemas.results import CHALLENGER, CHAMPION, ChosenPolicy, ModelTrained, Promotion
+from schemas.results import CHALLENGER, CHAMPION, RANKING, RETRIEVAL, ChosenPolicy, ModelTrained, Promotion
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +141,7 @@ def decide(
 
 def _load(settings: Settings, ds: date, name: str, version: str | int):
     """A registered model, refused when the night's vocabulary does not keep its indices."""
-    model = mlflow.pytorch.load_model(f"models:/{name}/{version}", map_location="cpu")
+    model = registry.load_version(name, version)
     vocab_identity.check_model(model, settings.lake, ds, f"{name} version {version}")
     return model
 
@@ -152,8 +149,8 @@ def _load(settings: Settings, ds: date, name: str, version: str | int):
 def _challenger_versions(
     retrieval: ModelTrained | None, ranking: ModelTrained | None
 ) -> tuple[str | None, str | None]:
-    r = retrieval.version if retrieval else tracking.get_alias_version(RETRIEVAL, CHALLENGER)
-    k = ranking.version if ranking else tracking.get_alias_version(RANKING, CHALLENGER)
+    r = retrieval.version if retrieval else registry.get_alias_version(RETRIEVAL, CHALLENGER)
+    k = ranking.version if ranking else registry.get_alias_version(RANKING, CHALLENGER)
     return r, k
 
 
@@ -218,12 +215,12 @@ def evaluate_and_promote(
     ``challenger`` aliases are used (separate deployments); with neither, only the baselines and the live
     policy compete.
     """
-    tracking.configure_mlflow(
+    registry.configure_mlflow(
         settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
     )
     ch_r, ch_k = _challenger_versions(retrieval, ranking)
     challenger = (
-        Policy.learned(ch_r, ch_k, tracking.serving_version(RETRIEVAL, ch_r))
+        Policy.learned(ch_r, ch_k, registry.serving_version(RETRIEVAL, ch_r))
         if ch_r is not None and ch_k is not None
         else None
     )
@@ -255,23 +252,21 @@ def evaluate_and_promote(
         if CHALLENGER in results and best_baseline is not None
         else None
     )
-    with mlflow.start_run(
-        run_name=f"evaluate-{ds}",
-        tags={"nightrec.stage": "evaluate", "nightrec.ds": str(ds), **tracking.process_tags(), **tags},
-    ) as run:
-        tracking.end_orphan_runs("evaluate", str(ds), resumed_by=run.info.run_id)
+    run_tags = {"nightrec.stage": "evaluate", "nightrec.ds": str(ds), **registry.process_tags(), **tags}
+    with registry.run(f"evaluate-{ds}", run_tags) as run_id:
+        registry.end_orphan_runs("evaluate", str(ds), resumed_by=run_id)
         _log(settings, results, decision, winner, lift, challenger, live, incumbent, info)
         version = live.version if live is not None and not decision.promote else None
         if decision.promote or (live is not None and live.version is None):
             # A registry from before policies gets its learned champion recorded as a policy version too.
-            version = policies.register(winner, run.info.run_id, decision.reason)
+            version = policies.register(winner, run_id, decision.reason)
             faults.fault("promotion.after_register")  # a policy version that is not (yet) the champion
             policies.promote(version)
     # The challenger's figures on its own training run too, so MLflow's comparison view shows them side by side.
     if retrieval and CHALLENGER in results:
-        client = MlflowClient()
-        for k, v in results[CHALLENGER].items():
-            client.log_metric(retrieval.run_id, f"heldout_{k}", v)
+        registry.log(
+            metrics={f"heldout_{k}": v for k, v in results[CHALLENGER].items()}, run_id=retrieval.run_id
+        )
     log.info("policy: %s (%s)", winner.name, decision.reason)
     return Promotion(
         promoted=decision.promote,
@@ -287,8 +282,8 @@ def evaluate_and_promote(
         previous_champion=live.policy.params if live and live.policy.kind == "learned" else {},
         previous_policy=live.policy.as_dict() if live else None,
         champion={
-            "retrieval": tracking.get_alias_version(RETRIEVAL, CHAMPION),
-            "ranking": tracking.get_alias_version(RANKING, CHAMPION),
+            "retrieval": registry.get_alias_version(RETRIEVAL, CHAMPION),
+            "ranking": registry.get_alias_version(RANKING, CHAMPION),
         },
         **info,
     )
@@ -296,8 +291,8 @@ def evaluate_and_promote(
 
 def _log(settings, results, decision, winner, lift, challenger, live, incumbent, info) -> None:
     p = settings.promotion
-    mlflow.log_params(
-        {
+    registry.log(
+        params={
             "promoted": decision.promote,
             "metric": p.metric,
             "tolerance": p.tolerance,
@@ -309,21 +304,19 @@ def _log(settings, results, decision, winner, lift, challenger, live, incumbent,
             "previous_policy": live.policy.name if live else None,
             "challenger_retrieval": challenger.params["retrieval"] if challenger else None,
             "challenger_ranking": challenger.params["ranking"] if challenger else None,
-        }
+        },
+        tags={"decision": decision.reason, "policy": winner.name, "live_candidate": decision.live},
     )
-    mlflow.set_tags({"decision": decision.reason, "policy": winner.name, "live_candidate": decision.live})
     flat = {f"{name}.{k}": v for name, m in results.items() for k, v in m.items()}
     for c, cmp in decision.comparisons.items():
         flat |= {f"{c}.diff_{p.metric}": cmp.diff, f"{c}.ci_low": cmp.low, f"{c}.ci_high": cmp.high}
-    mlflow.log_metrics(flat | ({"lift_over_best_baseline": lift} if lift is not None else {}))
-    mlflow.log_dict(
-        {
-            "decision": decision.reason,
-            "live": decision.live,
-            "policy": winner.as_dict(),
-            "metrics": results,
-            "comparisons": {c: cmp.as_dict() for c, cmp in decision.comparisons.items()},
-            **info,
-        },
-        "evaluation.json",
-    )
+    evaluation = {
+        "decision": decision.reason,
+        "live": decision.live,
+        "policy": winner.as_dict(),
+        "metrics": results,
+        "comparisons": {c: cmp.as_dict() for c, cmp in decision.comparisons.items()},
+        **info,
+    }
+    lifted = {"lift_over_best_baseline": lift} if lift is not None else {}
+    registry.log(metrics=flat | lifted, documents={"evaluation.json": evaluation})

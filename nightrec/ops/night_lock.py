@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from nightrec.errors import NightrecError
+from nightrec.host import process_alive
 from nightrec.io import lake
 
 HEARTBEAT_S = 60.0
@@ -36,19 +37,6 @@ class NightAlreadyRunning(NightrecError):
 
 def lock_path(lake_root: str | Path, ds: date) -> Path:
     return Path(lake_root) / LOCKS / f"night-{ds.isoformat()}.json"
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host exists (someone else's counts)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 def _stale(path: Path, holder: dict) -> bool:

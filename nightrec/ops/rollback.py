@@ -4,18 +4,18 @@ Moving the live pointer alone is undone by the next night: it scores with the re
 still names the policy that made the rolled-back lists. So a rollback also makes the target snapshot's
 policy the champion again (its ``nightrec-policy`` version, and a learned pair's model aliases), and marks
 the rolled-back policy's lists as rejected, so the gate cannot make them live again
-(``evaluation.policies.reject``): a new model still replaces the champion when it wins.
+(``scoring.policies.reject``): a new model still replaces the champion when it wins.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nightrec.evaluation import policies
+from nightrec import registry
 from nightrec.io.store import open_store
 from nightrec.publish import pointer, snapshot
+from nightrec.scoring import policies
 from nightrec.settings import Settings
-from nightrec.training import tracking
 from schemas.manifest import LivePointer
 
 
@@ -39,7 +39,7 @@ def rollback(settings: Settings, to: str | None = None) -> RollbackResult:
     rolled_back = snapshot.load_manifest(store, current[0].manifest_key) if current else None
     live = pointer.rollback(store, to)
     target = snapshot.load_manifest(store, live.manifest_key)
-    tracking.configure_mlflow(
+    registry.configure_mlflow(
         settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
     )
     target_version = (target.policy or {}).get("version")

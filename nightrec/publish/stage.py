@@ -11,14 +11,13 @@ import json
 import logging
 from datetime import date
 
-from nightrec import faults
+from nightrec import faults, registry
 from nightrec.errors import GateFailed, StageInputMissing
 from nightrec.io import lake
 from nightrec.io.store import StoreError, open_store, probe_conditional_writes
 from nightrec.publish import diff, pointer, snapshot
 from nightrec.scoring.stage import META
 from nightrec.settings import Settings
-from nightrec.training import tracking
 from nightrec.validation.gates import VALIDATION
 from schemas.results import Promotion, Publication
 from schemas.tables import RECS
@@ -91,7 +90,7 @@ def publish_recs(
             "mlflow_run_ids": {name: ref.get("run_id", "") for name, ref in models.items()},
             "input_fingerprints": {k: v for k, v in meta.get("input_fingerprints", {}).items() if v},
             "validation": {k: verdict.get(k) for k in ("success", "suites", "data_docs")},
-            "code_version": tracking.code_label(),
+            "code_version": registry.code_label(),
             "extra": {"promotion": promotion.model_dump(mode="json")} if promotion else {},
         },
     )

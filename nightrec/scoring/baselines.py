@@ -15,10 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from nightrec.evaluation import ease
-from nightrec.evaluation.policies import Policy
-from nightrec.scoring import inputs
+from nightrec.scoring import ease, inputs
 from nightrec.scoring.inputs import ItemTable, SeenIndex, UserTable
+from nightrec.scoring.policies import Policy
 from nightrec.settings import Settings
 
 

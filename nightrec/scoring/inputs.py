@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from nightrec.io import lake
+from nightrec.io.lists import pad_lists
 from nightrec.settings import FeatureSettings
 from schemas.tables import INTERACTIONS, ITEM_FEATURES, USER_FEATURES
 
@@ -68,19 +69,6 @@ def _read(lake_root: str, table, ds: date, role: str | None = None) -> pa.Table:
     flt = (pc.field("role") == role) if role else None
     cols = [c for c in table.names if c != "role"]
     return dataset.to_table(columns=cols, filter=flt)
-
-
-def pad_lists(col: pa.ChunkedArray | pa.Array, width: int) -> np.ndarray:
-    """list<int> -> int64 [n, width], 0-padded, without per-row Python."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    offsets = np.asarray(arr.offsets)
-    values = np.asarray(arr.values.fill_null(0)).astype(np.int64)
-    lengths = np.minimum(np.diff(offsets), width)
-    out = np.zeros((len(arr), width), dtype=np.int64)
-    rows = np.repeat(np.arange(len(arr)), lengths)
-    cols = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    out[rows, cols] = values[np.repeat(offsets[:-1], lengths) + cols]
-    return out
 
 
 def load_users(lake_root: str, ds: date, role: str, history_len: int) -> UserTable:

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nightrec import faults
-from nightrec.evaluation.policies import Policy
 from nightrec.io import disk, lake
 from nightrec.scoring import baselines, inputs, rules
+from nightrec.scoring.policies import Policy
 from nightrec.scoring.score import Scorer, ScoringConfig
 from nightrec.settings import Settings
 from schemas.arrow import to_arrow_schema

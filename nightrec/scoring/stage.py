@@ -7,17 +7,13 @@ import json
 from dataclasses import asdict
 from datetime import date
 
-import mlflow
-from mlflow import MlflowClient
-
-from nightrec.evaluation import policies
-from nightrec.evaluation.policies import Policy
+from nightrec import registry
 from nightrec.io import lake, vocab_identity
+from nightrec.scoring import policies
+from nightrec.scoring.policies import Policy
 from nightrec.scoring.precompute import precompute
 from nightrec.settings import Settings
-from nightrec.training import tracking
-from nightrec.training.stages import RANKING, RETRIEVAL
-from schemas.results import Precomputed, ServingModel
+from schemas.results import RANKING, RETRIEVAL, Precomputed, ServingModel
 
 META = "_META.json"  # a Precomputed, without ``skipped``
 
@@ -31,14 +27,13 @@ def model_refs(policy: Policy) -> dict[str, ServingModel]:
     one); {} for a baseline (it has none)."""
     if policy.kind != "learned":
         return {}
-    client = MlflowClient()
     refs = {}
     serving = policy.serving_versions()
     for name, key in ((RETRIEVAL, "retrieval"), (RANKING, "ranking")):
         version = serving[key]
         refs[name] = ServingModel(
             version=str(version),
-            run_id=client.get_model_version(name, version).run_id,
+            run_id=registry.run_of(name, version),
             evaluated_version=str(policy.params[key]),
         )
     return refs
@@ -68,7 +63,7 @@ def precompute_with_champions(settings: Settings, ds: date, force: bool = False)
     them would drop that validation from under the publish stage. Event triggers are at-least-once, so a
     duplicate run is expected, not exceptional. ``force`` scores again regardless.
     """
-    tracking.configure_mlflow(
+    registry.configure_mlflow(
         settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
     )
     live = live_policy()
@@ -86,11 +81,7 @@ def precompute_with_champions(settings: Settings, ds: date, force: bool = False)
     if not force and lake.is_complete(settings.lake, "recs", ds, fp) and meta_path.exists():
         return Precomputed(**json.loads(meta_path.read_text()), skipped=True)
     # A baseline has no models: precompute refits it on the night's lake.
-    models = (
-        [mlflow.pytorch.load_model(f"models:/{n}/{refs[n].version}", map_location="cpu") for n in refs]
-        if refs
-        else [None, None]
-    )
+    models = [registry.load_version(n, refs[n].version) for n in refs] if refs else [None, None]
     for name, model in zip(refs, models, strict=False):
         vocab_identity.check_model(model, settings.lake, ds, f"{name} version {refs[name].version}")
     summary = precompute(settings, ds, *models, fingerprint=fp, policy=policy)

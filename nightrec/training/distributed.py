@@ -25,8 +25,9 @@ from pathlib import Path
 
 import torch.multiprocessing as mp
 
+from nightrec import registry
 from nightrec.settings import Settings
-from nightrec.training import process_group, reuse, stages, tracking
+from nightrec.training import process_group, reuse, stages
 from nightrec.training.process_group import World
 from schemas.results import ModelTrained
 
@@ -55,7 +56,7 @@ def train(
         name = _NAMES[model]
         tags = dict(launched)
         if world.is_main:
-            tracking.configure_mlflow(
+            registry.configure_mlflow(
                 settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
             )
             tags[reuse.REUSE_TAG] = reuse.key_for(settings, ds, name)  # the nightly's key: it reuses this run

@@ -13,8 +13,8 @@ import pyarrow.dataset as pads
 import torch
 
 from nightrec.io import lake
+from nightrec.io.lists import pad_lists
 from nightrec.models.two_tower import ITEM_DENSE
-from nightrec.scoring.inputs import pad_lists
 from schemas.tables import ITEM_FEATURES
 
 

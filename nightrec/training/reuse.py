@@ -14,12 +14,10 @@ import logging
 from collections.abc import Callable
 from datetime import date
 
-import mlflow
-from mlflow import MlflowClient
-
+from nightrec import registry
 from nightrec.io import lake
 from nightrec.settings import Settings
-from nightrec.training import stages, tracking
+from nightrec.training import stages
 from schemas.results import CHALLENGER, ModelTrained
 from schemas.tables import RANKING_EXAMPLES, RETRIEVAL_EXAMPLES
 
@@ -45,7 +43,7 @@ def reuse_key(
         "examples": marker.get("fingerprint"),
         "features": settings.features.model_dump(mode="json"),
         "train": settings.train.model_dump(mode="json"),
-        "code": tracking.code_version(),
+        "code": registry.code_version(),
         "extra": extra or {},
     }
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
@@ -58,7 +56,7 @@ def key_for(settings: Settings, ds: date, model_name: str) -> str:
     the ranker's key)."""
     extra = None
     if model_name == stages.RANKING:
-        extra = {"two_tower": tracking.get_alias_version(stages.RETRIEVAL, CHALLENGER)}
+        extra = {"two_tower": registry.get_alias_version(stages.RETRIEVAL, CHALLENGER)}
     return reuse_key(settings, ds, model_name, _EXAMPLES[model_name], extra)
 
 
@@ -69,7 +67,7 @@ def train_or_reuse(
 
     ``force`` trains regardless. ``tags`` go on a new training run (with the reuse key).
     """
-    tracking.configure_mlflow(
+    registry.configure_mlflow(
         settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
     )
     key = key_for(settings, ds, model_name)
@@ -81,25 +79,20 @@ def train_or_reuse(
 
 def find_trained(model_name: str, key: str) -> ModelTrained | None:
     """The newest registered version trained under ``key`` by a finished run, made `challenger` again; or None."""
-    runs = mlflow.search_runs(
-        filter_string=f"tags.`{REUSE_TAG}` = '{key}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        output_format="list",
-    )
-    client = MlflowClient()
-    for run in runs:
-        found = client.search_model_versions(f"name = '{model_name}' and run_id = '{run.info.run_id}'")
+    for run_id, metrics in registry.finished_runs_tagged(REUSE_TAG, key):
         # The run's serving twin is registered from it too; the version to reuse is the one it serves for.
-        versions = [mv for mv in found if tracking.SERVES_FOR_TAG not in mv.tags]
-        if versions:
-            v = max(versions, key=lambda mv: int(mv.version))
-            tracking.set_alias(model_name, CHALLENGER, v.version)
+        found = dict(registry.versions_of_run(model_name, run_id))
+        found = {v: tags for v, tags in found.items() if registry.SERVES_FOR_TAG not in tags}
+        if found:
+            version = max(found, key=int)
+            registry.set_alias(model_name, CHALLENGER, version)
+            twin = found[version].get(registry.SERVING_VERSION_TAG)
             return ModelTrained(
                 name=model_name,
-                version=str(v.version),
-                run_id=run.info.run_id,
-                serving_version=v.tags.get(tracking.SERVING_VERSION_TAG),
-                metrics=dict(run.data.metrics),
+                version=version,
+                run_id=run_id,
+                serving_version=twin,
+                metrics=metrics,
                 reused=True,
             )
     return None

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from nightrec import registry
 from nightrec.features.events import Cutoffs
 from nightrec.io import lake, vocab_identity
 from nightrec.models.configs import DeepFMConfig, TwoTowerConfig
@@ -27,14 +28,12 @@ from nightrec.training import (
     item_side,
     loop,
     ranker_examples,
-    tracking,
 )
 from nightrec.training.datasets import RankingTensors, RetrievalTensors
 from nightrec.training.process_group import World
-from schemas.results import CHALLENGER, ModelTrained
+from schemas.results import CHALLENGER, RANKING, RETRIEVAL, ModelTrained
 from schemas.tables import RANKING_EXAMPLES, RETRIEVAL_EXAMPLES
 
-RETRIEVAL, RANKING = "nightrec-retrieval", "nightrec-ranking"
 BLEND_WEIGHTS = tuple(i / 10 for i in range(11))
 BLEND_POSITIVES = 5000  # about 1M ranker rows at 200 candidates: seconds on 2 cores
 
@@ -54,7 +53,7 @@ def _checkpoint(settings: Settings, model_name: str, ds: date, *parts: object) -
     """
     t = settings.train
     root = Path(t.checkpoint_dir) if t.checkpoint_dir else settings.home / "checkpoints"
-    key = checkpoint.fingerprint(tracking.code_version(), *parts)
+    key = checkpoint.fingerprint(registry.code_version(), *parts)
     return checkpoint.checkpoint_path(root, model_name, ds, key)
 
 
@@ -68,7 +67,7 @@ def _adopt(ckpt: Path, run_id: str | None) -> None:
         return
     owner = ckpt.with_name(ckpt.name + ".run")
     if owner.exists():  # a previous run of this training did not finish: it failed, or was killed
-        tracking.end_orphan_run(owner.read_text().strip(), resumed_by=run_id)
+        registry.end_orphan_run(owner.read_text().strip(), resumed_by=run_id)
     owner.parent.mkdir(parents=True, exist_ok=True)
     owner.write_text(run_id)
 
@@ -86,24 +85,24 @@ def _main_run(world: World, model_name: str, tags: dict[str, str]) -> Iterator[s
     if not world.is_main:
         yield None
         return
-    with tracking.training_run(model_name, tags=tags) as run_id:
+    with registry.training_run(model_name, tags=tags) as run_id:
         yield run_id
 
 
 def _configure_mlflow(settings: Settings, world: World) -> None:
     if world.is_main:
-        tracking.configure_mlflow(
+        registry.configure_mlflow(
             settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
         )
 
 
-def _log_training_run(world: World, result: loop.TrainResult, **kwargs) -> tracking.ModelRef | None:
-    """``tracking.log_training_run`` on rank 0 (the registered version); None on the other ranks."""
-    return tracking.log_training_run(result, **kwargs) if world.is_main else None
+def _log_training_run(world: World, result: loop.TrainResult, **kwargs) -> registry.ModelRef | None:
+    """``registry.log_training_run`` on rank 0 (the registered version); None on the other ranks."""
+    return registry.log_training_run(result, **kwargs) if world.is_main else None
 
 
 def _finish(
-    world: World, ref: tracking.ModelRef | None, result: loop.TrainResult, *ckpts: Path
+    world: World, ref: registry.ModelRef | None, result: loop.TrainResult, *ckpts: Path
 ) -> ModelTrained:
     """Rank 0 deletes the checkpoints; every rank returns rank 0's model reference and metrics.
 
@@ -191,7 +190,7 @@ def train_retrieval(
             input_example=example,
         )
         if ref is not None and twin is not None:
-            twin_version = tracking.log_serving_twin(twin, RETRIEVAL, ref.version, example)
+            twin_version = registry.log_serving_twin(twin, RETRIEVAL, ref.version, example)
             ref = replace(ref, serving_version=twin_version)
     return _finish(world, ref, result, ckpt, twin_ckpt)
 
@@ -262,7 +261,7 @@ def train_ranking(
     # among the candidates it does.
     train, valid = (ex.take(torch.nonzero(ex.label > 0.5)[:, 0]) for ex in (train, valid))
     item_fields = datasets.load_item_fields(settings.lake, ds, sizes["item_id"])
-    found = world.broadcast(tracking.load_model(RETRIEVAL, CHALLENGER) if world.is_main else None)
+    found = world.broadcast(registry.load_model(RETRIEVAL, CHALLENGER) if world.is_main else None)
     retrieval, retrieval_version = (found[0], found[1]) if found else (None, None)
     vocab_identity.check_model(retrieval, settings.lake, ds, f"{RETRIEVAL} version {retrieval_version}")
     gen = torch.Generator().manual_seed(t.seed)

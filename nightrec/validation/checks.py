@@ -18,8 +18,8 @@ import great_expectations.expectations as gxe
 import pandas as pd
 from pyspark.sql import Column as SparkColumn
 
+from nightrec.gate_settings import Action, DriftRule, ShareRule, VolumeSettings
 from nightrec.validation import runner
-from nightrec.validation.config import Action, DriftRule, ShareRule, VolumeSettings
 
 
 @dataclass

@@ -6,10 +6,8 @@ import math
 from datetime import date
 from pathlib import Path
 
-import mlflow
-
+from nightrec import registry
 from nightrec.settings import Settings
-from nightrec.training import tracking
 
 
 def log_gate(settings: Settings, ds: date, report) -> str:
@@ -18,24 +16,23 @@ def log_gate(settings: Settings, ds: date, report) -> str:
     Returns:
         The MLflow run id (runs are tagged ``nightrec.kind=data-gate``, ``ds`` and ``gate``).
     """
-    tracking.configure_mlflow(
+    registry.configure_mlflow(
         settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
     )
     summary = report.summary()
     metrics = {k: min(float(v), 1e9) for k, v in summary.metrics.items() if not math.isnan(float(v))}
-    with mlflow.start_run(run_name=f"gate-{report.gate}-{ds.isoformat()}") as run:
-        mlflow.set_tags(
-            {
+    docs = Path(report.data_docs or "")
+    folder = docs.parent if docs.suffix == ".html" else docs
+    with registry.run(f"gate-{report.gate}-{ds.isoformat()}") as run_id:
+        registry.log(
+            tags={
                 "nightrec.kind": "data-gate",
                 "ds": ds.isoformat(),
                 "gate": report.gate,
                 "success": report.success,
-            }
+            },
+            metrics=metrics,
+            documents={"gate_summary.json": summary.model_dump(mode="json")},
+            folders={"data_docs": str(folder)} if folder.is_dir() else None,
         )
-        mlflow.log_metrics(metrics)
-        mlflow.log_dict(summary.model_dump(mode="json"), "gate_summary.json")
-        docs = Path(report.data_docs or "")
-        folder = docs.parent if docs.suffix == ".html" else docs
-        if folder.is_dir():
-            mlflow.log_artifacts(str(folder), artifact_path="data_docs")
-    return run.info.run_id
+    return run_id

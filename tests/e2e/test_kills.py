@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from nightrec import registry
 from nightrec.data import synthetic
 from nightrec.io import lake
 from nightrec.io.store import open_store
@@ -30,7 +31,6 @@ from nightrec.ops import night_lock
 from nightrec.publish import pointer
 from nightrec.publish.reader import verify_live
 from nightrec.settings import Settings
-from nightrec.training import tracking
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -134,7 +134,7 @@ def test_the_run_after_every_kill_publishes_the_lists_of_an_uninterrupted_night(
     # Nothing left behind: no staging folder, no lock, no MLflow run still RUNNING.
     assert not list(Path(settings.lake).glob("*/_staging/*"))
     assert not list((Path(settings.lake) / night_lock.LOCKS).glob("*.json"))
-    tracking.configure_mlflow(
+    registry.configure_mlflow(
         settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
     )
     client = MlflowClient()

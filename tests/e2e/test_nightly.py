@@ -17,14 +17,14 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from nightrec import registry
 from nightrec.data import synthetic
-from nightrec.evaluation import policies
 from nightrec.io import lake
 from nightrec.io.store import open_store
 from nightrec.publish import pointer, snapshot
 from nightrec.publish.reader import LiveRecs, verify_live
+from nightrec.scoring import policies
 from nightrec.settings import Settings
-from nightrec.training import tracking
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -99,13 +99,13 @@ def test_two_nights_publish_validated_lists_and_keep_history(prefect_harness, e2
     assert LiveRecs(store).recs(sorted(active)[0])[0]["rank"] == 1
 
     # MLflow: a run per model with per-epoch curves and a logged model, registered as challengers.
-    tracking.configure_mlflow(
+    registry.configure_mlflow(
         settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
     )
     client = MlflowClient()
     trained = {}
     for name, epochs in (("nightrec-retrieval", 4), ("nightrec-ranking", 2)):
-        version = trained[name] = tracking.get_alias_version(name, "challenger")
+        version = trained[name] = registry.get_alias_version(name, "challenger")
         assert version is not None, f"{name} has no challenger"
         run = client.get_run(client.get_model_version(name, str(version)).run_id)
         assert run.data.params, name
@@ -113,10 +113,10 @@ def test_two_nights_publish_validated_lists_and_keep_history(prefect_harness, e2
         assert 1 <= len(history) <= epochs
     # The two-tower's serving twin (refit on every window) is registered beside it, from the same run, with
     # no alias of its own: the evaluated version names it.
-    twin = tracking.serving_version("nightrec-retrieval", trained["nightrec-retrieval"])
+    twin = registry.serving_version("nightrec-retrieval", trained["nightrec-retrieval"])
     assert twin is not None and twin != trained["nightrec-retrieval"]
     twin_mv = client.get_model_version("nightrec-retrieval", twin)
-    assert twin_mv.tags[tracking.SERVES_FOR_TAG] == trained["nightrec-retrieval"] and not twin_mv.aliases
+    assert twin_mv.tags[registry.SERVES_FOR_TAG] == trained["nightrec-retrieval"] and not twin_mv.aliases
     assert (
         twin_mv.run_id == client.get_model_version("nightrec-retrieval", trained["nightrec-retrieval"]).run_id
     )

@@ -30,6 +30,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, Fl
 from prefect.client.schemas.objects import StateType
 from prefect.states import Pending
 
+from nightrec import registry
 from nightrec.data import synthetic
 from nightrec.io.store import open_store
 from nightrec.ops.automations import ZOMBIE_AUTOMATION, apply_automations, automation, find_automations
@@ -37,7 +38,6 @@ from nightrec.ops.local_stack import LocalStack, local_stack
 from nightrec.publish import pointer, snapshot
 from nightrec.publish.reader import verify_live
 from nightrec.settings import Settings
-from nightrec.training import tracking
 from tests.integration.polling import client_of, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -65,7 +65,7 @@ def raw(tmp_path_factory) -> Path:
 
 def _mlflow_client(home: Path) -> tuple[MlflowClient, str, Settings]:
     settings = Settings(home=home)
-    exp = tracking.configure_mlflow(
+    exp = registry.configure_mlflow(
         settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
     )
     return MlflowClient(), exp, settings
@@ -76,12 +76,12 @@ def _mlflow_client(home: Path) -> tuple[MlflowClient, str, Settings]:
 _FIRST_USE = """
 import sys, time
 from pathlib import Path
-from nightrec.training import tracking
+from nightrec import registry
 uri, barrier, me = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 (barrier / f"ready-{me}").touch()
 while not (barrier / "go").exists():
     time.sleep(0.005)
-print(tracking.configure_mlflow(uri, "file:///unused", "nightrec"))
+print(registry.configure_mlflow(uri, "file:///unused", "nightrec"))
 """
 
 

@@ -18,9 +18,10 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+from nightrec import registry
 from nightrec.models.configs import DeepFMConfig
 from nightrec.settings import TrainSettings
-from nightrec.training import checkpoint, loop, stages, tracking
+from nightrec.training import checkpoint, loop, stages
 from nightrec.training.datasets import RankingTensors
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,7 +152,7 @@ def test_the_run_that_resumes_ends_the_killed_runs_mlflow_run_killed(tmp_path, m
     """A SIGKILLed process leaves its MLflow run RUNNING; the next run of the same training ends it KILLED."""
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     previous = mlflow.get_tracking_uri()
-    exp = tracking.configure_mlflow(f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "art").as_uri(), "t")
+    exp = registry.configure_mlflow(f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "art").as_uri(), "t")
     try:
         client = MlflowClient()
         killed = client.create_run(exp).info.run_id  # as a killed process leaves it: RUNNING
@@ -162,7 +163,7 @@ def test_the_run_that_resumes_ends_the_killed_runs_mlflow_run_killed(tmp_path, m
         run = client.get_run(killed)
         assert run.info.status == "KILLED" and resumer in run.data.tags["nightrec.error"]
         assert client.get_run(resumer).info.status == "RUNNING"
-        assert not tracking.end_orphan_run(killed, resumed_by=resumer)  # already ended: left alone
+        assert not registry.end_orphan_run(killed, resumed_by=resumer)  # already ended: left alone
         checkpoint.save(ckpt, {"x": 1})
         stages._release(ckpt)
         assert not list(ckpt.parent.iterdir())

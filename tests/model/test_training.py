@@ -15,11 +15,12 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+from nightrec import registry
 from nightrec.errors import StageInputMissing
 from nightrec.io import lake
 from nightrec.models.configs import DeepFMConfig, TwoTowerConfig
 from nightrec.settings import TrainSettings
-from nightrec.training import datasets, loop, tracking
+from nightrec.training import datasets, loop
 from nightrec.training.datasets import RankingTensors, RetrievalTensors
 from nightrec.training.item_popularity import DailyPopularity, ItemState
 from schemas.results import CHALLENGER
@@ -284,14 +285,14 @@ def test_a_diverged_training_registers_nothing_and_ends_its_run_failed(tmp_path,
     """Scenario 14, as the training stages run it: train inside the run, log and register after."""
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     previous = mlflow.get_tracking_uri()
-    exp = tracking.configure_mlflow(f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "art").as_uri(), "t")
+    exp = registry.configure_mlflow(f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "art").as_uri(), "t")
     try:
         train = _ranking(1000, 0)
         train.label[500] = float("inf")
         with pytest.raises(loop.TrainingDiverged):
-            with tracking.training_run("nightrec-ranking", tags={}, log_system_metrics=False):
+            with registry.training_run("nightrec-ranking", tags={}, log_system_metrics=False):
                 result = loop.train_ranking(train, _ranking(100, 1), FM, FAST)
-                tracking.log_training_run(
+                registry.log_training_run(
                     result,
                     model_name="nightrec-ranking",
                     params={},
@@ -302,7 +303,7 @@ def test_a_diverged_training_registers_nothing_and_ends_its_run_failed(tmp_path,
                     log_system_metrics=False,
                 )
         assert MlflowClient().search_registered_models() == []
-        assert tracking.get_alias_version("nightrec-ranking", CHALLENGER) is None
+        assert registry.get_alias_version("nightrec-ranking", CHALLENGER) is None
         runs = mlflow.search_runs([exp], output_format="list")
         assert [r.info.status for r in runs] == ["FAILED"]
         assert "diverged" in runs[0].data.tags["nightrec.error"]

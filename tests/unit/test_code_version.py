@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PROBE = "from nightrec.training import tracking; print(tracking.code_version(), tracking.code_label())"
+PROBE = "from nightrec import registry; print(registry.code_version(), registry.code_label())"
 
 
 def _versions(site: Path) -> tuple[str, str]:

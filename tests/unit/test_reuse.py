@@ -12,8 +12,9 @@ from pathlib import Path
 import mlflow
 import torch
 
+from nightrec import registry
 from nightrec.io import lake
-from nightrec.training import reuse, tracking
+from nightrec.training import reuse
 
 DS = date(2026, 11, 22)
 
@@ -49,14 +50,14 @@ def test_key_changes_with_inputs_settings_and_extra(settings):
 
 
 def test_finds_the_version_of_a_finished_run_and_makes_it_challenger(settings):
-    tracking.configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, "reuse-test")
+    registry.configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, "reuse-test")
     assert reuse.find_trained("m", "k1") is None
     v1 = _register("m", "k1")
     _register("m", "k2")
     _register("m", "k1", status="FAILED")  # a failed run never counts, even with the right key
     ref = reuse.find_trained("m", "k1")
     assert ref.version == v1 and ref.reused is True and ref.metrics["auc"] == 0.8
-    assert tracking.get_alias_version("m", "challenger") == v1
+    assert registry.get_alias_version("m", "challenger") == v1
 
 
 PROBE = """
@@ -78,9 +79,9 @@ reuse.train_or_reuse(Settings(), date(2026, 11, 22), "nightrec-ranking", {})
 
 def test_a_fresh_stage_process_keys_the_ranker_by_the_registered_two_tower(settings, tmp_path):
     # The modular shape runs train-ranking in its own process, where MLflow starts unconfigured.
-    tracking.configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, "reuse-test")
+    registry.configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, "reuse-test")
     version = _register("nightrec-retrieval", "k")
-    tracking.set_alias("nightrec-retrieval", "challenger", version)
+    registry.set_alias("nightrec-retrieval", "challenger", version)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     (cwd / "probe.py").write_text(PROBE)

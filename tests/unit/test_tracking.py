@@ -8,9 +8,9 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+from nightrec import registry
 from nightrec.models.configs import TwoTowerConfig
 from nightrec.models.two_tower import TwoTower
-from nightrec.training import tracking
 from nightrec.training.loop import TrainingDiverged, TrainResult
 
 NAME = "nightrec-retrieval"
@@ -21,7 +21,7 @@ CFG = TwoTowerConfig(n_users=10, n_items=12, n_categories=3, n_segments=2, dim=8
 def store(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     previous = mlflow.get_tracking_uri()
-    exp_id = tracking.configure_mlflow(
+    exp_id = registry.configure_mlflow(
         f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "artifacts").as_uri(), "test"
     )
     yield exp_id
@@ -49,8 +49,8 @@ def _example() -> np.ndarray:
     return np.array([[1, 1, 3, 4, 0, 0], [2, 0, 0, 0, 0, 0], [11, 1, 5, 0, 0, 0]], dtype=np.int64)
 
 
-def _log(result: TrainResult) -> tracking.ModelRef:
-    return tracking.log_training_run(
+def _log(result: TrainResult) -> registry.ModelRef:
+    return registry.log_training_run(
         result,
         model_name=NAME,
         params={"dim": 8, "lr": 0.01},
@@ -63,7 +63,7 @@ def _log(result: TrainResult) -> tracking.ModelRef:
 
 
 def test_configure_mlflow_is_idempotent(store, tmp_path):
-    assert tracking.configure_mlflow(f"sqlite:///{tmp_path}/mlflow.db", "file:///unused", "test") == store
+    assert registry.configure_mlflow(f"sqlite:///{tmp_path}/mlflow.db", "file:///unused", "test") == store
     assert mlflow.get_experiment(store).artifact_location == (tmp_path / "artifacts").as_uri()
 
 
@@ -81,13 +81,13 @@ def test_a_training_run_is_logged_registered_and_marked_challenger(store):
     assert run.data.metrics["best_recall_at_50"] == 0.4 and run.data.metrics["best_epoch"] == 2
     assert "learning_curve.png" in {a.path for a in client.list_artifacts(ref.run_id)}
     assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"train", "valid"}
-    assert ref.version == "1" and tracking.get_alias_version(NAME, "challenger") == "1"
+    assert ref.version == "1" and registry.get_alias_version(NAME, "challenger") == "1"
 
 
 def test_load_model_round_trip_keeps_the_towers(store):
     result = _result()
     ref = _log(result)
-    loaded = tracking.load_model(NAME, "challenger")
+    loaded = registry.load_model(NAME, "challenger")
     assert loaded is not None
     model, version, run_id = loaded
     assert (version, run_id) == (ref.version, ref.run_id)
@@ -101,45 +101,45 @@ def test_load_model_round_trip_keeps_the_towers(store):
 
 
 def test_aliases_move_and_missing_ones_read_as_none(store):
-    assert tracking.load_model(NAME, "champion") is None  # no such model yet
-    assert tracking.get_alias_version(NAME, "champion") is None
+    assert registry.load_model(NAME, "champion") is None  # no such model yet
+    assert registry.get_alias_version(NAME, "champion") is None
     _log(_result())
     second = _log(_result())
-    assert second.version == "2" and tracking.get_alias_version(NAME, "challenger") == "2"
-    assert tracking.get_alias_version(NAME, "champion") is None  # model exists, alias does not
-    tracking.set_alias(NAME, "champion", 1)
-    assert tracking.get_alias_version(NAME, "champion") == "1"
-    assert tracking.load_model(NAME, "champion")[1] == "1"
+    assert second.version == "2" and registry.get_alias_version(NAME, "challenger") == "2"
+    assert registry.get_alias_version(NAME, "champion") is None  # model exists, alias does not
+    registry.set_alias(NAME, "champion", 1)
+    assert registry.get_alias_version(NAME, "champion") == "1"
+    assert registry.load_model(NAME, "champion")[1] == "1"
 
 
 def test_a_failed_training_ends_the_run_failed_and_registers_nothing(store):
     with pytest.raises(TrainingDiverged):
-        with tracking.training_run(NAME, tags={"nightrec.ds": "2026-11-20"}, log_system_metrics=False):
+        with registry.training_run(NAME, tags={"nightrec.ds": "2026-11-20"}, log_system_metrics=False):
             raise TrainingDiverged("two-tower retrieval", epoch=2, step=7, last_finite_loss=1.5)
     runs = mlflow.search_runs([store], output_format="list")
     assert [r.info.status for r in runs] == ["FAILED"]
     assert "epoch 2, step 7" in runs[0].data.tags["nightrec.error"]
     assert mlflow.active_run() is None
-    assert tracking.get_alias_version(NAME, "challenger") is None
+    assert registry.get_alias_version(NAME, "challenger") is None
 
 
 def test_log_training_run_joins_an_open_training_run(store):
-    with tracking.training_run(NAME, tags={}, log_system_metrics=False) as run_id:
+    with registry.training_run(NAME, tags={}, log_system_metrics=False) as run_id:
         ref = _log(_result())
     assert ref.run_id == run_id
     assert len(mlflow.search_runs([store], output_format="list")) == 1
 
 
 def test_learning_curve_has_loss_and_quality_axes():
-    fig = tracking.learning_curve(_result().history, NAME)
+    fig = registry.learning_curve(_result().history, NAME)
     assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "recall_at_50"
 
 
 def test_live_epoch_metrics_are_not_logged_twice(store):
     result = _result()
-    with tracking.training_run(NAME, tags={}, log_system_metrics=False) as run_id:
+    with registry.training_run(NAME, tags={}, log_system_metrics=False) as run_id:
         for row in result.history:
-            tracking.log_epoch(row["epoch"], row)
+            registry.log_epoch(row["epoch"], row)
         _log(result)
     assert len(MlflowClient().get_metric_history(run_id, "train_loss")) == 3
 
@@ -150,11 +150,11 @@ def test_a_copied_home_is_refused_instead_of_writing_into_the_original(store, tm
     copy = tmp_path.parent / f"{tmp_path.name}-copy"
     shutil.copytree(tmp_path, copy)  # what `cp -a` does: the database still names the old artifact folder
     with pytest.raises(RuntimeError) as err:
-        tracking.configure_mlflow(f"sqlite:///{copy}/mlflow.db", (copy / "artifacts").as_uri(), "test")
+        registry.configure_mlflow(f"sqlite:///{copy}/mlflow.db", (copy / "artifacts").as_uri(), "test")
     assert str(tmp_path / "artifacts") in str(err.value) and "NIGHTREC_MLFLOW_ARTIFACT_ROOT" in str(err.value)
     # The original home, and a deliberate shared root, still work.
-    assert tracking.configure_mlflow(
+    assert registry.configure_mlflow(
         f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "artifacts").as_uri(), "test"
     )
     shared = (tmp_path / "artifacts").as_uri()
-    assert tracking.configure_mlflow(f"sqlite:///{copy}/mlflow.db", shared, "test")
+    assert registry.configure_mlflow(f"sqlite:///{copy}/mlflow.db", shared, "test")

@@ -6,8 +6,8 @@ from datetime import date
 
 import pytest
 
+from nightrec.gate_settings import GateSettings, VolumeSettings
 from nightrec.validation import checks, gates, history, runner
-from nightrec.validation.config import GateSettings, VolumeSettings
 
 
 def test_psi_is_zero_for_identical_shapes_and_grows_with_the_shift():

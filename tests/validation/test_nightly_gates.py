@@ -10,14 +10,14 @@ from datetime import date
 import pyarrow as pa
 import pytest
 
+from nightrec import registry
 from nightrec.data import synthetic
 from nightrec.errors import GateFailed
-from nightrec.evaluation.policies import POLICY_MODEL
 from nightrec.evaluation.promotion import RANKING, RETRIEVAL
 from nightrec.io.store import open_store
 from nightrec.publish import pointer
+from nightrec.scoring.policies import POLICY_MODEL
 from nightrec.settings import Settings
-from nightrec.training import tracking
 from nightrec.validation import history
 from tests.conftest import TEST_SPARK
 from tests.validation.conftest import read_table, write_table
@@ -28,10 +28,10 @@ RUN_DATE = date(2026, 11, 22)
 
 
 def _champions(settings: Settings) -> dict:
-    tracking.configure_mlflow(
+    registry.configure_mlflow(
         settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
     )
-    return {n: tracking.get_alias_version(n, "champion") for n in (RETRIEVAL, RANKING, POLICY_MODEL)}
+    return {n: registry.get_alias_version(n, "champion") for n in (RETRIEVAL, RANKING, POLICY_MODEL)}
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_clean_night_logs_each_gate_with_its_data_docs_to_mlflow(live_night):
     from mlflow import MlflowClient
 
     settings = live_night["settings"]
-    tracking.configure_mlflow(
+    registry.configure_mlflow(
         settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
     )
     runs = mlflow.search_runs(

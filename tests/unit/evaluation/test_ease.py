@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nightrec.evaluation import ease
+from nightrec.scoring import ease
 
 # Users 0-2 take items 0 and 1 together; user 3 takes items 2 and 3 together.
 ROWS = np.array([0, 0, 1, 1, 2, 2, 3, 3])

@@ -6,9 +6,9 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from nightrec.evaluation import policies
-from nightrec.evaluation.policies import Policy
-from nightrec.training import tracking
+from nightrec import registry
+from nightrec.scoring import policies
+from nightrec.scoring.policies import Policy
 from nightrec.training.stages import RANKING, RETRIEVAL
 
 
@@ -16,7 +16,7 @@ from nightrec.training.stages import RANKING, RETRIEVAL
 def store(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     previous = mlflow.get_tracking_uri()
-    tracking.configure_mlflow(f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "artifacts").as_uri(), "test")
+    registry.configure_mlflow(f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "artifacts").as_uri(), "test")
     yield
     mlflow.set_tracking_uri(previous)
 
@@ -43,7 +43,7 @@ def test_a_baseline_champion_is_a_registry_version_and_moves_no_model_alias(stor
     assert live == policies.LivePolicy(Policy("ease", {"l2": 500.0}), version)
     mv = MlflowClient().get_model_version(policies.POLICY_MODEL, version)
     assert mv.description == "first champion: ease" and mv.tags["name"] == "ease"
-    assert tracking.get_alias_version(RETRIEVAL, "champion") is None
+    assert registry.get_alias_version(RETRIEVAL, "champion") is None
 
 
 def test_a_learned_champion_moves_both_model_aliases_and_a_later_baseline_replaces_it(store):
@@ -57,8 +57,8 @@ def test_a_learned_champion_moves_both_model_aliases_and_a_later_baseline_replac
     learned = _register(Policy.learned(2, 1))
     policies.promote(learned)
     assert policies.champion().policy == Policy.learned(2, 1)
-    assert tracking.get_alias_version(RETRIEVAL, "champion") == "2"
-    assert tracking.get_alias_version(RANKING, "champion") == "1"
+    assert registry.get_alias_version(RETRIEVAL, "champion") == "2"
+    assert registry.get_alias_version(RANKING, "champion") == "1"
     pop = _register(Policy("popularity", {"window_days": 30}))
     policies.promote(pop)
     assert policies.champion().policy.name == "popularity_30d" and int(pop) == int(learned) + 1
@@ -71,5 +71,5 @@ def test_a_registry_from_before_policies_serves_its_learned_champions(store):
         with mlflow.start_run() as run:
             mlflow.log_dict({}, "m/x.json")
         client.create_model_version(name, f"{run.info.artifact_uri}/m", run.info.run_id)
-        tracking.set_alias(name, "champion", "1")
+        registry.set_alias(name, "champion", "1")
     assert policies.champion() == policies.LivePolicy(Policy.learned(1, 1), None)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from nightrec.evaluation.paired import paired_bootstrap
-from nightrec.evaluation.policies import Policy
 from nightrec.evaluation.promotion import decide
+from nightrec.scoring.policies import Policy
 from nightrec.settings import PromotionSettings
 
 CFG = PromotionSettings(min_eval_users=50, bootstrap_samples=1000, tolerance=0.01)

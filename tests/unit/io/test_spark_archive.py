@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from nightrec.io import spark_archive
+from nightrec.ops import spark_archive as archive_build
 
 _START = """
 from nightrec.io.spark import get_spark
@@ -19,7 +20,7 @@ spark.stop()
 
 
 def test_the_driver_jvm_loads_spark_classes_from_the_archive(tmp_path):
-    archive = spark_archive.build_archive()  # made by `make install`; built here where it was not
+    archive = archive_build.build_archive()  # made by `make install`; built here where it was not
     assert archive is not None and archive == spark_archive.archive_path() and archive.stat().st_size > 2**20
     log = tmp_path / "classes.log"
     env = {**os.environ, "JAVA_TOOL_OPTIONS": f"-Xlog:class+load=info:file={log}"}
@@ -41,7 +42,7 @@ def test_a_stale_or_corrupt_archive_only_costs_the_speed_up(tmp_path):
     bad = tmp_path / "bad.jsa"
     bad.write_bytes(b"not a CDS archive" * 100)
     java = spark_archive._java()
-    quiet = spark_archive._QUIET.split()
+    quiet = spark_archive.QUIET.split()
     proc = subprocess.run(
         [java, f"-XX:SharedArchiveFile={bad}", *quiet, "-version"], capture_output=True, text=True
     )

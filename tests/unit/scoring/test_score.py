@@ -121,8 +121,8 @@ def test_a_cold_user_who_has_seen_popular_items_gets_a_fallback_list_without_the
 
 
 def test_a_popularity_baseline_scores_through_the_same_filters_and_rules():
-    from nightrec.evaluation.policies import Policy
     from nightrec.scoring.baselines import PopularityBaseline
+    from nightrec.scoring.policies import Policy
     from nightrec.scoring.rules import Rules
 
     avail = np.ones(8, dtype=bool)
@@ -141,9 +141,9 @@ def test_a_popularity_baseline_scores_through_the_same_filters_and_rules():
 
 
 def test_an_ease_baseline_recommends_what_co_occurs_with_the_users_items():
-    from nightrec.evaluation import ease
-    from nightrec.evaluation.policies import Policy
+    from nightrec.scoring import ease
     from nightrec.scoring.baselines import EaseBaseline
+    from nightrec.scoring.policies import Policy
 
     items = _items()
     # Everyone who had i0 also had i4; u0 has only i0, so EASE must put i4 first for u0.
@@ -164,9 +164,9 @@ def test_an_ease_baseline_recommends_what_co_occurs_with_the_users_items():
 
 
 def test_an_ease_baseline_with_a_recency_prior_lifts_recent_items_for_everyone():
-    from nightrec.evaluation import ease
-    from nightrec.evaluation.policies import Policy
+    from nightrec.scoring import ease
     from nightrec.scoring.baselines import EaseBaseline
+    from nightrec.scoring.policies import Policy
 
     items = _items()
     users = _users([1, 1], [1, 1])

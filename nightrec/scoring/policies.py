@@ -13,13 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Literal
 
-import mlflow
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
-
-from nightrec.training import tracking
-from nightrec.training.stages import RANKING, RETRIEVAL
-from schemas.results import CHAMPION
+from nightrec import registry
+from schemas.results import CHAMPION, RANKING, RETRIEVAL
 
 POLICY_MODEL = "nightrec-policy"
 Kind = Literal["learned", "popularity", "ease"]
@@ -93,43 +88,33 @@ class LivePolicy:
 
 def register(policy: Policy, run_id: str, reason: str) -> str:
     """Record ``policy`` as a new version of ``nightrec-policy`` (from the active run ``run_id``)."""
-    client = MlflowClient()
-    mlflow.log_dict(policy.as_dict(), "policy/policy.json", run_id=run_id)
-    source = f"{client.get_run(run_id).info.artifact_uri}/policy"
-    try:
-        client.create_registered_model(POLICY_MODEL, description="The policy whose lists are live.")
-    except MlflowException as err:
-        if err.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
     tags = {"kind": policy.kind, "name": policy.name, "params": json.dumps(policy.params, sort_keys=True)}
-    mv = client.create_model_version(
-        POLICY_MODEL, source=source, run_id=run_id, tags=tags, description=reason
-    )
-    return str(mv.version)
+    version = registry.register_document(POLICY_MODEL, run_id, policy.as_dict(), "policy", tags, reason)
+    return version
 
 
 def promote(version: str) -> None:
     """Make ``nightrec-policy`` version ``version`` the champion; a learned one also moves the model aliases."""
     policy = policy_of(version)
     if policy.kind == "learned":
-        tracking.set_alias(RETRIEVAL, CHAMPION, policy.params["retrieval"])
-        tracking.set_alias(RANKING, CHAMPION, policy.params["ranking"])
-    tracking.set_alias(POLICY_MODEL, CHAMPION, version)
+        registry.set_alias(RETRIEVAL, CHAMPION, policy.params["retrieval"])
+        registry.set_alias(RANKING, CHAMPION, policy.params["ranking"])
+    registry.set_alias(POLICY_MODEL, CHAMPION, version)
 
 
 def policy_of(version: str) -> Policy:
-    tags = MlflowClient().get_model_version(POLICY_MODEL, str(version)).tags
+    tags = registry.version_tags(POLICY_MODEL, version)
     return Policy(tags["kind"], json.loads(tags.get("params") or "{}"))
 
 
 def champion() -> LivePolicy | None:
     """The live policy: the ``nightrec-policy`` champion, else (a registry from before policies) the learned
     champion pair, else None (nothing has been promoted yet)."""
-    version = tracking.get_alias_version(POLICY_MODEL, CHAMPION)
+    version = registry.get_alias_version(POLICY_MODEL, CHAMPION)
     if version is not None:
         return LivePolicy(policy_of(version), version)
-    r = tracking.get_alias_version(RETRIEVAL, CHAMPION)
-    k = tracking.get_alias_version(RANKING, CHAMPION)
+    r = registry.get_alias_version(RETRIEVAL, CHAMPION)
+    k = registry.get_alias_version(RANKING, CHAMPION)
     if r is not None and k is not None:
         return LivePolicy(Policy.learned(r, k), None)
     return None
@@ -152,11 +137,9 @@ def reject(version: str, ds: str, reason: str) -> list[str]:
     Returns:
         What was marked, as ``name vN`` texts.
     """
-    client = MlflowClient()
-    mv = client.get_model_version(POLICY_MODEL, str(version))
-    found = _rejections(mv.tags)
+    found = _rejections(registry.version_tags(POLICY_MODEL, version))
     found = {"ds": sorted({*found.get("ds", []), ds}), "reason": reason}
-    client.set_model_version_tag(POLICY_MODEL, str(version), REJECTED_TAG, json.dumps(found))
+    registry.set_version_tag(POLICY_MODEL, version, REJECTED_TAG, json.dumps(found))
     marked = [f"{POLICY_MODEL} v{version} (run date {ds})"]
     policy = policy_of(version)
     if policy.kind == "learned":
@@ -167,7 +150,7 @@ def reject(version: str, ds: str, reason: str) -> list[str]:
             (RANKING, p["ranking"]),
         ):
             if v:
-                client.set_model_version_tag(name, str(v), REJECTED_TAG, json.dumps({"reason": reason}))
+                registry.set_version_tag(name, v, REJECTED_TAG, json.dumps({"reason": reason}))
                 marked.append(f"{name} v{v}")
     return marked
 
@@ -175,23 +158,18 @@ def reject(version: str, ds: str, reason: str) -> list[str]:
 def rejected(candidates: dict[str, Policy], ds: str) -> list[str]:
     """The names of ``candidates`` whose lists were rolled back: a learned one's models, or a baseline with the
     same policy rejected for run date ``ds``. One registry search for all the baselines."""
-    client = MlflowClient()
     baselines: set[str] = set()
     if any(p.kind != "learned" for p in candidates.values()):
-        try:
-            versions = client.search_model_versions(f"name = '{POLICY_MODEL}'")
-        except MlflowException:
-            versions = []
         baselines = {
-            Policy(mv.tags["kind"], json.loads(mv.tags.get("params") or "{}")).key()
-            for mv in versions
-            if REJECTED_TAG in mv.tags and ds in _rejections(mv.tags).get("ds", [])
+            Policy(tags["kind"], json.loads(tags.get("params") or "{}")).key()
+            for _, tags in registry.versions(POLICY_MODEL)
+            if REJECTED_TAG in tags and ds in _rejections(tags).get("ds", [])
         }
     out = []
     for name, policy in candidates.items():
         if policy.kind == "learned":
             pairs = ((RETRIEVAL, policy.params["retrieval"]), (RANKING, policy.params["ranking"]))
-            hit = any(REJECTED_TAG in client.get_model_version(n, str(v)).tags for n, v in pairs)
+            hit = any(REJECTED_TAG in registry.version_tags(n, v) for n, v in pairs)
         else:
             hit = policy.key() in baselines
         if hit:

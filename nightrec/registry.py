@@ -1,4 +1,8 @@
-"""MLflow calls: one run per trained model, the registry, and aliases (``challenger``, ``champion``).
+"""The one home of MLflow: configuration, runs, logging, the registry, aliases and loading models.
+
+Nothing else in ``nightrec`` imports ``mlflow``: stages call these functions (``tests/unit/test_layers.py``).
+One run per trained model; model versions with aliases (``challenger``, ``champion``) and tags; the policy
+versions the gate registers.
 
 Models are logged with ``serialization_format="pickle"`` so the loaded object is our ``nn.Module`` with its
 ``user_vectors``/``item_vectors`` methods (the default pt2 format returns a bare GraphModule). Pickle refers
@@ -17,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import unquote, urlparse
 
 import mlflow
@@ -32,7 +37,7 @@ from mlflow.models import infer_signature
 from mlflow.telemetry import set_telemetry_client
 from torch import nn
 
-from nightrec.training.loop import TrainResult
+from nightrec.host import process_alive
 from schemas.results import CHALLENGER
 
 _CURVES = (("train_loss", "train loss"), ("valid_loss", "valid loss"), ("logloss", "valid logloss"))
@@ -40,6 +45,15 @@ _QUALITY = ("recall_at_50", "auc")
 # Result metrics that describe the run, not an epoch: logged under their own names. ``lr_auc`` is the logistic
 # regression baseline's AUC, kept beside DeepFM's ``auc``.
 _RUN_LEVEL = ("best_epoch", "epochs_run", "lr_auc")
+
+
+class TrainResult(Protocol):
+    """What a training loop returns (``nightrec.training.epochs.TrainResult``), as logged here."""
+
+    model: nn.Module
+    history: list[dict]
+    best_epoch: int
+    metrics: dict
 
 
 @dataclass(frozen=True)
@@ -139,13 +153,13 @@ def code_version() -> str:
 def code_label() -> str:
     """:func:`code_version`, plus ``@<commit>`` when the source is a git checkout: for people (the manifest,
     the MLflow runs), never for keys."""
-    commit = _git_commit(Path(__file__).resolve().parents[2])
+    commit = _git_commit(Path(__file__).resolve().parents[1])
     return f"{code_version()}@{commit[:12]}" if commit else code_version()
 
 
 @functools.cache
 def _source_hash() -> str:
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
     for package in _SOURCE_PACKAGES:
         folder = root / package
@@ -199,8 +213,6 @@ def end_orphan_runs(stage: str, ds: str, resumed_by: str) -> list[str]:
     Only a run whose owner (its :func:`process_tags`) is a process of this host that is gone: in the modular
     shape an event trigger may run a stage twice at once, and the other run is alive.
     """
-    from nightrec.ops.night_lock import process_alive
-
     runs = mlflow.search_runs(
         filter_string=f"tags.`nightrec.stage` = '{stage}' and tags.`nightrec.ds` = '{ds}' "
         "and attributes.status = 'RUNNING'",
@@ -426,3 +438,114 @@ def load_model(name: str, alias: str) -> tuple[nn.Module, str, str] | None:
         return None
     model = mlflow.pytorch.load_model(f"models:/{name}/{mv.version}", map_location="cpu")
     return model.eval(), str(mv.version), mv.run_id
+
+
+def load_version(name: str, version: str | int) -> nn.Module:
+    """Load ``models:/name/version`` on CPU (a pickled ``nn.Module``, see the module doc)."""
+    return mlflow.pytorch.load_model(f"models:/{name}/{version}", map_location="cpu")
+
+
+def run_of(name: str, version: str | int) -> str:
+    """The run that registered ``name`` version ``version``."""
+    return MlflowClient().get_model_version(name, str(version)).run_id
+
+
+def version_tags(name: str, version: str | int) -> dict[str, str]:
+    return dict(MlflowClient().get_model_version(name, str(version)).tags)
+
+
+def set_version_tag(name: str, version: str | int, key: str, value: str) -> None:
+    MlflowClient().set_model_version_tag(name, str(version), key, value)
+
+
+def versions(name: str) -> list[tuple[str, dict[str, str]]]:
+    """Every version of registered model ``name`` with its tags; [] when the model does not exist."""
+    try:
+        found = MlflowClient().search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return []
+    return [(str(mv.version), dict(mv.tags)) for mv in found]
+
+
+def versions_of_run(name: str, run_id: str) -> list[tuple[str, dict[str, str]]]:
+    """The versions of ``name`` that run ``run_id`` registered, with their tags."""
+    found = MlflowClient().search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    return [(str(mv.version), dict(mv.tags)) for mv in found]
+
+
+def register_document(
+    name: str, run_id: str, document: dict, artifact_path: str, tags: dict[str, str], description: str
+) -> str:
+    """Register a JSON ``document`` (logged under ``artifact_path`` of run ``run_id``) as a new version of
+    ``name`` (created with ``description`` on first use); returns the version."""
+    client = MlflowClient()
+    mlflow.log_dict(document, f"{artifact_path}/{artifact_path}.json", run_id=run_id)
+    source = f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
+    try:
+        client.create_registered_model(name, description=description)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    mv = client.create_model_version(name, source=source, run_id=run_id, tags=tags, description=description)
+    return str(mv.version)
+
+
+def finished_runs_tagged(tag: str, value: str) -> list[tuple[str, dict[str, float]]]:
+    """``(run_id, metrics)`` of the FINISHED runs of the active experiment whose ``tag`` is ``value``, newest
+    first."""
+    runs = mlflow.search_runs(
+        filter_string=f"tags.`{tag}` = '{value}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
+    )
+    return [(run.info.run_id, dict(run.data.metrics)) for run in runs]
+
+
+@contextmanager
+def run(run_name: str, tags: dict[str, str] | None = None) -> Iterator[str]:
+    """Open a run of the active experiment (ended FAILED if the block raises); yields its id. Inside,
+    :func:`log` records into it."""
+    with mlflow.start_run(run_name=run_name, tags=_str(tags or {})) as active:
+        yield active.info.run_id
+
+
+def log(
+    *,
+    params: dict | None = None,
+    tags: dict | None = None,
+    metrics: dict[str, float] | None = None,
+    documents: dict[str, dict] | None = None,
+    folders: dict[str, str] | None = None,
+    run_id: str | None = None,
+) -> None:
+    """Record into the active run, or into run ``run_id`` (metrics only: a finished run's figures)."""
+    if run_id is not None:
+        client = MlflowClient()
+        for k, v in (metrics or {}).items():
+            client.log_metric(run_id, k, v)
+        return
+    if params:
+        mlflow.log_params(params)
+    if tags:
+        mlflow.set_tags(tags)
+    if metrics:
+        mlflow.log_metrics(metrics)
+    for path, body in (documents or {}).items():
+        mlflow.log_dict(body, path)
+    for artifact_path, folder in (folders or {}).items():
+        mlflow.log_artifacts(folder, artifact_path=artifact_path)
+
+
+def evaluate_runs(tracking_uri: str, experiment: str, filter_string: str, n: int) -> list | None:
+    """The newest ``n`` runs of ``experiment`` in the store at ``tracking_uri`` matching ``filter_string``
+    (MLflow ``Run`` objects: ``.info``, ``.data.metrics|tags|params``); None when the experiment does not exist."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    return client.search_runs(
+        [exp.experiment_id],
+        filter_string=filter_string,
+        order_by=["attributes.start_time DESC"],
+        max_results=n,
+    )
