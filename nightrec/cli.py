@@ -373,9 +373,7 @@ def status() -> None:
         console.print(f"live snapshot: ds={p.ds} generation={p.generation} run={p.run_id} ({p.manifest_key})")
     from nightrec import registry
 
-    registry.configure_mlflow(
-        settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
-    )
+    registry.connect(settings)
     from nightrec.scoring import policies
 
     live_policy = policies.champion()

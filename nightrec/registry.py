@@ -38,6 +38,7 @@ from mlflow.telemetry import set_telemetry_client
 from torch import nn
 
 from nightrec.host import process_alive
+from nightrec.settings import Settings
 from schemas.results import CHALLENGER
 
 _CURVES = (("train_loss", "train loss"), ("valid_loss", "valid loss"), ("logloss", "valid logloss"))
@@ -93,6 +94,13 @@ def configure_mlflow(tracking_uri: str, artifact_root: str, experiment: str) -> 
         )
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+def connect(settings: Settings) -> str:
+    """:func:`configure_mlflow` with the store, artifact root and experiment of ``settings``; the experiment id."""
+    return configure_mlflow(
+        settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
+    )
 
 
 def _local(uri: str) -> Path | None:

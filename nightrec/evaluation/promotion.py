@@ -215,9 +215,7 @@ def evaluate_and_promote(
     ``challenger`` aliases are used (separate deployments); with neither, only the baselines and the live
     policy compete.
     """
-    registry.configure_mlflow(
-        settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
-    )
+    registry.connect(settings)
     ch_r, ch_k = _challenger_versions(retrieval, ranking)
     challenger = (
         Policy.learned(ch_r, ch_k, registry.serving_version(RETRIEVAL, ch_r))

@@ -39,9 +39,7 @@ def rollback(settings: Settings, to: str | None = None) -> RollbackResult:
     rolled_back = snapshot.load_manifest(store, current[0].manifest_key) if current else None
     live = pointer.rollback(store, to)
     target = snapshot.load_manifest(store, live.manifest_key)
-    registry.configure_mlflow(
-        settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
-    )
+    registry.connect(settings)
     target_version = (target.policy or {}).get("version")
     restored = None
     if target_version:

@@ -63,9 +63,7 @@ def precompute_with_champions(settings: Settings, ds: date, force: bool = False)
     them would drop that validation from under the publish stage. Event triggers are at-least-once, so a
     duplicate run is expected, not exceptional. ``force`` scores again regardless.
     """
-    registry.configure_mlflow(
-        settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
-    )
+    registry.connect(settings)
     live = live_policy()
     policy = live.policy
     refs = model_refs(policy)

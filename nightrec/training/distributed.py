@@ -56,9 +56,7 @@ def train(
         name = _NAMES[model]
         tags = dict(launched)
         if world.is_main:
-            registry.configure_mlflow(
-                settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
-            )
+            registry.connect(settings)
             tags[reuse.REUSE_TAG] = reuse.key_for(settings, ds, name)  # the nightly's key: it reuses this run
         out[model] = reuse.TRAINERS[name](settings, ds, tags, world=world)
     return out

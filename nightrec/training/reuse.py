@@ -67,9 +67,7 @@ def train_or_reuse(
 
     ``force`` trains regardless. ``tags`` go on a new training run (with the reuse key).
     """
-    registry.configure_mlflow(
-        settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
-    )
+    registry.connect(settings)
     key = key_for(settings, ds, model_name)
     if not force and (found := find_trained(model_name, key)):
         log.info("%s: inputs, settings and code unchanged; reusing version %s", model_name, found.version)

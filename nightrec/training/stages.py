@@ -91,9 +91,7 @@ def _main_run(world: World, model_name: str, tags: dict[str, str]) -> Iterator[s
 
 def _configure_mlflow(settings: Settings, world: World) -> None:
     if world.is_main:
-        registry.configure_mlflow(
-            settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
-        )
+        registry.connect(settings)
 
 
 def _log_training_run(world: World, result: loop.TrainResult, **kwargs) -> registry.ModelRef | None:

@@ -16,9 +16,7 @@ def log_gate(settings: Settings, ds: date, report) -> str:
     Returns:
         The MLflow run id (runs are tagged ``nightrec.kind=data-gate``, ``ds`` and ``gate``).
     """
-    registry.configure_mlflow(
-        settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
-    )
+    registry.connect(settings)
     summary = report.summary()
     metrics = {k: min(float(v), 1e9) for k, v in summary.metrics.items() if not math.isnan(float(v))}
     docs = Path(report.data_docs or "")

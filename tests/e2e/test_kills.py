@@ -134,9 +134,7 @@ def test_the_run_after_every_kill_publishes_the_lists_of_an_uninterrupted_night(
     # Nothing left behind: no staging folder, no lock, no MLflow run still RUNNING.
     assert not list(Path(settings.lake).glob("*/_staging/*"))
     assert not list((Path(settings.lake) / night_lock.LOCKS).glob("*.json"))
-    registry.configure_mlflow(
-        settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
-    )
+    registry.connect(settings)
     client = MlflowClient()
     exp = client.get_experiment_by_name(settings.mlflow_experiment)
     runs = client.search_runs([exp.experiment_id], max_results=1000)

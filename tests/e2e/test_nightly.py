@@ -99,9 +99,7 @@ def test_two_nights_publish_validated_lists_and_keep_history(prefect_harness, e2
     assert LiveRecs(store).recs(sorted(active)[0])[0]["rank"] == 1
 
     # MLflow: a run per model with per-epoch curves and a logged model, registered as challengers.
-    registry.configure_mlflow(
-        settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
-    )
+    registry.connect(settings)
     client = MlflowClient()
     trained = {}
     for name, epochs in (("nightrec-retrieval", 4), ("nightrec-ranking", 2)):

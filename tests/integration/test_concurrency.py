@@ -65,9 +65,7 @@ def raw(tmp_path_factory) -> Path:
 
 def _mlflow_client(home: Path) -> tuple[MlflowClient, str, Settings]:
     settings = Settings(home=home)
-    exp = registry.configure_mlflow(
-        settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
-    )
+    exp = registry.connect(settings)
     return MlflowClient(), exp, settings
 
 

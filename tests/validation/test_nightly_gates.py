@@ -28,9 +28,7 @@ RUN_DATE = date(2026, 11, 22)
 
 
 def _champions(settings: Settings) -> dict:
-    registry.configure_mlflow(
-        settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
-    )
+    registry.connect(settings)
     return {n: registry.get_alias_version(n, "champion") for n in (RETRIEVAL, RANKING, POLICY_MODEL)}
 
 
@@ -72,9 +70,7 @@ def test_clean_night_logs_each_gate_with_its_data_docs_to_mlflow(live_night):
     from mlflow import MlflowClient
 
     settings = live_night["settings"]
-    registry.configure_mlflow(
-        settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment
-    )
+    registry.connect(settings)
     runs = mlflow.search_runs(
         experiment_names=[settings.mlflow_experiment], filter_string="tags.`nightrec.kind` = 'data-gate'"
     )
