@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nightrec.gate_settings import GateSettings
+from schemas.tables import EVENT_TYPES
 
 
 class SparkSettings(BaseModel):
@@ -258,9 +259,7 @@ class Settings(BaseSettings):
     data_docs: str | None = None
     gx_root: str | None = None
     prefect_home: str | None = None
-    event_types: list[str] = Field(
-        default_factory=lambda: ["impression", "view", "click", "cart", "purchase", "rating"]
-    )
+    event_types: list[str] = Field(default_factory=lambda: list(EVENT_TYPES))
 
     spark: SparkSettings = Field(default_factory=SparkSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# The event types the raw contract knows (their weights are settings: features.event_weights).
+EVENT_TYPES = ("impression", "view", "click", "cart", "purchase", "rating")
+
 # The small type vocabulary the contracts use; schemas.spark maps it to Spark types, pyarrow_type() to Arrow.
 DTYPES = {
     "string",
@@ -74,7 +77,7 @@ EVENTS = Table(
     (
         _c("user_id", "string", "User identifier."),
         _c("item_id", "string", "Item identifier."),
-        _c("event_type", "string", "impression, view, click, cart, purchase, rating (weights are settings)."),
+        _c("event_type", "string", f"{', '.join(EVENT_TYPES)} (weights are settings)."),
         _c("ts", "timestamp", "When it happened, UTC."),
         _c("value", "double", "Rating or price paid, where the event has one.", nullable=True),
         _c("session_id", "string", "Session identifier, where known.", nullable=True),
@@ -150,7 +153,7 @@ INTERACTIONS = Table(
 )
 
 # Windowed per-user counts: one column per (event type, window), named by count_column().
-COUNT_EVENT_TYPES = ("impression", "view", "click", "cart", "purchase", "rating")
+COUNT_EVENT_TYPES = EVENT_TYPES
 COUNT_WINDOWS = (1, 7, 30)
 POPULARITY_WINDOWS = (1, 7, 30)
 

@@ -21,7 +21,12 @@ import pyarrow.compute as pc
 from nightrec.data import raw_files
 from schemas.tables import EVENTS, ITEMS, USERS
 
-EVENT_TYPES = ("impression", "click", "cart", "purchase")
+EVENT_TYPES = (
+    "impression",
+    "click",
+    "cart",
+    "purchase",
+)  # what the demo emits, of schemas.tables.EVENT_TYPES
 SEGMENTS = ("budget", "mainstream", "premium", "family", "student")
 COUNTRIES = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "SE")
 _COUNTRY_P = (0.35, 0.15, 0.12, 0.1, 0.08, 0.08, 0.07, 0.05)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -151,55 +151,141 @@ def build_features(
     """Build every feature table of ``run_date`` whose marker does not match the input fingerprint.
 
     Tables are written in dependency order, each behind its own marker, so a run killed half way resumes
-    with the first unmarked table; ``force`` rewrites all of them.
+    with the first unmarked table; ``force`` rewrites all of them. The steps, in order: the catalog and the
+    item vocabulary, the clean events, the split and the vocabulary, the interactions, item features, user
+    features, then both example tables.
     """
     fp = fingerprint(raw_root, run_date, cfg, lake_root)
     if not force and all(lake.is_complete(lake_root, t.name, run_date, fp) for t in OUTPUTS):
-        cut_info = _cut_info(ev.Cutoffs.of_night(lake_root, run_date, cfg))
-        markers = {
-            t.name: lake.read_marker(lake.partition_path(lake_root, t.name, run_date)) for t in OUTPUTS
-        }
-        rows = {name: m["rows"] for name, m in markers.items()}
-        dups = markers[INTERACTIONS.name].get("duplicates_dropped")
-        return FeatureSummary(run_date.isoformat(), fp, True, rows, cut_info, (), dups)
+        return _reused(lake_root, run_date, cfg, fp)
+    night = _Night(spark, lake_root, run_date, cfg, _Writer(lake_root, run_date, fp, force))
+    try:
+        return _build(night, raw_root, fp)
+    finally:
+        night.release()  # also when a step fails: a long-lived session must not keep a dead night cached
 
-    out = _Writer(lake_root, run_date, fp, force)
-    events = raw.read_raw_table(spark, raw_root, "events")
-    # Small and read by almost every table: cached once instead of re-scanned and re-deduplicated each time.
-    items = raw.read_raw_table(spark, raw_root, "items").dropDuplicates(["item_id"]).persist()
-    users = raw.read_raw_table(spark, raw_root, "users").dropDuplicates(["user_id"]).persist()
+
+def _reused(lake_root: str, run_date: date, cfg: FeatureSettings, fp: str) -> FeatureSummary:
+    cut_info = _cut_info(ev.Cutoffs.of_night(lake_root, run_date, cfg))
+    markers = {t.name: lake.read_marker(lake.partition_path(lake_root, t.name, run_date)) for t in OUTPUTS}
+    rows = {name: m["rows"] for name, m in markers.items()}
+    dups = markers[INTERACTIONS.name].get("duplicates_dropped")
+    return FeatureSummary(run_date.isoformat(), fp, True, rows, cut_info, (), dups)
+
+
+@dataclass
+class _Night:
+    """One build: its inputs, its writer, and the frames it caches (released when the build ends)."""
+
+    spark: SparkSession
+    lake_root: str
+    run_date: date
+    cfg: FeatureSettings
+    out: _Writer
+    cached: list[DataFrame] = field(default_factory=list)
+
+    def cache(self, df: DataFrame) -> DataFrame:
+        df = df.persist()
+        self.cached.append(df)
+        return df
+
+    def read(self, table: Table) -> DataFrame:
+        return read_table(self.spark, self.lake_root, table, self.run_date)
+
+    def release(self) -> None:
+        for df in reversed(self.cached):
+            df.unpersist()
+        self.cached.clear()
+
+
+@dataclass(frozen=True)
+class _Catalog:
+    items: DataFrame  # raw items, one row per item id
+    users: DataFrame  # raw users, one row per user id
+    item_vocab: DataFrame  # the item part of tonight's vocabulary
+    catalog: DataFrame  # item_id -> item_idx, availability
+    prev: DataFrame | None  # the vocabulary tonight's extends
+
+
+@dataclass(frozen=True)
+class _Maps:
+    user: DataFrame
+    item: DataFrame
+    category: DataFrame
+    segment: DataFrame
+
+
+def _build(night: _Night, raw_root: str | Path, fp: str) -> FeatureSummary:
+    cat = _catalog(night, raw_root)
+    events = raw.read_raw_table(night.spark, raw_root, "events")
+    # Deduplicated once, partitioned by user, cached: read by the vocabulary, the interactions and the count.
+    clean = night.cache(ev.clean_events(events, cat.catalog, night.run_date, night.cfg, copies=True))
+    cut = _vocabulary(night, clean, cat)
+    voc = night.read(VOCAB)
+    maps = _Maps(
+        vocab.lookup(voc, "user_id", "user_id", "user_idx"),
+        vocab.lookup(voc, "item_id", "item_id", "item_idx"),
+        vocab.lookup(voc, "category", "category", "category_idx"),
+        vocab.lookup(voc, "segment", "segment", "segment_idx"),
+    )
+    inter = _interactions(night, clean, cat, maps)
+    clean.unpersist()  # the interactions hold what the rest needs
+    roles = (("eval", cut.eval_start), ("serve", night.run_date))
+    item_static = _item_features(night, inter, cat, maps, roles)
+    user_static = _user_features(night, inter, cat, maps, roles, item_static)
+    _examples(night, inter, user_static, item_static, cut)
+    out, lake_root, run_date = night.out, night.lake_root, night.run_date
+    dups = (lake.read_marker(lake.partition_path(lake_root, INTERACTIONS.name, run_date)) or {}).get(
+        "duplicates_dropped"
+    )
+    return FeatureSummary(run_date.isoformat(), fp, False, out.rows, _cut_info(cut), tuple(out.written), dups)
+
+
+def _catalog(night: _Night, raw_root: str | Path) -> _Catalog:
+    """The raw catalog and users (small, read by almost every table: cached once instead of re-scanned and
+    re-deduplicated each time), the vocabulary tonight's extends, and its item part."""
+    spark, lake_root = night.spark, night.lake_root
+    items = night.cache(raw.read_raw_table(spark, raw_root, "items").dropDuplicates(["item_id"]))
+    users = night.cache(raw.read_raw_table(spark, raw_root, "users").dropDuplicates(["user_id"]))
     base_ds = base_vocab(lake_root)
     # Materialised: the base may be this date's own vocabulary, which the write below replaces.
     prev = read_table(spark, lake_root, VOCAB, base_ds).localCheckpoint() if base_ds else None
     # The item part of the vocabulary comes first: it depends on the catalog alone, and the events are indexed
     # by it before their one shuffle (the user part depends on the clean events, so VOCAB is written after).
-    if out.done(VOCAB):
-        item_vocab = read_table(spark, lake_root, VOCAB, run_date).where(F.col("field") == "item_id")
+    if night.out.done(VOCAB):
+        item_vocab = night.read(VOCAB).where(F.col("field") == "item_id")
     else:
         item_vocab = vocab.extend_vocab(prev, items.select(F.col("item_id").alias("value")), "item_id")
-    item_vocab = item_vocab.persist()
-    catalog = ev.catalog_index(items, vocab.lookup(item_vocab, "item_id", "item_id", "item_idx")).persist()
-    # Deduplicated once, partitioned by user, cached: read by the vocabulary, the interactions and the count.
-    clean = ev.clean_events(events, catalog, run_date, cfg, copies=True).persist()
-    # The holdout's length depends on the data (enough evaluable users); the vocabulary's marker records it,
-    # so a resumed run and every later stage use the split the first run chose.
-    if out.done(VOCAB):
-        cut, evaluable = ev.Cutoffs.of_night(lake_root, run_date, cfg), None
+    item_vocab = night.cache(item_vocab)
+    catalog = night.cache(ev.catalog_index(items, vocab.lookup(item_vocab, "item_id", "item_id", "item_idx")))
+    return _Catalog(items, users, item_vocab, catalog, prev)
+
+
+def _vocabulary(night: _Night, clean: DataFrame, cat: _Catalog) -> ev.Cutoffs:
+    """Choose the split and write the vocabulary; returns the split.
+
+    The holdout's length depends on the data (enough evaluable users); the vocabulary's marker records it,
+    so a resumed run and every later stage use the split the first run chose.
+    """
+    if night.out.done(VOCAB):
+        cut, evaluable = ev.Cutoffs.of_night(night.lake_root, night.run_date, night.cfg), None
     else:
-        cut, evaluable = ev.choose_cutoffs(clean, run_date, cfg)
-    cut_info = _cut_info(cut)
+        cut, evaluable = ev.choose_cutoffs(clean, night.run_date, night.cfg)
 
     def make_vocab() -> DataFrame:
         train_engaged = clean.where((F.col("ts") < F.lit(ev.ts_of(cut.eval_start))) & (F.col("weight") > 0))
-        segments = users.select(F.col("attributes")["segment"].alias("value"))
+        segments = cat.users.select(F.col("attributes")["segment"].alias("value"))
+        prev = cat.prev
         return (
             vocab.extend_vocab(prev, train_engaged.select(F.col("user_id").alias("value")), "user_id")
-            .unionByName(item_vocab)
-            .unionByName(vocab.extend_vocab(prev, items.select(F.col("category").alias("value")), "category"))
+            .unionByName(cat.item_vocab)
+            .unionByName(
+                vocab.extend_vocab(prev, cat.items.select(F.col("category").alias("value")), "category")
+            )
             .unionByName(vocab.extend_vocab(prev, segments, "segment"))
         )
 
-    out.ensure(
+    night.out.ensure(
         VOCAB,
         make_vocab,
         cutoffs=lambda: {
@@ -207,83 +293,87 @@ def build_features(
             "evaluable_users": {str(k): v for k, v in (evaluable or {}).items()},
         },
     )
-    voc = read_table(spark, lake_root, VOCAB, run_date)
-    user_map = vocab.lookup(voc, "user_id", "user_id", "user_idx")
-    item_map = vocab.lookup(voc, "item_id", "item_id", "item_idx")
-    category_map = vocab.lookup(voc, "category", "category", "category_idx")
-    segment_map = vocab.lookup(voc, "segment", "segment", "segment_idx")
+    return cut
 
-    # The interactions, cached and partitioned by user: the user features of both roles and both example
-    # tables group or window by user, so they shuffle nothing more. Cached in the lake table's types, less
-    # the item id (every feature keys items by index; the lake table gets the id back by a broadcast join).
-    # On a resumed run they are read back from the lake and shuffled by user once.
-    if out.done(INTERACTIONS):
-        inter = (
-            read_table(spark, lake_root, INTERACTIONS, run_date)
-            .drop("item_id")
-            .repartition("user_id")
-            .persist()
-        )
+
+def _interactions(night: _Night, clean: DataFrame, cat: _Catalog, maps: _Maps) -> DataFrame:
+    """The interactions, cached and partitioned by user: the user features of both roles and both example
+    tables group or window by user, so they shuffle nothing more. Cached in the lake table's types, less the
+    item id (every feature keys items by index; the lake table gets the id back by a broadcast join). On a
+    resumed run they are read back from the lake and shuffled by user once."""
+    if night.out.done(INTERACTIONS):
+        inter = night.cache(night.read(INTERACTIONS).drop("item_id").repartition("user_id"))
     else:
-        inter = ev.index_interactions(clean.drop("copies"), user_map).persist()
-    out.ensure(
+        inter = night.cache(ev.index_interactions(clean.drop("copies"), maps.user))
+    night.out.ensure(
         INTERACTIONS,
-        lambda: ev.with_item_ids(inter, catalog),
+        lambda: ev.with_item_ids(inter, cat.catalog),
         duplicates_dropped=lambda: ev.duplicates_dropped(clean),
     )
-    clean.unpersist()
-    roles = (("eval", cut.eval_start), ("serve", run_date))
+    return inter
+
+
+def _item_features(night: _Night, inter: DataFrame, cat: _Catalog, maps: _Maps, roles) -> DataFrame:
+    """Write the item features of both roles; returns the eval role's static fields by item index."""
+    days = night.cfg.popularity_days
 
     def make_items() -> DataFrame:
         eval_, serve = (
-            point_in_time.build_item_features(inter, items, item_map, category_map, c, cfg.popularity_days, r)
+            point_in_time.build_item_features(inter, cat.items, maps.item, maps.category, c, days, r)
             for r, c in roles
         )
         return eval_.unionByName(serve)
 
-    out.ensure(ITEM_FEATURES, make_items)
-    item_static = (
-        read_table(spark, lake_root, ITEM_FEATURES, run_date)
+    night.out.ensure(ITEM_FEATURES, make_items)
+    return (
+        night.read(ITEM_FEATURES)
         .where(F.col("role") == "eval")
         .select("item_idx", "category_idx", "price_bucket", "pop_bucket")
         .where(F.col("item_idx") > 0)
     )
+
+
+def _user_features(
+    night: _Night, inter: DataFrame, cat: _Catalog, maps: _Maps, roles, item_static: DataFrame
+) -> DataFrame:
+    """Write the user features of both roles; returns each user's index and segment (the serve role's)."""
     item_categories = item_static.select("item_idx", "category_idx")
-    item_prices = items.select("item_id", "price").join(catalog, "item_id").select("item_idx", "price")
+    item_prices = (
+        cat.items.select("item_id", "price").join(cat.catalog, "item_id").select("item_idx", "price")
+    )
+    h = night.cfg.history_len
 
     def make_users() -> DataFrame:
         eval_, serve = (
             point_in_time.build_user_features(
-                inter, users, user_map, segment_map, item_categories, c, cfg.history_len, r, item_prices
+                inter, cat.users, maps.user, maps.segment, item_categories, c, h, r, item_prices
             )
             for r, c in roles
         )
         return eval_.unionByName(serve)
 
-    out.ensure(USER_FEATURES, make_users)
-    user_static = (
-        read_table(spark, lake_root, USER_FEATURES, run_date)
+    night.out.ensure(USER_FEATURES, make_users)
+    return (
+        night.read(USER_FEATURES)
         .where(F.col("role") == "serve")
         .select("user_id", "segment_idx")
-        .join(user_map, "user_id", "left")
+        .join(maps.user, "user_id", "left")
         .fillna(0, ["user_idx"])
     )
-    out.ensure(
+
+
+def _examples(night: _Night, inter: DataFrame, user_static: DataFrame, item_static: DataFrame, cut) -> None:
+    cfg = night.cfg
+    night.out.ensure(
         RETRIEVAL_EXAMPLES,
         lambda: examples.build_retrieval_examples(inter, user_static, item_static, cut, cfg.history_len),
     )
-    out.ensure(
+    night.out.ensure(
         RANKING_EXAMPLES,
         lambda: examples.build_ranking_examples(
             inter, user_static, item_static, cut, cfg.negatives_per_positive, cfg.seed, cfg.history_len
         ),
     )
-    for df in (inter, items, users, catalog, item_vocab):
-        df.unpersist()
-    dups = (lake.read_marker(lake.partition_path(lake_root, INTERACTIONS.name, run_date)) or {}).get(
-        "duplicates_dropped"
-    )
-    return FeatureSummary(run_date.isoformat(), fp, False, out.rows, cut_info, tuple(out.written), dups)
 
 
 def _cut_info(cut: ev.Cutoffs) -> dict[str, str]:

@@ -204,7 +204,10 @@ class StateBias(nn.Module):
 
     def forward(self, pop: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
         """The logit of each ``(pop, age)`` pair (any shape; float, same shape)."""
-        key = pop.clamp(0, POP_BUCKETS - 1) * AGE_BUCKETS + age.clamp(0, AGE_BUCKETS - 1)
+        return self.of_key(pop.clamp(0, POP_BUCKETS - 1) * AGE_BUCKETS + age.clamp(0, AGE_BUCKETS - 1))
+
+    def of_key(self, key: torch.Tensor) -> torch.Tensor:
+        """The logit of each ``pop * AGE_BUCKETS + age`` key (any shape)."""
         return self.table(key).squeeze(-1)
 
     def installed(self, item_idx: torch.Tensor) -> torch.Tensor:

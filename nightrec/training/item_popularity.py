@@ -13,6 +13,7 @@ of each example's day (``ItemState``, ``train.retrieval_item_state``); it serves
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -105,6 +106,22 @@ class ItemState:
 
     def to(self, device: torch.device | str) -> ItemState:
         return ItemState(self.popularity.to(device), self.first_day.to(device))
+
+    @functools.cached_property
+    def keys(self) -> torch.Tensor:
+        """``[n_days, n_items]``: ``pop_bucket * AGE_BUCKETS + age_bucket`` of each item on each day of the
+        range, computed once so that a batch looks each (day, item) pair up in one gather."""
+        n_days = self.popularity.buckets.shape[0]
+        days = self.popularity.first_day + torch.arange(n_days, device=self.first_day.device)
+        age = age_bucket(days[:, None] - self.first_day[None, :])
+        return self.popularity.buckets * AGE_BUCKETS + age
+
+    def keys_at(self, day: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        """The (popularity, age) key of each ``item`` on its ``day`` (broadcast; days outside the range are
+        clamped, as in :meth:`DailyPopularity.at`)."""
+        n_days, n_items = self.keys.shape
+        row = (day - self.popularity.first_day).clamp(0, n_days - 1)
+        return self.keys[row, item.clamp(0, n_items - 1)]
 
     def as_of(self, d: date) -> tuple[torch.Tensor, torch.Tensor]:
         """``(pop_bucket, age_bucket)`` of every item index at the start of day ``d``: ``[n_items]`` each."""

@@ -131,7 +131,10 @@ def train_retrieval(
             return None
         if not model.training:
             return lambda items: model.state_bias.installed(items).unsqueeze(0).expand(len(b), -1)
-        return lambda items: model.state_bias(*state.at(b.day[:, None], items[None, :]))
+        # The bias depends on (day, item) only: looked up once per distinct day of the batch, then spread
+        # over its rows (a batch spans a few dozen days, so this gathers and back-propagates far fewer pairs).
+        days, row_day = torch.unique(b.day, return_inverse=True)
+        return lambda items: model.state_bias.of_key(state.keys_at(days[:, None], items[None, :]))[row_day]
 
     def loss_of(b: RetrievalTensors) -> torch.Tensor:
         u = model.unit_user_vectors(b.user_idx, b.segment_idx, b.history)

@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from nightrec import registry
 from nightrec.errors import StageInputMissing
 from nightrec.io import lake
-from nightrec.models.configs import DeepFMConfig, TwoTowerConfig
+from nightrec.models.configs import AGE_BUCKETS, DeepFMConfig, TwoTowerConfig
 from nightrec.settings import TrainSettings
 from nightrec.training import datasets, loop
 from nightrec.training.datasets import RankingTensors, RetrievalTensors
@@ -414,3 +414,15 @@ def test_item_state_lets_the_item_tower_learn_what_is_popular_on_the_day_it_scor
     assert hot_share(7) > 0.8
     model.set_item_state(*state.as_of(date(1970, 1, 5)))  # re-dated: another day's hot items lead
     assert hot_share(4) > 0.8 and hot_share(7) < 0.3
+
+
+def test_the_precomputed_keys_are_the_buckets_of_each_day_and_item():
+    g = torch.Generator().manual_seed(0)
+    state = ItemState(
+        DailyPopularity(100, torch.randint(0, 32, (20, N_ITEMS), generator=g)),
+        torch.randint(60, 130, (N_ITEMS,), generator=g),
+    )
+    day, item = torch.randint(100, 120, (50,), generator=g), torch.randint(0, N_ITEMS, (50,), generator=g)
+    pop, age = state.at(day, item)
+    assert torch.equal(state.keys_at(day, item), pop * AGE_BUCKETS + age)
+    assert (age == 0).any() and (age > 0).any(), "both unknown and known ages are exercised"
