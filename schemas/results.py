@@ -93,18 +93,23 @@ class ServingModel(_Result):
     evaluated_version: str
 
 
-class Precomputed(_Result):
-    """The night's lists in the lake, with their provenance."""
+class ListsWritten(_Result):
+    """Every user's list, written to the lake's ``recs`` partition by the scorer."""
 
-    policy: dict
-    models: dict[str, ServingModel] = Field(default_factory=dict, description="model name -> version served")
-    input_fingerprints: dict[str, str | None] = Field(default_factory=dict)
     path: str
     users: int
     rows: int
     model_users: int
     fallback_users: int
     short_lists: int
+
+
+class Precomputed(ListsWritten):
+    """The night's lists in the lake, with their provenance."""
+
+    policy: dict
+    models: dict[str, ServingModel] = Field(default_factory=dict, description="model name -> version served")
+    input_fingerprints: dict[str, str | None] = Field(default_factory=dict)
     skipped: bool = Field(False, description="the same features, policy and settings: the earlier lists kept")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 from prefect import get_run_logger, task
@@ -66,4 +65,4 @@ def build_features(params: NightlyParams) -> FeaturesBuilt:
         key="feature-tables",
         description=f"Feature tables for {params.run_date} ({'reused' if summary.skipped else 'built'})",
     )
-    return FeaturesBuilt(**asdict(summary))
+    return summary

@@ -17,6 +17,7 @@ from nightrec.features import events as ev
 from nightrec.features import examples, point_in_time, vocab
 from nightrec.io import lake, raw
 from nightrec.settings import FeatureSettings
+from schemas.results import FeaturesBuilt
 from schemas.spark import conform, to_struct_type
 from schemas.tables import (
     INTERACTIONS,
@@ -29,17 +30,6 @@ from schemas.tables import (
 )
 
 OUTPUTS = (VOCAB, INTERACTIONS, USER_FEATURES, ITEM_FEATURES, RETRIEVAL_EXAMPLES, RANKING_EXAMPLES)
-
-
-@dataclass(frozen=True)
-class FeatureSummary:
-    ds: str
-    fingerprint: str
-    skipped: bool
-    rows: dict[str, int]
-    cutoffs: dict[str, str]
-    written: tuple[str, ...] = ()
-    duplicates_dropped: int | None = None
 
 
 def code_fingerprint() -> str:
@@ -147,7 +137,7 @@ def build_features(
     run_date: date,
     cfg: FeatureSettings,
     force: bool = False,
-) -> FeatureSummary:
+) -> FeaturesBuilt:
     """Build every feature table of ``run_date`` whose marker does not match the input fingerprint.
 
     Tables are written in dependency order, each behind its own marker, so a run killed half way resumes
@@ -165,12 +155,19 @@ def build_features(
         night.release()  # also when a step fails: a long-lived session must not keep a dead night cached
 
 
-def _reused(lake_root: str, run_date: date, cfg: FeatureSettings, fp: str) -> FeatureSummary:
+def _reused(lake_root: str, run_date: date, cfg: FeatureSettings, fp: str) -> FeaturesBuilt:
     cut_info = _cut_info(ev.Cutoffs.of_night(lake_root, run_date, cfg))
     markers = {t.name: lake.read_marker(lake.partition_path(lake_root, t.name, run_date)) for t in OUTPUTS}
     rows = {name: m["rows"] for name, m in markers.items()}
     dups = markers[INTERACTIONS.name].get("duplicates_dropped")
-    return FeatureSummary(run_date.isoformat(), fp, True, rows, cut_info, (), dups)
+    return FeaturesBuilt(
+        ds=run_date.isoformat(),
+        fingerprint=fp,
+        skipped=True,
+        rows=rows,
+        cutoffs=cut_info,
+        duplicates_dropped=dups,
+    )
 
 
 @dataclass
@@ -215,7 +212,7 @@ class _Maps:
     segment: DataFrame
 
 
-def _build(night: _Night, raw_root: str | Path, fp: str) -> FeatureSummary:
+def _build(night: _Night, raw_root: str | Path, fp: str) -> FeaturesBuilt:
     cat = _catalog(night, raw_root)
     events = raw.read_raw_table(night.spark, raw_root, "events")
     # Deduplicated once, partitioned by user, cached: read by the vocabulary, the interactions and the count.
@@ -238,7 +235,15 @@ def _build(night: _Night, raw_root: str | Path, fp: str) -> FeatureSummary:
     dups = (lake.read_marker(lake.partition_path(lake_root, INTERACTIONS.name, run_date)) or {}).get(
         "duplicates_dropped"
     )
-    return FeatureSummary(run_date.isoformat(), fp, False, out.rows, _cut_info(cut), tuple(out.written), dups)
+    return FeaturesBuilt(
+        ds=run_date.isoformat(),
+        fingerprint=fp,
+        skipped=False,
+        rows=out.rows,
+        cutoffs=_cut_info(cut),
+        written=tuple(out.written),
+        duplicates_dropped=dups,
+    )
 
 
 def _catalog(night: _Night, raw_root: str | Path) -> _Catalog:

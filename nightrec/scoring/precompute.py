@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -18,17 +17,8 @@ from nightrec.scoring.policies import Policy
 from nightrec.scoring.score import Scorer, ScoringConfig
 from nightrec.settings import Settings
 from schemas.arrow import to_arrow_schema
+from schemas.results import ListsWritten
 from schemas.tables import RECS
-
-
-@dataclass(frozen=True)
-class PrecomputeSummary:
-    path: str
-    users: int
-    rows: int
-    model_users: int
-    fallback_users: int
-    short_lists: int
 
 
 def chunk_table(users: inputs.UserTable, items: inputs.ItemTable, res) -> tuple[pa.Table, int]:
@@ -52,7 +42,7 @@ def chunk_table(users: inputs.UserTable, items: inputs.ItemTable, res) -> tuple[
 
 def precompute(
     settings: Settings, ds: date, retrieval, ranking, fingerprint: str, policy: Policy | None = None
-) -> PrecomputeSummary:
+) -> ListsWritten:
     """Score every known user as of ``ds`` and write the RECS table; memory is bounded by the chunk size.
 
     ``retrieval``/``ranking`` are the learned models; a baseline ``policy`` (popularity, EASE) is refit on the
@@ -97,7 +87,15 @@ def precompute(
     final = lake.partition_path(settings.lake, RECS.name, ds)
     lake.commit_staging(staging, final)
     lake.write_marker(final, fingerprint, table=RECS.name, rows=rows)
-    return PrecomputeSummary(str(final), len(users), rows, len(users) - fallback, fallback, short)
+    n = len(users)
+    return ListsWritten(
+        path=str(final),
+        users=n,
+        rows=rows,
+        model_users=n - fallback,
+        fallback_users=fallback,
+        short_lists=short,
+    )
 
 
 def night_rules(settings: Settings, ds: date, users, items) -> rules.Rules:

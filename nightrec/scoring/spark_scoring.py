@@ -22,9 +22,10 @@ from pyspark.sql import types as T
 
 from nightrec.io import lake
 from nightrec.scoring import inputs, rules
-from nightrec.scoring.precompute import PrecomputeSummary, chunk_table
+from nightrec.scoring.precompute import chunk_table
 from nightrec.scoring.score import Scorer, ScoringConfig
 from nightrec.settings import Settings
+from schemas.results import ListsWritten
 from schemas.spark import to_struct_type
 from schemas.tables import INTERACTIONS, RECS, USER_FEATURES
 
@@ -33,7 +34,7 @@ _SCORERS: dict[str, tuple[Scorer, inputs.ItemTable, int]] = {}  # per Python wor
 
 def precompute_spark(
     spark: SparkSession, settings: Settings, ds: date, retrieval, ranking, fingerprint: str
-) -> PrecomputeSummary:
+) -> ListsWritten:
     """Score every user as of ``ds`` on the executors and write the RECS partition as the local path does."""
     sc, cfg = settings.scoring, settings.features
     items = inputs.load_items(settings.lake, ds, "serve")
@@ -73,7 +74,14 @@ def precompute_spark(
     final = lake.partition_path(settings.lake, RECS.name, ds)
     lake.commit_staging(staging, final)
     lake.write_marker(final, fingerprint, table=RECS.name, rows=rows, engine="spark")
-    return PrecomputeSummary(str(final), n_users, rows, n_users - fallback, fallback, short)
+    return ListsWritten(
+        path=str(final),
+        users=n_users,
+        rows=rows,
+        model_users=n_users - fallback,
+        fallback_users=fallback,
+        short_lists=short,
+    )
 
 
 def _users_with_seen(spark: SparkSession, settings: Settings, ds: date) -> DataFrame:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
 from datetime import date
 
 from nightrec import registry
@@ -87,7 +86,7 @@ def precompute_with_champions(settings: Settings, ds: date, force: bool = False)
         policy={**policy.as_dict(), "version": live.version},
         models=refs,
         input_fingerprints={"features": features.get("fingerprint")},
-        **asdict(summary),
+        **summary.model_dump(),
     )
     # Atomic: a skip reads it back; publish copies its provenance into the manifest.
     lake.write_json(meta_path, result.model_dump(mode="json", exclude={"skipped"}))

@@ -11,6 +11,7 @@ import pytest
 from nightrec.features import build
 from nightrec.features.events import Cutoffs
 from nightrec.settings import FeatureSettings
+from schemas.results import FeaturesBuilt
 
 # Two days before the end of the tiny data, so there are real events on and after the run date to edit.
 RUN_DATE = date(2026, 11, 20)
@@ -20,7 +21,7 @@ CFG = FeatureSettings(holdout_days=5, valid_days=5)
 @dataclass(frozen=True)
 class CleanBuild:
     lake: str
-    summary: build.FeatureSummary
+    summary: FeaturesBuilt
     cut: Cutoffs
 
 
