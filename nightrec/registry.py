@@ -444,8 +444,7 @@ def load_model(name: str, alias: str) -> tuple[nn.Module, str, str] | None:
     mv = _alias_version(name, alias)
     if mv is None:
         return None
-    model = mlflow.pytorch.load_model(f"models:/{name}/{mv.version}", map_location="cpu")
-    return model.eval(), str(mv.version), mv.run_id
+    return load_version(name, mv.version).eval(), str(mv.version), mv.run_id
 
 
 def load_version(name: str, version: str | int) -> nn.Module:

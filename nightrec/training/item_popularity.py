@@ -7,7 +7,7 @@ This table gives the bucket as of the start of each day instead, from the same e
 ``features.point_in_time.build_item_features`` (weighted engagement over the last ``popularity_days``,
 ``floor(log2(popularity + 1))``, capped at 31).
 
-The two-tower's item tower can read the same bucket and the item's age (days since its first engagement) as
+The two-tower's item-state logit reads the same bucket and the item's age (days since its first engagement) as
 of each example's day (``ItemState``, ``train.retrieval_item_state``); it serves with both as of the run date.
 """
 
@@ -63,24 +63,41 @@ def daily_popularity(
     lake_root: str | Path, ds: date, first: date, last: date, popularity_days: int, n_items: int
 ) -> DailyPopularity:
     """Buckets for the days ``first`` .. ``last`` (inclusive), from ``ds``'s interactions."""
-    n_days = (last - first).days + 1
-    start = first - timedelta(days=popularity_days)
+    since = first - timedelta(days=popularity_days)
+    item, us, weight = _engaged(lake_root, ds, last, since)
+    return _daily(item, us, weight, first, last, popularity_days, n_items)
+
+
+def _engaged(
+    lake_root: str | Path, ds: date, before: date, since: date | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(item_idx, ts in microseconds, weight)`` of ``ds``'s engaged interactions in ``[since, before)``."""
     path = lake.require_partition(lake_root, INTERACTIONS.name, ds)
     ts = pc.field("ts")
-    t = pads.dataset(str(path), format="parquet").to_table(
-        columns=["item_idx", "ts", "weight"],
-        filter=(ts >= _utc(start))
-        & (ts < _utc(last))
-        & (pc.field("weight") > 0)
-        & (pc.field("item_idx") > 0),
-    )
+    flt = (ts < _utc(before)) & (pc.field("weight") > 0) & (pc.field("item_idx") > 0)
+    if since is not None:
+        flt = flt & (ts >= _utc(since))
+    t = pads.dataset(str(path), format="parquet").to_table(columns=["item_idx", "ts", "weight"], filter=flt)
     us = t["ts"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+    return t["item_idx"].to_numpy().astype(np.int64), us, t["weight"].to_numpy()
+
+
+def _daily(
+    item: np.ndarray,
+    us: np.ndarray,
+    weight: np.ndarray,
+    first: date,
+    last: date,
+    popularity_days: int,
+    n_items: int,
+) -> DailyPopularity:
+    n_days = (last - first).days + 1
+    start = first - timedelta(days=popularity_days)
     day = us // _DAY_US - day_number(start)  # 0 = start
-    item = t["item_idx"].to_numpy().astype(np.int64)
-    keep = item < n_items
+    keep = (item < n_items) & (day >= 0)
     span = n_days + popularity_days
     daily = np.zeros((span, n_items), dtype=np.float64)
-    np.add.at(daily, (day[keep], item[keep]), t["weight"].to_numpy()[keep])
+    np.add.at(daily, (day[keep], item[keep]), weight[keep])
     cum = np.vstack([np.zeros((1, n_items)), np.cumsum(daily, axis=0)])
     # Row k of the result is day first + k: the window [first + k - P, first + k) is rows k .. k + P of daily.
     window = cum[popularity_days : popularity_days + n_days] - cum[:n_days]
@@ -144,16 +161,9 @@ def item_state(
     Ages count from the first engagement in ``ds``'s interactions (its whole span), so an item's age on a day
     depends only on the events before that day.
     """
-    popularity = daily_popularity(lake_root, ds, first, last, popularity_days, n_items)
-    path = lake.require_partition(lake_root, INTERACTIONS.name, ds)
-    t = pads.dataset(str(path), format="parquet").to_table(
-        columns=["item_idx", "ts"],
-        filter=(pc.field("ts") < _utc(last)) & (pc.field("weight") > 0) & (pc.field("item_idx") > 0),
-    )
-    firsts = t.group_by("item_idx").aggregate([("ts", "min")])
-    item = firsts["item_idx"].to_numpy().astype(np.int64)
-    us = firsts["ts_min"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+    item, us, weight = _engaged(lake_root, ds, last)  # one scan: the ages need the whole span anyway
+    popularity = _daily(item, us, weight, first, last, popularity_days, n_items)
     first_day = np.full(n_items, _NEVER, dtype=np.int64)
     keep = item < n_items
-    first_day[item[keep]] = us[keep] // _DAY_US
+    np.minimum.at(first_day, item[keep], us[keep] // _DAY_US)
     return ItemState(popularity, torch.from_numpy(first_day))

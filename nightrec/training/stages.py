@@ -146,7 +146,7 @@ def train_retrieval(
         loss=t.retrieval_loss,
         item_state=t.retrieval_item_state,
     )
-    state = _item_state(settings, ds, train) if t.retrieval_item_state else None
+    state = _item_state(settings, ds, train, sizes["item_id"]) if t.retrieval_item_state else None
     cut = Cutoffs.of_night(settings.lake, ds, settings.features)
     sources, fingerprints = _inputs(settings, RETRIEVAL_EXAMPLES.name, ds)
     run_tags = {"nightrec.stage": "train_retrieval", "nightrec.ds": ds.isoformat(), **tags}
@@ -217,10 +217,11 @@ def _serving_twin(
     ).model
 
 
-def _item_state(settings: Settings, ds: date, train: RetrievalTensors) -> item_popularity.ItemState:
+def _item_state(
+    settings: Settings, ds: date, train: RetrievalTensors, n_items: int
+) -> item_popularity.ItemState:
     """Popularity and age of every item on every day from the first training example's to the run date."""
     first = item_popularity.date_of(int(train.day.min())) if len(train) else ds
-    n_items = datasets.vocab_sizes(settings.lake, ds)["item_id"]
     return item_popularity.item_state(
         settings.lake, ds, first, ds, settings.features.popularity_days, n_items
     )
