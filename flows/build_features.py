@@ -13,5 +13,5 @@ from tasks import features
 @flow(name="build-features", flow_run_name=run_name("build-features"), log_prints=True)
 def build_features(params: NightlyParams = NightlyParams()) -> FeaturesBuilt:
     """Build point-in-time features, vocabularies, the temporal split and training examples with Spark."""
-    params = features.resolve_run_date(params) if params.run_date is None else params
+    params = features.resolve_run_date(params)
     return features.build_features(params)

@@ -20,5 +20,5 @@ def evaluate_and_promote(
 
     Without model references (a separate deployment), the registry's `challenger` aliases are evaluated.
     """
-    params = features.resolve_run_date(params) if params.run_date is None else params
+    params = features.latest_built_date(params)
     return registry.evaluate_and_promote(params, retrieval, ranking)

@@ -13,5 +13,5 @@ from tasks import features, scoring
 @flow(name="precompute", flow_run_name=run_name("precompute"), log_prints=True)
 def precompute(params: NightlyParams = NightlyParams()) -> Precomputed:
     """Score every user with the champion models and write the top-K lists to the lake."""
-    params = features.resolve_run_date(params) if params.run_date is None else params
+    params = features.latest_built_date(params)
     return scoring.precompute(params)

@@ -14,5 +14,5 @@ from tasks import publish as publish_tasks
 @flow(name="publish", flow_run_name=run_name("publish"), log_prints=True)
 def publish(params: NightlyParams = NightlyParams(), promotion: Promotion | None = None) -> Publication:
     """Publish the validated lists of the run date; refuses lists that did not pass validate-recs."""
-    params = features.resolve_run_date(params) if params.run_date is None else params
+    params = features.latest_built_date(params)
     return publish_tasks.publish(params, promotion)

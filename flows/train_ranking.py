@@ -13,5 +13,5 @@ from tasks import features, training
 @flow(name="train-ranking", flow_run_name=run_name("train-ranking"), log_prints=True)
 def train_ranking(params: NightlyParams = NightlyParams()) -> ModelTrained:
     """Train the DeepFM ranking model and register it as challenger."""
-    params = features.resolve_run_date(params) if params.run_date is None else params
+    params = features.latest_built_date(params)
     return training.train_ranking(params)

@@ -13,5 +13,5 @@ from tasks import features, training
 @flow(name="train-retrieval", flow_run_name=run_name("train-retrieval"), log_prints=True)
 def train_retrieval(params: NightlyParams = NightlyParams()) -> ModelTrained:
     """Train the two-tower retrieval model and register it as challenger."""
-    params = features.resolve_run_date(params) if params.run_date is None else params
+    params = features.latest_built_date(params)
     return training.train_retrieval(params)

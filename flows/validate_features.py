@@ -13,5 +13,5 @@ from tasks import features, validation
 @flow(name="validate-features", flow_run_name=run_name("validate-features"), log_prints=True)
 def validate_features(params: NightlyParams = NightlyParams()) -> GateSummary:
     """Validate every feature table with Great Expectations."""
-    params = features.resolve_run_date(params) if params.run_date is None else params
+    params = features.latest_built_date(params)
     return validation.validate_features(params)

@@ -13,5 +13,5 @@ from tasks import features, validation
 @flow(name="validate-raw", flow_run_name=run_name("validate-raw"), log_prints=True)
 def validate_raw(params: NightlyParams = NightlyParams()) -> GateSummary:
     """Validate the raw events, items and users with Great Expectations; stop the run on failure."""
-    params = features.resolve_run_date(params) if params.run_date is None else params
+    params = features.resolve_run_date(params)
     return validation.validate_raw(params)

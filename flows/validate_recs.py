@@ -13,5 +13,5 @@ from tasks import features, validation
 @flow(name="validate-recs", flow_run_name=run_name("validate-recs"), log_prints=True)
 def validate_recs(params: NightlyParams = NightlyParams()) -> GateSummary:
     """Validate the final lists: exactly K, no duplicates, nothing seen or unavailable."""
-    params = features.resolve_run_date(params) if params.run_date is None else params
+    params = features.latest_built_date(params)
     return validation.validate_recs(params)

@@ -2,34 +2,32 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from pyspark.sql import functions as F
 
 from nightrec.errors import ContractViolation
-from nightrec.features import build
-from nightrec.io import raw
+from nightrec.features import build, run_date
 from nightrec.io.spark import get_spark
 from schemas.params import NightlyParams
 from schemas.results import FeaturesBuilt
-from tasks.context import settings_for
+from tasks.context import record_params, settings_for
 
 
 @task(name="resolve-run-date", cache_policy=NO_CACHE)
 def resolve_run_date(params: NightlyParams) -> NightlyParams:
-    """Fill in the run date (the day after the newest event) and the data folder.
+    """Fill in the data folder and, when not given, the run date from the raw events (the Spark stages).
 
-    Events stamped later than now cannot set the date: a clock-skewed feed would otherwise move the night
-    into the future and hide its bad rows from the raw gate's timestamp rule.
+    The resolved parameters are recorded on the flow run, so the modular chain's trigger hands the next stage
+    a date and no later stage starts a JVM to choose it again.
     """
     s = settings_for(params)
     out = params.model_copy(update={"data": params.data or s.raw_data})
     if params.run_date is None:
         try:
-            events = raw.read_raw_table(get_spark(s.spark), out.data, "events")
+            out.run_date = run_date.from_events(get_spark(s.spark), out.data)
         except ContractViolation as e:
             # The raw gate reports it, with its Data Docs, as it does every contract violation; the date is
             # only the name of that report here.
@@ -37,12 +35,19 @@ def resolve_run_date(params: NightlyParams) -> NightlyParams:
             get_run_logger().warning(
                 "cannot choose a run date from unreadable events (%s); using %s", e, out.run_date
             )
-            return out
-        not_future = F.when(F.col("ts") <= F.current_timestamp(), F.col("ts"))
-        newest = events.agg(F.max(not_future)).first()[0]
-        if newest is None:
-            raise ValueError(f"no events in {out.data}/events: cannot choose a run date; pass one")
-        out.run_date = newest.date() + timedelta(days=1)
+    if out != params:
+        record_params(out)
+    return out
+
+
+@task(name="latest-built-date", cache_policy=NO_CACHE)
+def latest_built_date(params: NightlyParams) -> NightlyParams:
+    """Fill in the run date of a stage after the feature build: the newest night with complete features."""
+    if params.run_date is not None:
+        return params
+    out = params.model_copy(update={"run_date": run_date.from_lake(settings_for(params).lake)})
+    get_run_logger().info("no run date given: %s is the newest night with complete features", out.run_date)
+    record_params(out)
     return out
 
 

@@ -47,9 +47,10 @@ def stack(tmp_path_factory):
         yield s
 
 
-def _trigger(stack, deployment: str) -> str:
+def _trigger(stack, deployment: str, *, run_date: str | None = RUN_DATE) -> str:
     """Start a run the way the UI does: the server validates the parameters against the flow's schema."""
-    return stack.run_deployment(deployment, {"data": str(stack.raw), "run_date": RUN_DATE})
+    given = {"data": str(stack.raw)} | ({"run_date": run_date} if run_date else {})
+    return stack.run_deployment(deployment, given)
 
 
 def _runs_of(client, deployment: str):
@@ -95,7 +96,9 @@ def test_modular_chain_runs_each_stage_deployment_in_order_and_publishes(stack):
     # Usually the monolith test above published generation 1; this test stands on its own if it did not.
     before = _live(stack)
     before_generation, before_key = (before[0].generation, before[0].manifest_key) if before else (0, None)
-    _trigger(stack, "validate-raw/validate-raw")
+    # No date given: the first stage chooses it (the day after the newest event, RUN_DATE) and records it on its
+    # run; no later stage chooses again.
+    _trigger(stack, "validate-raw/validate-raw", run_date=None)
 
     def published(client):
         runs = _runs_of(client, "publish")
@@ -136,7 +139,7 @@ def test_modular_chain_runs_each_stage_deployment_in_order_and_publishes(stack):
     first_end = {name: min(r.end_time for r in rs) for name, rs in runs.items()}
     for prev, stage in pairwise(STAGE_DEPLOYMENTS):
         assert first_start[stage] >= first_end[prev], f"{stage} started before {prev} completed: {summary}"
-    # Each stage got the same typed parameters from the previous one's completion event.
+    # Each stage got the date the first one chose, from the previous one's completion event.
     assert {runs[n][0].parameters["params"]["run_date"] for n in STAGE_DEPLOYMENTS} == {RUN_DATE}
     live, _ = _live(stack)
     # Each publish run is one more generation of the date (a duplicate would republish the same lists); a
