@@ -25,8 +25,6 @@ from pathlib import Path
 
 import yaml
 
-from nightrec.ops.automations import apply_automations
-
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -51,6 +49,17 @@ class LocalStack:
         if proc.returncode != 0:
             raise RuntimeError(
                 f"prefect {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+            )
+        return proc.stdout
+
+    def python(self, *args: str, timeout: float = 120) -> str:
+        """Run this interpreter with ``args`` in the repo, against this stack; raise with its output if it fails."""
+        proc = subprocess.run(
+            [sys.executable, *args], env=self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"python {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
             )
         return proc.stdout
 
@@ -254,7 +263,8 @@ def local_stack(
         for pool in work_pools():
             stack.prefect("work-pool", "create", pool, "--type", "process", "--overwrite")
         stack.prefect("deploy", "--all")
-        apply_automations(api_url)  # prefect.yaml's `automations:` (the zombie-run automation)
+        # prefect.yaml's `automations:` (the zombie-run automation), applied as an operator would.
+        stack.python("-m", "flows.automations", "--api-url", api_url)
         for pool in wanted:
             stack.start_worker(pool, f"{pool}-1")
         yield stack

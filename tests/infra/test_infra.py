@@ -112,11 +112,11 @@ def test_spark_defaults_use_the_s3a_magic_committer():
 def test_prefect_yaml_automations_are_valid_and_the_deploy_service_applies_them(compose):
     from prefect.events.schemas.automations import AutomationCore
 
-    from nightrec.ops.automations import ZOMBIE_AUTOMATION, automations
+    from flows.automations import ZOMBIE_AUTOMATION, automations
 
     specs = {a.name: a for a in (AutomationCore.model_validate(s) for s in automations())}
     zombie = specs[ZOMBIE_AUTOMATION].trigger
     assert zombie.posture == "Proactive" and zombie.after == {"prefect.flow-run.heartbeat"}
     # Above 3x Prefect's default heartbeat (180 s), or healthy runs of other flows would be crashed.
     assert zombie.within.total_seconds() >= 3 * 180
-    assert "nightrec.ops.automations" in " ".join(compose["services"]["deploy"]["command"])
+    assert "flows.automations" in " ".join(compose["services"]["deploy"]["command"])

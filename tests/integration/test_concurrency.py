@@ -30,10 +30,10 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, Fl
 from prefect.client.schemas.objects import StateType
 from prefect.states import Pending
 
+from flows.automations import ZOMBIE_AUTOMATION, apply_automations, automation, find_automations
 from nightrec import registry
 from nightrec.data import synthetic
 from nightrec.io.store import open_store
-from nightrec.ops.automations import ZOMBIE_AUTOMATION, apply_automations, automation, find_automations
 from nightrec.ops.local_stack import LocalStack, local_stack
 from nightrec.publish import pointer, snapshot
 from nightrec.publish.reader import verify_live
@@ -234,15 +234,15 @@ def test_zombie_night_is_crashed_by_the_automation_and_the_next_night_publishes(
         spec["trigger"]["within"] = WITHIN_S
         apply_automations(stack.api_url, [spec])
         (on_server,) = find_automations(stack.api_url, ZOMBIE_AUTOMATION)
-        trigger = on_server["trigger"]
-        assert on_server["enabled"] and trigger["posture"] == "Proactive"
-        assert trigger["match"] == {"prefect.resource.id": "prefect.flow-run.*"}
-        assert trigger["after"] == ["prefect.flow-run.heartbeat"]
-        assert trigger["for_each"] == ["prefect.resource.id"]
+        trigger = on_server.trigger
+        assert on_server.enabled and trigger.posture == "Proactive"
+        assert trigger.match.model_dump() == {"prefect.resource.id": "prefect.flow-run.*"}
+        assert trigger.after == {"prefect.flow-run.heartbeat"}
+        assert trigger.for_each == {"prefect.resource.id"}
         expected = {"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Crashed"}
-        assert expected <= set(trigger["expect"])
-        assert trigger["threshold"] == 1 and trigger["within"] == WITHIN_S
-        actions = [(a["type"], a["state"]) for a in on_server["actions"]]
+        assert expected <= set(trigger.expect)
+        assert trigger.threshold == 1 and trigger.within.total_seconds() == WITHIN_S
+        actions = [(a.type, a.state.value) for a in on_server.actions]
         assert actions == [("change-flow-run-state", "CRASHED")]
 
         # Night 1, run as a process worker runs it: take the deployment's one concurrency slot (Pending),
