@@ -22,7 +22,6 @@ from nightrec.io import lake
 from schemas.tables import VOCAB
 
 FIELDS = ("user_id", "item_id", "category", "segment")
-ATTRIBUTE = "vocab_digest"  # the model attribute that carries it (pickled with the model)
 
 
 class VocabularyMismatch(RuntimeError):
@@ -88,9 +87,10 @@ def check(trained_on: dict | None, lake_root: str | Path, ds: date, what: str) -
 
 
 def check_model(model, lake_root: str | Path, ds: date, what: str) -> None:
-    """:func:`check` against the digest ``model`` carries (set by the training stage); None: nothing to check."""
+    """:func:`check` against the digest ``model`` carries (its ``vocab_digest`` stamp, set by the training
+    stage; ``models.stamped``); None: nothing to check."""
     if model is not None:
-        check(getattr(model, ATTRIBUTE, None), lake_root, ds, what)
+        check(model.vocab_digest, lake_root, ds, what)
 
 
 def _first_rows(rows: pa.Table, n: int) -> str:

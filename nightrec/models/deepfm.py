@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from nightrec.models.configs import DeepFMConfig
+from nightrec.models.stamped import Ranker
 
 
 class FeaturesEmbedding(nn.Module):
@@ -94,7 +95,7 @@ class OverArch(nn.Module):
         return self.linear(x).squeeze(-1)
 
 
-class DeepFM(nn.Module):
+class DeepFM(Ranker):
     """DeepFM: ``forward(x: LongTensor[B, F]) -> logits [B]`` (apply a sigmoid for probabilities).
 
     Example::
@@ -111,9 +112,11 @@ class DeepFM(nn.Module):
         self.deep = DeepArch(len(cfg.field_dims) * cfg.embed_dim, cfg.hidden, cfg.dropout)
         self.over = OverArch(self.deep.out_features)
         self.bias = nn.Parameter(torch.zeros(()))
-        # Set after training: the re-rank blend weight that did best on the validation window; travels with
-        # the pickled model so the scorer blends as it was validated.
-        self.blend_weight: float | None = None
+
+    @property
+    def n_fields(self) -> int:  # type: ignore[override]
+        """How many leading input columns it reads (a ranker from before the derived fields reads fewer)."""
+        return len(self.config.field_dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         emb, first_order = self.features(x)

@@ -14,12 +14,14 @@ items), so they are point-in-time by construction.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nightrec.models.configs import AGE_BUCKETS, POP_BUCKETS, TwoTowerConfig
+from nightrec.models.stamped import Stamped
 
 
 def _oov(idx: torch.Tensor, size: int) -> torch.Tensor:
@@ -43,6 +45,12 @@ def _mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
         in_dim = width
     layers.append(nn.Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
+
+
+def _default_submodule(module: nn.Module, name: str) -> None:
+    """Give an unpickled module an optional submodule its class gained later, as None."""
+    if name not in module._modules and name not in module.__dict__:
+        setattr(module, name, None)
 
 
 class SequenceEncoder(nn.Module):
@@ -117,6 +125,10 @@ class UserTower(nn.Module):
             )
         self.mlp = _mlp(3 * cfg.dim + USER_DENSE, cfg.hidden, cfg.dim)
 
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        _default_submodule(self, "sequence")  # pickled before the attention encoder existed
+
     def forward(
         self,
         user_idx: torch.Tensor,
@@ -125,8 +137,7 @@ class UserTower(nn.Module):
         item_dense: torch.Tensor | None = None,
     ) -> torch.Tensor:
         history = _oov(history, self.n_items)
-        # getattr: a model pickled before the attention encoder existed has no ``sequence``.
-        sequence = getattr(self, "sequence", None)
+        sequence = self.sequence
         parts = [
             self.user_embedding(_oov(user_idx, self.n_users)),
             self.segment_embedding(_oov(segment_idx, self.n_segments)),
@@ -216,7 +227,7 @@ class StateBias(nn.Module):
         return self(self.pop[idx], self.age[idx])
 
 
-class TwoTower(nn.Module):
+class TwoTower(Stamped):
     """The retrieval model: ``score(user, item) = user_vectors(...) @ item_vectors(...).T``.
 
     ``forward`` takes the packed input ``[user_idx, segment_idx, history...]`` (what an MLflow signature can
@@ -231,15 +242,20 @@ class TwoTower(nn.Module):
         scores = u @ v.T  # [1, 20]
     """
 
+    # tag_index: tag -> index of the item side's tag vocabulary (1-based), for readers of its tags.
+    STAMPS: ClassVar[dict[str, Any]] = {**Stamped.STAMPS, "tag_index": None}
+    tag_index: dict[str, int] | None
+
     def __init__(self, cfg: TwoTowerConfig) -> None:
         super().__init__()
         self.config = cfg
         self.user_tower = UserTower(cfg)
         self.item_tower = ItemTower(cfg)
-        self.state_bias = StateBias(cfg) if cfg.item_state else None
+        self.state_bias: StateBias | None = StateBias(cfg) if cfg.item_state else None
 
-    def _state_bias(self) -> StateBias | None:
-        return getattr(self, "state_bias", None)  # a model pickled before item state existed has none
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        _default_submodule(self, "state_bias")  # pickled before item state existed
 
     def unit_user_vectors(
         self, user_idx: torch.Tensor, segment_idx: torch.Tensor, history: torch.Tensor
@@ -257,7 +273,7 @@ class TwoTower(nn.Module):
         """User vectors from ``[B]``, ``[B]`` and a 0-padded ``[B, H]`` history: unit ``[B, D]``, or
         ``[B, D + 1]`` ending in 1 with item state (the item side's last coordinate is its state bias)."""
         u = self.unit_user_vectors(user_idx, segment_idx, history)
-        if self._state_bias() is None:
+        if self.state_bias is None:
             return u
         return torch.cat([u, u.new_ones(u.shape[0], 1)], dim=1)
 
@@ -281,7 +297,7 @@ class TwoTower(nn.Module):
     def set_item_state(self, pop: torch.Tensor, age: torch.Tensor) -> None:
         """Install the popularity and age buckets (``[n_items]`` each, row = item index) as of the day the
         model scores for. Saved with the model."""
-        bias = self._state_bias()
+        bias = self.state_bias
         if bias is None:
             raise ValueError("this two-tower was built without item state (TwoTowerConfig.item_state)")
         bias.pop.copy_(pop)
@@ -291,7 +307,7 @@ class TwoTower(nn.Module):
         """Item vectors from ``[N]`` item and category indices: unit ``[N, D]``, or ``[N, D + 1]`` ending in
         ``temperature * state bias`` as of the installed day, so that ``user @ item`` ranks as the trained logit."""
         v = self.unit_item_vectors(item_idx, category_idx)
-        bias = self._state_bias()
+        bias = self.state_bias
         if bias is None:
             return v
         return torch.cat(

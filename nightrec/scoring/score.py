@@ -96,13 +96,11 @@ class Scorer:
         category_of[items.item_idx[known]] = items.category_idx[known]
         self.category_of = torch.from_numpy(category_of)
         # None = the weight chosen on the validation window when the ranker was trained.
-        chosen = getattr(self.ranking, "blend_weight", None)
+        chosen = self.ranking.blend_weight if self.ranking is not None else None
         self.rerank_weight = cfg.rerank_weight if cfg.rerank_weight is not None else chosen
         if self.rerank_weight is None:
             self.rerank_weight = DEFAULT_RERANK_WEIGHT
-        config = getattr(self.ranking, "config", None)
-        # A ranker from before the derived fields reads only the leading table fields.
-        self.n_fields = len(config.field_dims) if config is not None else None
+        self.n_fields = self.ranking.n_fields if self.ranking is not None else None
 
     def score(self, users: UserTable, seen: SeenIndex, start: int) -> ChunkResult:
         """Score users ``start .. start+len(users)-1`` of the table the seen index was built for."""

@@ -115,7 +115,7 @@ def train_retrieval(
     model = TwoTower(cfg).to(device)
     if item_side is not None:
         model.set_item_side(item_side.tags.to(device), item_side.dense.to(device))
-        model.tag_index = item_side.tag_index  # travels with the pickled model, for readers of its tags
+        model.tag_index = item_side.tag_index
     cats = item_categories(cfg.n_items, train, valid).to(device)
     log_q = _log_q(train.item_idx, cfg.n_items).to(device) if cfg.logq else None
     tr, va = train.to(device), valid.to(device)

@@ -159,7 +159,7 @@ def choose_blend_weight(
     n_items = item_fields.shape[0]
     items = retrieval.item_vectors(torch.arange(n_items), item_fields[:, 1]).float()
     c = min(n_candidates, n_items - 1)
-    n_fields = len(ranker.config.field_dims)
+    n_fields = ranker.n_fields
     gains = {w: 0.0 for w in weights}
     for lo in range(0, len(pos), 512):
         sl = slice(lo, lo + 512)

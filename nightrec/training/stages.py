@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import date, timedelta
 from functools import partial
 from pathlib import Path
@@ -167,14 +167,14 @@ def train_retrieval(
             item_state=state,
             state_days=(cut.valid_start, cut.eval_start),
         )
-        setattr(result.model, vocab_identity.ATTRIBUTE, trained_on)
+        result.model.vocab_digest = trained_on
         twin = None
         if t.retrieval_refit:
             full = _newest(
                 datasets.RetrievalTensors.concat([train, valid, load("holdout")]), t.max_train_rows
             )
             twin = _serving_twin(full, cfg, t, result, twin_ckpt, world, side, state, ds)
-            setattr(twin, vocab_identity.ATTRIBUTE, trained_on)
+            twin.vocab_digest = trained_on
             result.metrics |= {"serving_refit_rows": len(full)}
         example = train.packed_users()[:5].numpy()
         ref = _log_training_run(
@@ -243,6 +243,58 @@ def train_ranking(
     world = world or World()
     t = settings.train
     _configure_mlflow(settings, world)
+    data = _ranking_data(settings, ds, world)
+    cfg = DeepFMConfig.from_vocab(data.sizes, embed_dim=t.ranking_dim)
+    sources, fingerprints = _inputs(settings, RANKING_EXAMPLES.name, ds)
+    run_tags = {"nightrec.stage": "train_ranking", "nightrec.ds": ds.isoformat(), **tags}
+    params = {
+        **cfg.to_dict(),
+        **_train_params(t, "ranking"),
+        "n_train": len(data.train),
+        "n_valid": len(data.valid),
+        "retrieval_version": data.retrieval_version,
+        "examples_from": data.examples_from,
+        "valid_from": data.split_day,
+    }
+    ckpt = _checkpoint(settings, RANKING, ds, fingerprints, params)
+    refit_ckpt = ckpt.with_name(f"{ckpt.stem}-refit.pt")
+    with _main_run(world, RANKING, run_tags) as run_id:
+        _adopt(ckpt, run_id)
+        result = _fit_ranker(settings, data, cfg, world, ckpt, refit_ckpt)
+        result.model.vocab_digest = vocab_identity.digest(settings.lake, ds)
+        ref = _log_training_run(
+            world,
+            result,
+            model_name=RANKING,
+            params=params,
+            dataset_sources=sources,
+            fingerprints=fingerprints,
+            tags=run_tags,
+            input_example=data.train.x[:5].numpy(),
+        )
+    return _finish(world, ref, result, ckpt, refit_ckpt)
+
+
+@dataclass
+class _RankingData:
+    """What the ranker trains on: examples with their derived fields, and what derived them."""
+
+    sizes: dict[str, int]
+    train: RankingTensors
+    valid: RankingTensors
+    valid_positives: RankingTensors  # before the candidates' negatives and derived fields (blend weight)
+    item_fields: torch.Tensor
+    retrieval: torch.nn.Module | None  # the retrieval challenger the derived fields come from
+    retrieval_version: str | None
+    popularity: item_popularity.DailyPopularity | None  # by day, when ranking_point_in_time_popularity
+    generator: torch.Generator  # one stream, drawn in a fixed order: train, valid, then the blend weight
+    examples_from: date
+    split_day: date
+
+
+def _ranking_data(settings: Settings, ds: date, world: World) -> _RankingData:
+    """The validation window's positives, split in time, with negatives drawn from the retrieval candidates."""
+    t = settings.train
     sizes = datasets.vocab_sizes(settings.lake, ds)
     h = settings.features.history_len
     cut = Cutoffs.of_night(settings.lake, ds, settings.features)
@@ -271,70 +323,70 @@ def train_ranking(
         popularity = item_popularity.daily_popularity(
             settings.lake, ds, first, last, settings.features.popularity_days, sizes["item_id"]
         )
-    derive = dict(
+    derive = partial(
+        ranker_examples.with_ranker_fields,
+        retrieval=retrieval,
+        item_fields=item_fields,
         n_candidates=settings.scoring.n_candidates,
         negatives_per_positive=t.ranking_candidate_negatives,
         generator=gen,
         popularity=popularity,
     )
-    train = ranker_examples.with_ranker_fields(train, retrieval, item_fields, **derive)
-    valid_raw, valid = valid, ranker_examples.with_ranker_fields(valid, retrieval, item_fields, **derive)
-    cfg = DeepFMConfig.from_vocab(sizes, embed_dim=t.ranking_dim)
-    sources, fingerprints = _inputs(settings, RANKING_EXAMPLES.name, ds)
-    run_tags = {"nightrec.stage": "train_ranking", "nightrec.ds": ds.isoformat(), **tags}
-    params = {
-        **cfg.to_dict(),
-        **_train_params(t, "ranking"),
-        "n_train": len(train),
-        "n_valid": len(valid),
-        "retrieval_version": retrieval_version,
-        "examples_from": cut.valid_start,
-        "valid_from": split_day,
+    return _RankingData(
+        sizes=sizes,
+        train=derive(train),
+        valid=derive(valid),
+        valid_positives=valid,
+        item_fields=item_fields,
+        retrieval=retrieval,
+        retrieval_version=retrieval_version,
+        popularity=popularity,
+        generator=gen,
+        examples_from=cut.valid_start,
+        split_day=split_day,
+    )
+
+
+def _fit_ranker(
+    settings: Settings,
+    data: _RankingData,
+    cfg: DeepFMConfig,
+    world: World,
+    ckpt: Path,
+    refit_ckpt: Path,
+) -> loop.TrainResult:
+    """Train DeepFM, the logistic bar it must clear, choose its blend weight, then refit on the whole window."""
+    t = settings.train
+    train, valid = data.train, data.valid
+    result = loop.train_ranking(train, valid, cfg, t, checkpoint_path=ckpt, world=world)
+    # The bar DeepFM must clear: a logistic regression on the same fields, examples and validation days.
+    baseline = loop.train_logistic_baseline(train, valid, cfg.field_dims, t, world=world)
+    # Chosen on the validation window (never the holdout), then carried by the model to the scorer.
+    weight, figures = ranker_examples.choose_blend_weight(
+        result.model,
+        data.retrieval,
+        data.valid_positives,
+        data.item_fields,
+        n_candidates=settings.scoring.n_candidates,
+        weights=BLEND_WEIGHTS,
+        max_positives=BLEND_POSITIVES,
+        generator=data.generator,
+        popularity=data.popularity,
+    )
+    if len(valid):
+        # Refit on the whole window for the chosen number of epochs: its last days are the closest to
+        # the days served (trending items), and worth more than keeping them out.
+        refit = t.model_copy(update={"ranking_epochs": result.best_epoch})
+        full = RankingTensors(torch.cat([train.x, valid.x]), torch.cat([train.label, valid.label]))
+        empty = full.take(torch.zeros(0, dtype=torch.long))
+        result.model = loop.train_ranking(
+            full, empty, cfg, refit, checkpoint_path=refit_ckpt, world=world
+        ).model
+    result.model.blend_weight = weight
+    result.metrics |= {"blend_weight": weight, "lr_auc": baseline.metrics["auc"]} | {
+        f"valid_ndcg_at_10_w{w:.1f}": v for w, v in figures.items()
     }
-    ckpt = _checkpoint(settings, RANKING, ds, fingerprints, params)
-    refit_ckpt = ckpt.with_name(f"{ckpt.stem}-refit.pt")
-    with _main_run(world, RANKING, run_tags) as run_id:
-        _adopt(ckpt, run_id)
-        result = loop.train_ranking(train, valid, cfg, t, checkpoint_path=ckpt, world=world)
-        # The bar DeepFM must clear: a logistic regression on the same fields, examples and validation days.
-        baseline = loop.train_logistic_baseline(train, valid, cfg.field_dims, t, world=world)
-        # Chosen on the validation window (never the holdout), then carried by the model to the scorer.
-        weight, figures = ranker_examples.choose_blend_weight(
-            result.model,
-            retrieval,
-            valid_raw,
-            item_fields,
-            n_candidates=settings.scoring.n_candidates,
-            weights=BLEND_WEIGHTS,
-            max_positives=BLEND_POSITIVES,
-            generator=gen,
-            popularity=popularity,
-        )
-        if len(valid):
-            # Refit on the whole window for the chosen number of epochs: its last days are the closest to
-            # the days served (trending items), and worth more than keeping them out.
-            refit = t.model_copy(update={"ranking_epochs": result.best_epoch})
-            full = RankingTensors(torch.cat([train.x, valid.x]), torch.cat([train.label, valid.label]))
-            empty = full.take(torch.zeros(0, dtype=torch.long))
-            result.model = loop.train_ranking(
-                full, empty, cfg, refit, checkpoint_path=refit_ckpt, world=world
-            ).model
-        result.model.blend_weight = weight
-        setattr(result.model, vocab_identity.ATTRIBUTE, vocab_identity.digest(settings.lake, ds))
-        result.metrics |= {"blend_weight": weight, "lr_auc": baseline.metrics["auc"]} | {
-            f"valid_ndcg_at_10_w{w:.1f}": v for w, v in figures.items()
-        }
-        ref = _log_training_run(
-            world,
-            result,
-            model_name=RANKING,
-            params=params,
-            dataset_sources=sources,
-            fingerprints=fingerprints,
-            tags=run_tags,
-            input_example=train.x[:5].numpy(),
-        )
-    return _finish(world, ref, result, ckpt, refit_ckpt)
+    return result
 
 
 def _train_params(t, prefix: str) -> dict:

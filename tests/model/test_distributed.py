@@ -80,7 +80,15 @@ def _train(world: World, out: Path, models=("ranking", "retrieval"), shared: boo
         ),
     }
     results = {m: train[m]() for m in models}
-    return {m: {"state": r.model.state_dict(), "history": r.history} for m, r in results.items()}
+    return {
+        m: {"state": _weights(r.model), "stamps": r.model.stamps(), "history": r.history}
+        for m, r in results.items()
+    }
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    """The tensors of the state_dict (its ``_extra_state`` holds the model's stamps, compared on their own)."""
+    return {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
 
 
 def _worker(rank: int, size: int, out: str, models=("ranking", "retrieval"), shared: bool = False) -> None:
@@ -107,6 +115,7 @@ def test_two_processes_end_with_identical_parameters(runs, model):
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
+    assert runs["ranks"][0][model]["stamps"] == runs["ranks"][1][model]["stamps"]
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import torch
 
 from nightrec.models import ranker_inputs
 from nightrec.models.configs import RANKER_FIELDS, TwoTowerConfig
+from nightrec.models.stamped import Ranker
 from nightrec.models.two_tower import TwoTower
 from nightrec.scoring import inputs
 from nightrec.scoring.score import Scorer, ScoringConfig
@@ -32,7 +33,7 @@ def test_rank_among_leaves_out_masked_items_and_unknown_targets():
     assert got.tolist() == [2, 0]
 
 
-class Recorder(torch.nn.Module):
+class Recorder(Ranker):
     """A ranker that remembers its inputs (and prefers nothing)."""
 
     def __init__(self) -> None:

@@ -83,7 +83,7 @@ def test_a_rebuilt_date_extends_its_vocabulary_and_a_model_keeps_its_lists(
     model = TwoTower(
         TwoTowerConfig.from_vocab(datasets.vocab_sizes(clean_build.lake, RUN_DATE), dim=16)
     ).eval()
-    setattr(model, vocab_identity.ATTRIBUTE, vocab_identity.digest(clean_build.lake, RUN_DATE))
+    model.vocab_digest = vocab_identity.digest(clean_build.lake, RUN_DATE)
     old_lists = _lists(tmp_path, lake_copy(clean_build.lake, tmp_path / "old"), model, "old")
 
     # The same date again, on the changed catalog: the rebuild appends, never renumbers.

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from nightrec.models.stamped import Ranker
 from nightrec.scoring import inputs
 from nightrec.scoring.score import Scorer, ScoringConfig
 
@@ -20,7 +21,7 @@ class CategoryModel(torch.nn.Module):
         return torch.nn.functional.one_hot(category_idx, 3).float() + 0.01 * item_idx.float().unsqueeze(1)
 
 
-class PreferLowIds(torch.nn.Module):
+class PreferLowIds(Ranker):
     """A ranker that prefers low item indices (the opposite of the retrieval tilt)."""
 
     def forward(self, x):
