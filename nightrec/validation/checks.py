@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import great_expectations as gx
@@ -20,6 +20,7 @@ from pyspark.sql import Column as SparkColumn
 
 from nightrec.gate_settings import Action, DriftRule, ShareRule, VolumeSettings
 from nightrec.validation import runner
+from schemas.rules import Rule
 
 
 @dataclass
@@ -137,89 +138,30 @@ def drift_checks(
 
 @dataclass(frozen=True)
 class ContractRule:
-    """One expectation of a contract suite, folded into an aggregation: its metric counts the rows breaking it.
+    """One rule of a contract folded into an aggregation: its ``metric`` counts the rows breaking it."""
 
-    ``cond`` selects the offending rows of a row-level rule; ``key`` lists the key columns of a uniqueness
-    rule (counted by a grouping); neither: a table-level rule evaluated from the schema or the row count.
-    """
-
-    rule: str
-    column: str | list[str] | None
-    detail: dict
+    rule: Rule
     metric: str
-    cond: SparkColumn | None = None
-    key: tuple[str, ...] = ()
+
+    @property
+    def cond(self) -> SparkColumn | None:
+        return self.rule.offending()
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return self.rule.key
 
 
-def contract_rules(suite: gx.ExpectationSuite) -> list[ContractRule]:
-    """The suite's expectations as ``ContractRule``s, for one aggregation pass instead of GX's jobs per suite.
-
-    Understands the expectations ``schemas.expectations`` generates: columns match set, not null, in set,
-    between, unique, compound unique and row count between.
-
-    Raises:
-        ValueError: an expectation type it cannot fold (validate that suite with ``runner.run_suite``).
-    """
-    from pyspark.sql import functions as F
-
+def contract_rules(rules: Sequence[Rule]) -> list[ContractRule]:
+    """A table's contract (``schemas.expectations.table_rules``) with the metric name each rule counts under,
+    for one aggregation pass instead of GX's jobs per suite."""
     out = []
-    for i, e in enumerate(suite.expectations):
-        t, col = e.expectation_type, getattr(e, "column", None)
-        metric = f"{i:02d}__{t.removeprefix('expect_')}__{col or ''}".rstrip("_")
-        if t == "expect_column_values_to_not_be_null":
-            out.append(ContractRule(t, col, {}, metric, F.col(col).isNull()))
-        elif t == "expect_column_values_to_be_in_set":
-            c = F.col(col)
-            out.append(
-                ContractRule(
-                    t,
-                    col,
-                    {"value_set": list(e.value_set)},
-                    metric,
-                    c.isNotNull() & ~c.isin(list(e.value_set)),
-                )
-            )
-        elif t == "expect_column_values_to_be_between":
-            if e.strict_min or e.strict_max:
-                raise ValueError(f"cannot fold {t} with strict bounds on {col!r}")
-            c, cond = F.col(col), F.lit(False)
-            cond = cond | (c < e.min_value) if e.min_value is not None else cond
-            cond = cond | (c > e.max_value) if e.max_value is not None else cond
-            out.append(
-                ContractRule(t, col, {"min_value": e.min_value, "max_value": e.max_value}, metric, cond)
-            )
-        elif t == "expect_column_values_to_be_unique":
-            out.append(ContractRule(t, col, {}, metric, key=(col,)))
-        elif t == "expect_compound_columns_to_be_unique":
-            out.append(ContractRule(t, list(e.column_list), {}, metric, key=tuple(e.column_list)))
-        elif t == "expect_table_columns_to_match_set":
-            out.append(
-                ContractRule(
-                    t, None, {"column_set": list(e.column_set), "exact_match": e.exact_match}, metric
-                )
-            )
-        elif t == "expect_table_row_count_to_be_between":
-            out.append(ContractRule(t, None, {"min_value": e.min_value, "max_value": e.max_value}, metric))
-        else:
-            raise ValueError(f"cannot fold expectation {t} of suite {suite.name!r}")
+    for i, r in enumerate(rules):
+        col = r.column if isinstance(r.column, str) else ""
+        out.append(
+            ContractRule(r, f"{i:02d}__{r.expectation_type.removeprefix('expect_')}__{col}".rstrip("_"))
+        )
     return out
-
-
-def _explain(r: ContractRule, value: int, rows: int) -> str:
-    if r.rule == "expect_table_columns_to_match_set":
-        return f"columns differ from {r.detail['column_set']} ({value} missing or unexpected)"
-    if r.rule == "expect_table_row_count_to_be_between":
-        return f"{value} rows; expected between {r.detail['min_value']} and {r.detail['max_value']}"
-    what = {
-        "expect_column_values_to_not_be_null": "are null",
-        "expect_column_values_to_be_in_set": f"are outside {r.detail.get('value_set')}",
-        "expect_column_values_to_be_between": (
-            f"are outside [{r.detail.get('min_value')}, {r.detail.get('max_value')}]"
-        ),
-        "expect_column_values_to_be_unique": "repeat a value that must be unique",
-        "expect_compound_columns_to_be_unique": "repeat a key that must be unique",
-    }[r.rule]
-    return f"{value} of {rows} rows {what}"
 
 
 def contract_checks(
@@ -239,15 +181,10 @@ def contract_checks(
     """
     out = []
     for r in rules:
-        lo, hi = None, 0
-        if r.rule == "expect_table_columns_to_match_set":
-            want, have = set(r.detail["column_set"]), set(columns)
-            value = len(want - have) + (len(have - want) if r.detail["exact_match"] else 0)
-        elif r.rule == "expect_table_row_count_to_be_between":
-            value, lo, hi = rows, r.detail["min_value"], r.detail["max_value"]
-        else:
-            value = int(values.get(r.metric) or 0)
-        fetch = (lambda cond=r.cond: sample(cond)) if sample is not None and r.cond is not None else None
+        table_level = r.rule.table_value(rows, columns)
+        value, lo, hi = table_level if table_level else (int(values.get(r.metric) or 0), None, 0)
+        cond = r.cond
+        fetch = (lambda cond=cond: sample(cond)) if sample is not None and cond is not None else None
         out.append(
             Check(
                 r.metric,
@@ -256,11 +193,11 @@ def contract_checks(
                 hi,
                 "fail",
                 table,
-                r.column,
-                _explain(r, value, rows),
-                value,
+                r.rule.column,
+                r.rule.explain(int(value), rows),
+                int(value),
                 fetch,
-                r.rule,
+                r.rule.expectation_type,
             )
         )
     return out

@@ -7,7 +7,6 @@ from datetime import date, timedelta
 from functools import partial
 from pathlib import Path
 
-import great_expectations.expectations as gxe
 import pyarrow.parquet as pq
 from pyspark import StorageLevel
 from pyspark.sql import SparkSession
@@ -30,6 +29,7 @@ from nightrec.validation.checks import (
 )
 from nightrec.validation.report import GateReport, docs_dir, make_report
 from schemas import expectations
+from schemas.rules import Between
 from schemas.tables import RAW_TABLES
 
 
@@ -97,16 +97,10 @@ def _unpersist(frames: dict) -> None:
 
 def _contract(settings: Settings) -> dict[str, list[ContractRule]]:
     """Each raw table's contract suite (from ``schemas``), folded into rules its aggregation pass counts."""
-    extra = {
-        "events": [
-            gxe.ExpectColumnValuesToBeBetween(
-                column="value", min_value=0, max_value=settings.gates.max_event_value
-            )
-        ]
-    }
+    extra = {"events": [Between("value", 0, settings.gates.max_event_value)]}
     allowed = {"event_type": settings.event_types}
     return {
-        name: contract_rules(expectations.to_suite(table, allowed, extra.get(name)))
+        name: contract_rules(expectations.table_rules(table, allowed, extra.get(name, ())))
         for name, table in RAW_TABLES.items()
     }
 
