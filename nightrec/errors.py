@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from schemas.results import RuleFailure
+
 
 def _rows(rows: Sequence[Any], limit: int = 5) -> str:
     shown = "\n".join(f"    {r}" for r in list(rows)[:limit])
@@ -41,30 +43,28 @@ class ContractViolation(NightrecError):
 class GateFailed(NightrecError):
     """A data gate (Great Expectations suite or volume check) failed; nothing live was changed.
 
-    Each failure is a dict with ``rule`` and, where known, ``suite``, ``table``, ``file``, ``column``,
-    ``count``, ``rows`` (up to 5 shown) and ``detail``.
+    Each failure is a ``RuleFailure``: the rule and, where known, its suite, table, file, column, count, a few
+    offending rows and a detail.
     """
 
     def __init__(
-        self, suite: str, failures: list[dict], data_docs: str | None = None, source: str | None = None
+        self,
+        suite: str,
+        failures: Sequence[RuleFailure],
+        data_docs: str | None = None,
+        source: str | None = None,
     ):
-        self.suite, self.failures, self.data_docs, self.source = suite, failures, data_docs, source
+        self.suite, self.failures, self.data_docs, self.source = suite, list(failures), data_docs, source
         lines = [
             f"gate {suite!r} failed"
             + (f" on {source}" if source else "")
             + f": {len(failures)} rule(s) broken"
         ]
         for f in failures[:10]:
-            where = f"[{f['suite']}] " if f.get("suite") else ""
-            col = f" column {f['column']!r}" if f.get("column") else ""
-            tbl = f" of {f['table']}" if f.get("table") else ""
-            cnt = f" ({f['count']} rows)" if f.get("count") is not None else ""
-            lines.append(
-                f"  - {where}{f['rule']}{col}{tbl}{cnt}{': ' + str(f['detail']) if f.get('detail') else ''}"
-            )
-            if f.get("file"):
-                lines.append(f"      file: {f['file']}")
-            for r in (f.get("rows") or [])[:5]:
+            lines.append(f"  - {f.line()}")
+            if f.file:
+                lines.append(f"      file: {f.file}")
+            for r in f.rows[:5]:
                 lines.append(f"      {r}")
         if len(failures) > 10:
             lines.append(f"  ... and {len(failures) - 10} more (see the Data Docs)")
@@ -78,16 +78,11 @@ class GateFailed(NightrecError):
         head = f"gate {self.suite!r} failed" + (f" on {self.source}" if self.source else "")
         lines = [f"{head}: {len(self.failures)} rule(s) broken"]
         for i, f in enumerate(self.failures[:3]):
-            where = f"[{f['suite']}] " if f.get("suite") else ""
-            col = f" column {f['column']!r}" if f.get("column") else ""
-            tbl = f" of {f['table']}" if f.get("table") else ""
-            cnt = f" ({f['count']} rows)" if f.get("count") is not None else ""
-            detail = f": {f['detail']}" if f.get("detail") else ""
-            lines.append(f"  - {where}{f['rule']}{col}{tbl}{cnt}{detail}"[:400])
+            lines.append(f"  - {f.line()}"[:400])
             if i == 0:
-                if f.get("file"):
-                    lines.append(f"      file: {f['file']}")
-                lines += [f"      {r}"[:300] for r in (f.get("rows") or [])[:2]]
+                if f.file:
+                    lines.append(f"      file: {f.file}")
+                lines += [f"      {r}"[:300] for r in f.rows[:2]]
         if len(self.failures) > 3:
             lines.append(f"  ... and {len(self.failures) - 3} more rule(s): see the Data Docs")
         if self.data_docs:

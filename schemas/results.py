@@ -7,6 +7,8 @@ the night summary are their ``model_dump``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 # Registered model names, and the registry aliases: the models tonight's training made, and the ones the
@@ -18,6 +20,30 @@ CHAMPION = "champion"
 
 class _Result(BaseModel):
     model_config = ConfigDict(frozen=True)
+
+
+class RuleFailure(_Result):
+    """One broken (or, for a ``warn`` rule, bent) rule of a gate: what, where, how many, a few offending rows."""
+
+    rule: str
+    suite: str | None = None
+    table: str | None = None
+    column: str | list[str] | None = None
+    count: int | None = None
+    detail: str | dict | None = None
+    file: str | None = None
+    rows: list[Any] = Field(
+        default_factory=list, description="up to 5 offending rows (their file where known)"
+    )
+
+    def line(self) -> str:
+        """One line: ``[suite] rule column 'c' of table (n rows): detail``."""
+        where = f"[{self.suite}] " if self.suite else ""
+        col = f" column {self.column!r}" if self.column else ""
+        tbl = f" of {self.table}" if self.table else ""
+        cnt = f" ({self.count} rows)" if self.count is not None else ""
+        detail = f": {self.detail}" if self.detail else ""
+        return f"{where}{self.rule}{col}{tbl}{cnt}{detail}"
 
 
 class GateSummary(_Result):

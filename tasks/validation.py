@@ -32,11 +32,11 @@ def _markdown(report: GateReport, ds: date) -> str:
         )
         for f in r.failures[:10]:
             lines.append(
-                f"| ↳ {f['rule']} | `{f.get('column')}` {f.get('file') or ''} | {f.get('count')} "
-                f"| {json.dumps(f.get('rows'), default=str)[:200]} |"
+                f"| ↳ {f.rule} | `{f.column}` {f.file or ''} | {f.count} "
+                f"| {json.dumps(f.rows, default=str)[:200]} |"
             )
     for title, items in (
-        ("Warnings", [f"{w['rule']}: {w['detail']}" for w in report.warnings]),
+        ("Warnings", [f"{w.rule}: {w.detail}" for w in report.warnings]),
         ("Notes", report.notes),
     ):
         if items:
@@ -73,7 +73,7 @@ def _publish(report: GateReport, ds: date, settings: Settings) -> GateSummary:
     except Exception as e:  # noqa: BLE001 - a tracking outage must not hide the gate's own verdict
         log.warning("could not log gate %s to MLflow: %s", report.gate, e)
     for w in report.warnings:
-        log.warning("gate %s warning: %s: %s", report.gate, w["rule"], w["detail"])
+        log.warning("gate %s warning: %s: %s", report.gate, w.rule, w.detail)
     log.info("gate %s: %s (Data Docs: %s)", report.gate, report.success, report.data_docs)
     report.raise_if_failed()
     return report.summary()

@@ -19,7 +19,7 @@ from nightrec.publish import diff, pointer, snapshot
 from nightrec.scoring.stage import META
 from nightrec.settings import Settings
 from nightrec.validation.gates import VALIDATION
-from schemas.results import Promotion, Publication
+from schemas.results import Promotion, Publication, RuleFailure
 from schemas.tables import RECS
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def validated_recs(settings: Settings, ds: date) -> tuple[dict, dict]:
     if not verdict.get("success"):
         raise GateFailed(
             "recommendations",
-            [{"rule": "validate_recs verdict was a failure"}],
+            [RuleFailure(rule="validate_recs verdict was a failure")],
             verdict.get("data_docs"),
             str(verdict_file),
         )
@@ -51,10 +51,10 @@ def validated_recs(settings: Settings, ds: date) -> tuple[dict, dict]:
         raise GateFailed(
             "recommendations",
             [
-                {
-                    "rule": "the verdict judged other lists (fingerprint mismatch: the partition was "
+                RuleFailure(
+                    rule="the verdict judged other lists (fingerprint mismatch: the partition was "
                     "rewritten after validation); re-run validate_recs"
-                }
+                )
             ],
             verdict.get("data_docs"),
             str(verdict_file),

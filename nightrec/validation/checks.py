@@ -20,6 +20,7 @@ from pyspark.sql import Column as SparkColumn
 
 from nightrec.gate_settings import Action, DriftRule, ShareRule, VolumeSettings
 from nightrec.validation import runner
+from schemas.results import RuleFailure
 from schemas.rules import Rule
 
 
@@ -249,16 +250,16 @@ def run_check_suites(ctx, gx_suite: str, suites: dict[str, list[Check]]) -> list
         for c in checks:
             if c.ok:
                 continue
-            entry = {
-                "rule": c.rule or c.name,
-                "table": c.table,
-                "column": c.column,
-                "count": c.count,
-                "rows": (c.sample() if c.sample and c.action == "fail" else []),
-                "detail": c.explain,
-            }
-            if entry["rows"]:
-                entry["file"] = entry["rows"][0].get("_file")
+            rows = c.sample() if c.sample and c.action == "fail" else []
+            entry = RuleFailure(
+                rule=c.rule or c.name,
+                table=c.table,
+                column=c.column,
+                count=c.count,
+                rows=rows,
+                detail=c.explain,
+                file=rows[0].get("_file") if rows else None,
+            )
             (failures if c.action == "fail" else warnings).append(entry)
         bounded = [c for c in checks if c.min_value is not None or c.max_value is not None]
         ok = sum(c.ok for c in bounded)

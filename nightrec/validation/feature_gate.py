@@ -49,8 +49,7 @@ def validate_features(spark: SparkSession, settings: Settings, ds: date) -> Gate
     results = run_check_suites(ctx, "feature_checks", {**contracts, "feature_checks": checks})
     for res in results[:-1]:
         res.metrics = {}  # offending-row counts are in the Data Docs; the gate's metrics stay the checks'
-        for f in res.failures:
-            f["file"] = paths[res.suite]
+        res.failures = [f.model_copy(update={"file": paths[res.suite]}) for f in res.failures]
     report = make_report("features", results, docs)
     report.stats = stats
     if report.success:

@@ -106,8 +106,7 @@ def validate_recs(settings: Settings, ds: date) -> GateReport:
         ),
     ]
     for r in results:
-        for f in r.failures:
-            f["table"], f["file"] = "recs", path
+        r.failures = [f.model_copy(update={"table": "recs", "file": path}) for f in r.failures]
     n_items = int(recs["item_id"].nunique())
     coverage = profile.safe_ratio(n_items, n_allowed)
     g = settings.gates

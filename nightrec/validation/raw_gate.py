@@ -29,12 +29,15 @@ from nightrec.validation.checks import (
 )
 from nightrec.validation.report import GateReport, docs_dir, make_report
 from schemas import expectations
+from schemas.results import RuleFailure
 from schemas.rules import Between
 from schemas.tables import RAW_TABLES
 
 
 def _read_failure(name: str, e: ContractViolation) -> runner.SuiteResult:
-    failure = {"rule": e.rule, "table": name, "column": e.column, "file": e.path, "rows": e.sample_rows}
+    failure = RuleFailure(
+        rule=e.rule, table=name, column=e.column, file=e.path, rows=list(e.sample_rows or [])
+    )
     return runner.SuiteResult(f"raw_{name}_read", False, [failure])
 
 
@@ -83,8 +86,10 @@ def _extra_columns(raw_root: str | Path) -> runner.SuiteResult:
             extra = sorted(set(pq.read_schema(f).names) - set(table.names))
             if extra:
                 warnings.append(
-                    {"rule": "extra_columns", "table": name, "file": str(f), "column": None,
-                     "detail": f"{f} has columns outside the contract of {name} (ignored): {extra}"}
+                    RuleFailure(
+                        rule="extra_columns", table=name, file=str(f),
+                        detail=f"{f} has columns outside the contract of {name} (ignored): {extra}",
+                    )
                 )  # fmt: skip
                 break
     return runner.SuiteResult("raw_schema", True, warnings=warnings)

@@ -10,7 +10,7 @@ from nightrec import faults
 from nightrec.errors import GateFailed
 from nightrec.settings import Settings
 from nightrec.validation import runner
-from schemas.results import GateSummary
+from schemas.results import GateSummary, RuleFailure
 
 
 @dataclass
@@ -23,15 +23,15 @@ class GateReport:
     stats: dict = field(default_factory=dict)
 
     @property
-    def warnings(self) -> list[dict]:
-        return [w | {"suite": r.suite} for r in self.results for w in r.warnings]
+    def warnings(self) -> list[RuleFailure]:
+        return [w.model_copy(update={"suite": r.suite}) for r in self.results for w in r.warnings]
 
     def summary(self) -> GateSummary:
         return GateSummary(
             gate=self.gate,
             success=self.success,
             suites={r.suite: {"success": r.success, **r.statistics} for r in self.results},
-            warnings=[f"{w['rule']}: {w['detail']}" for w in self.warnings],
+            warnings=[f"{w.rule}: {w.detail}" for w in self.warnings],
             notes=self.notes,
             metrics={k: v for r in self.results for k, v in r.metrics.items()},
             data_docs=self.data_docs,
@@ -40,7 +40,9 @@ class GateReport:
     def raise_if_failed(self, source: str | None = None) -> None:
         if self.success:
             return
-        failures = [f | {"suite": r.suite} for r in self.results if not r.success for f in r.failures]
+        failures = [
+            f.model_copy(update={"suite": r.suite}) for r in self.results if not r.success for f in r.failures
+        ]
         raise GateFailed(self.gate, failures, self.data_docs, source)
 
 

@@ -14,6 +14,8 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 import great_expectations as gx  # noqa: E402
 from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
 
+from schemas.results import RuleFailure  # noqa: E402
+
 _SITE = "nightrec_docs"
 
 
@@ -21,10 +23,10 @@ _SITE = "nightrec_docs"
 class SuiteResult:
     suite: str
     success: bool
-    failures: list[dict] = field(default_factory=list)
+    failures: list[RuleFailure] = field(default_factory=list)
     statistics: dict[str, Any] = field(default_factory=dict)
     data_docs: str | None = None
-    warnings: list[dict] = field(default_factory=list)
+    warnings: list[RuleFailure] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -56,7 +58,7 @@ def _plain(row):
     return row.item() if hasattr(row, "item") else row
 
 
-def _failure(r) -> dict:
+def _failure(r) -> RuleFailure:
     cfg = r.expectation_config
     kwargs = dict(cfg.kwargs)
     res = r.result or {}
@@ -67,13 +69,13 @@ def _failure(r) -> dict:
         detail["observed"] = res["observed_value"]
     if r.exception_info and r.exception_info.get("raised_exception"):
         detail["error"] = str(r.exception_info.get("exception_message"))[:300]
-    return {
-        "rule": cfg.type,
-        "column": column if isinstance(column, str) else (list(column) if column else None),
-        "count": res.get("unexpected_count"),
-        "rows": [_plain(r) for r in rows[:5]],
-        "detail": detail or None,
-    }
+    return RuleFailure(
+        rule=cfg.type,
+        column=column if isinstance(column, str) else (list(column) if column else None),
+        count=res.get("unexpected_count"),
+        rows=[_plain(r) for r in rows[:5]],
+        detail=detail or None,
+    )
 
 
 def _checkpoint(name: str, vd, result_format: str, index_columns: list[str] | None) -> gx.Checkpoint:

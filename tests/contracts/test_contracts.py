@@ -50,9 +50,9 @@ def test_recs_suite_names_column_rule_and_rows_of_a_planted_violation(tmp_path):
     )
     res = runner.run_suite(ctx, to_suite(RECS), bad, engine="pandas", asset="recs")
     assert not res.success
-    by_rule = {(f["rule"], f["column"]): f for f in res.failures}
-    assert by_rule[("expect_column_values_to_be_in_set", "source")]["rows"] == ["oracle"]
-    assert by_rule[("expect_column_values_to_be_between", "rank")]["count"] == 1
+    by_rule = {(f.rule, f.column): f for f in res.failures}
+    assert by_rule[("expect_column_values_to_be_in_set", "source")].rows == ["oracle"]
+    assert by_rule[("expect_column_values_to_be_between", "rank")].count == 1
     assert (tmp_path / "docs" / "index.html").exists()
 
 
@@ -74,7 +74,7 @@ def test_the_gx_and_spark_forms_of_every_recs_rule_count_the_same_offending_rows
     )
     ctx = runner.get_context(str(tmp_path / "gx"), str(tmp_path / "docs"))
     gx = runner.run_suite(ctx, to_suite(RECS), bad, engine="pandas", asset="recs")
-    gx_counts = {f["rule"] + str(f["column"]): f["count"] for f in gx.failures}
+    gx_counts = {f.rule + str(f.column): f.count for f in gx.failures}
     df = spark.createDataFrame(bad.astype(object).where(bad.notna(), None), schema=None)
     folded = contract_rules(table_rules(RECS))
     spark_counts, broken = {}, set()

@@ -51,13 +51,13 @@ def test_feature_drift_and_null_jump_name_feature_metric_threshold_and_action(tm
     ctx = runner.get_context(str(tmp_path / "gx"), str(tmp_path / "docs"))
     res = checks.run_checks(ctx, "feature_checks", gates.feature_checks(now, [{"features": prev}], prev, g))
     assert not res.success
-    failed = {f["rule"]: f for f in res.failures}
-    assert "feature 'engaged_category': PSI" in failed["psi_engaged_category"]["detail"]
-    assert "(threshold 0.25, action fail)" in failed["psi_engaged_category"]["detail"]
-    assert "60.00% of serving users have no engaged event" in failed["days_since_last_null_rate"]["detail"]
-    warned = {w["rule"]: w for w in res.warnings}
-    assert "action warn" in warned["psi_user_activity"]["detail"]
-    assert "200 of 300 rows (66.67%) are new users" in warned["new_users_share"]["detail"]
+    failed = {f.rule: f for f in res.failures}
+    assert "feature 'engaged_category': PSI" in failed["psi_engaged_category"].detail
+    assert "(threshold 0.25, action fail)" in failed["psi_engaged_category"].detail
+    assert "60.00% of serving users have no engaged event" in failed["days_since_last_null_rate"].detail
+    warned = {w.rule: w for w in res.warnings}
+    assert "action warn" in warned["psi_user_activity"].detail
+    assert "200 of 300 rows (66.67%) are new users" in warned["new_users_share"].detail
     assert (tmp_path / "docs" / "index.html").exists()
 
 

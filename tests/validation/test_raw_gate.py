@@ -28,7 +28,7 @@ def _fail(spark, raw, settings) -> str:
     assert "Traceback" not in msg and "Py4J" not in msg
     # What the terminal shows of it: a first screen, with the rule and where to read the rest.
     brief = e.value.brief()
-    assert len(brief.splitlines()) <= 9 and e.value.failures[0]["rule"] in brief, brief
+    assert len(brief.splitlines()) <= 9 and e.value.failures[0].rule in brief, brief
     assert not report.data_docs or report.data_docs in brief
     return msg
 
@@ -86,7 +86,7 @@ def test_extra_columns_are_only_warned(spark, raw_copy, s):
     tbl = read_table(raw_copy, "events")
     write_table(raw_copy, "events", tbl.append_column("campaign", pa.array(["x"] * tbl.num_rows)))
     report = _pass(spark, raw_copy, s)
-    assert any("campaign" in w["detail"] for w in report.warnings)
+    assert any("campaign" in w.detail for w in report.warnings)
 
 
 # Scenario 4: duplicate events / a replayed day.
