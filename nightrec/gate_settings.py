@@ -35,6 +35,43 @@ class VolumeSettings(BaseModel):
     min_events_last_day: int = Field(1, ge=0, description="Floor used before any history exists.")
 
 
+class ChangeRule(BaseModel):
+    """How far one figure of tonight's lists may move, in its bad direction, from the median of the last
+    successful nights (``relative``: as a share of that median; else in the figure's own units)."""
+
+    limit: float = Field(gt=0.0)
+    relative: bool = False
+    action: Action = "fail"
+
+
+class ChangeSettings(BaseModel):
+    """The recs gate's rules on what changed (``evaluation.list_metrics``): the last line against lists that
+    pass the offline metric but, say, give everyone the same popular items."""
+
+    history_runs: int = Field(7, ge=1, description="Successful nights the median is taken over.")
+    coverage: ChangeRule = Field(
+        default_factory=lambda: ChangeRule(limit=0.5, relative=True),
+        description="Catalog coverage may not drop below the median x (1 - limit).",
+    )
+    gini: ChangeRule = Field(
+        default_factory=lambda: ChangeRule(limit=0.15),
+        description="The Gini of the recommendation counts may not rise by more than limit.",
+    )
+    arp: ChangeRule = Field(
+        default_factory=lambda: ChangeRule(limit=1.0, relative=True),
+        description="The mean popularity of recommended items may not rise above the median x (1 + limit).",
+    )
+    fallback_share: ChangeRule = Field(
+        default_factory=lambda: ChangeRule(limit=0.2),
+        description="The share of users on the cold-start list may not rise by more than limit.",
+    )
+    replaced_share: ChangeRule = Field(
+        default_factory=lambda: ChangeRule(limit=0.5, action="warn"),
+        description="The share of users whose list changed almost entirely against the live one (Jaccard@K "
+        "< 0.1) may not rise by more than limit. A new champion moves many lists: warn by default.",
+    )
+
+
 def _drift_defaults() -> dict[str, DriftRule]:
     return {
         "event_type_mix": DriftRule(threshold=0.2, action="fail"),
@@ -71,6 +108,7 @@ class GateSettings(BaseModel):
     new_items: ShareRule = Field(default_factory=lambda: ShareRule(max_share=0.5, action="warn"))
     max_user_features_null_rate: float = Field(0.5, ge=0.0, le=1.0, description="days_since_last.")
     min_examples_per_user: float = Field(1.0, ge=0.0, description="Retrieval train examples per user.")
+    change: ChangeSettings = Field(default_factory=ChangeSettings)
     min_catalog_coverage: float = Field(
         0.02, ge=0.0, le=1.0, description="Distinct recommended items / recommendable items."
     )

@@ -24,6 +24,10 @@ MARKER = "_MARKER.json"
 FAULT_ENV, InjectedFault = faults.FAULT_ENV, faults.InjectedFault
 
 
+# The recs gate's verdict, left beside the lists it judged; publish refuses lists without a passing one.
+VERDICT = "_VALIDATION.json"
+
+
 def partition_path(lake: str | Path, table: str, ds: date) -> Path:
     return Path(lake) / table / f"ds={ds.isoformat()}"
 

@@ -12,9 +12,11 @@ so a reader fetches one part per user. A snapshot without a manifest is invisibl
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import tempfile
 import zlib
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -57,6 +59,19 @@ def manifest_key(ds: date, run_id: str) -> str:
 
 def part_key(ds: date, run_id: str, index: int) -> str:
     return f"{run_prefix(ds, run_id)}part-{index:05d}.parquet"
+
+
+def read_parts(
+    store: ObjectStore, manifest: Manifest, columns: list[str] | None = None
+) -> Iterator[tuple[int, pa.Table]]:
+    """Each part of a snapshot as an Arrow table, in order (one part in memory at a time)."""
+    for i, part in enumerate(manifest.parts):
+        yield i, pq.read_table(io.BytesIO(store.get_bytes(part.key)), columns=columns)
+
+
+def buckets_of(user_ids: pa.Array, shard_count: int) -> np.ndarray:
+    """The part of every user of ``user_ids`` in a snapshot of ``shard_count`` parts."""
+    return _bucket_ids(user_ids, shard_count)
 
 
 def load_manifest(store: ObjectStore, key: str) -> Manifest:

@@ -14,11 +14,11 @@ from datetime import date
 from nightrec import faults, registry
 from nightrec.errors import GateFailed, StageInputMissing
 from nightrec.io import lake
+from nightrec.io.lake import VERDICT as VALIDATION
 from nightrec.io.store import StoreError, open_store, probe_conditional_writes
 from nightrec.publish import diff, pointer, snapshot
 from nightrec.scoring.stage import META
 from nightrec.settings import Settings
-from nightrec.validation.gates import VALIDATION
 from schemas.results import Promotion, Publication, RuleFailure
 from schemas.tables import RECS
 

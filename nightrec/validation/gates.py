@@ -15,10 +15,13 @@ import pyarrow.dataset as pads
 
 from nightrec.io import lake
 from nightrec.scoring import inputs
+from nightrec.scoring.stage import META
 from nightrec.settings import Settings
 from nightrec.validation import history, profile, runner
+from nightrec.validation.change_checks import change_checks
 from nightrec.validation.checks import Check, run_checks
 from nightrec.validation.feature_gate import feature_checks, feature_stats, validate_features
+from nightrec.validation.list_figures import list_figures
 from nightrec.validation.raw_gate import validate_raw
 from nightrec.validation.report import GateReport, docs_dir, make_report
 from schemas import expectations
@@ -115,11 +118,31 @@ def validate_recs(settings: Settings, ds: date) -> GateReport:
         f"{n_items} distinct items recommended out of {n_allowed} recommendable ({coverage:.2%}); "
         f"required >= {g.min_catalog_coverage:.2%}",
     )  # fmt: skip
-    results.append(run_checks(ctx, "recs_checks", [cov]))
+    figures, live_key = list_figures(settings, ds, recs)
+    tonight, policy = figures.metrics(), _policy_name(settings, ds)
+    # Against nights of the same policy: a model gone degenerate is stopped, while a baseline that won the
+    # promotion gate against the learned pair goes live (its lists are meant to differ).
+    past = [
+        h["recs"]["lists"]
+        for h in history.load(settings.lake, ds, g.change.history_runs)
+        if "lists" in h.get("recs", {}) and h["recs"].get("policy") == policy
+    ]
+    changes, change_notes = change_checks(tonight, past, g.change, policy)
+    results.append(run_checks(ctx, "recs_checks", [cov, *changes]))
     report = make_report("recommendations", results, docs)
+    results[-1].metrics |= {f"lists_{k}": v for k, v in tonight.items()}  # the night's figures, to MLflow too
     fallback = int(recs.loc[recs["source"] == "fallback", "user_id"].nunique())
-    report.stats = {"rows": len(recs), "users": len(audit), "fallback_users": fallback, "coverage": coverage}
+    report.stats = {
+        "rows": len(recs),
+        "users": len(audit),
+        "fallback_users": fallback,
+        "coverage": coverage,
+        "lists": tonight,
+        "policy": policy,
+        "compared_with": live_key,
+    }
     report.notes.append(f"{fallback} users got the cold-start fallback list")
+    report.notes += change_notes
     _record(settings, ds, report)
     if report.success:
         history.save_pending(settings.lake, ds, "recs", report.stats)
@@ -127,7 +150,15 @@ def validate_recs(settings: Settings, ds: date) -> GateReport:
     return report
 
 
-VALIDATION = "_VALIDATION.json"
+VALIDATION = lake.VERDICT
+
+
+def _policy_name(settings: Settings, ds: date) -> str | None:
+    """The name of the policy that made the lists (``learned``, ``ease``, ...), from the precompute's record."""
+    meta = lake.partition_path(settings.lake, RECS.name, ds) / META
+    if not meta.exists():
+        return None
+    return (json.loads(meta.read_text()).get("policy") or {}).get("name")
 
 
 def _record(settings: Settings, ds: date, report: GateReport) -> None:

@@ -18,7 +18,6 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from nightrec import registry
-from nightrec.data import synthetic
 from nightrec.io import lake
 from nightrec.io.store import open_store
 from nightrec.publish import pointer, snapshot
@@ -30,14 +29,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 TOP_K = 10
 RUN_DATE = "2026-11-22"
-
-
-@pytest.fixture(scope="module")
-def e2e_raw(tmp_path_factory):
-    # Big enough that two short trainings beat popularity reliably, small enough for ~1 min a night.
-    out = tmp_path_factory.mktemp("e2e") / "raw"
-    synthetic.generate(600, 200, 40, out, seed=11, events_per_user=50.0)
-    return out
 
 
 @pytest.fixture

@@ -1,0 +1,100 @@
+"""The night report's list figures, against small hand-computed examples and brute force."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nightrec.evaluation.list_metrics import ListStats, churn, gini, personalisation
+
+
+def _lists(rows: dict[str, list[str]], source: str = "model") -> pd.DataFrame:
+    out = [(u, r + 1, i, source) for u, items in rows.items() for r, i in enumerate(items)]
+    return pd.DataFrame(out, columns=["user_id", "rank", "item_id", "source"])
+
+
+ITEMS = pd.DataFrame(
+    {"item_id": ["a", "b", "c", "d"], "popularity": [6, 2, 0, 0], "category": ["x", "x", "y", "z"]}
+)
+
+
+def test_gini_of_equal_counts_is_zero_and_of_one_item_is_near_one():
+    assert gini(np.array([3, 3, 3, 3])) == 0.0
+    # Counts (0, 0, 0, 4): G = 2*(4*4)/(4*4) - 5/4 = 0.75, the largest a 4-item catalog allows.
+    assert gini(np.array([4, 0, 0, 0])) == pytest.approx(0.75)
+    assert gini(np.array([0, 0])) == 0.0
+
+
+def test_figures_of_three_small_lists_match_the_hand_computation():
+    stats = ListStats(ITEMS, k=2)
+    stats.add(_lists({"u1": ["a", "b"], "u2": ["a", "c"]}))
+    stats.add(_lists({"u3": ["a", "b"]}, source="fallback"))
+    m = stats.metrics()
+    # Counts: a 3, b 2, c 1, d 0 over 6 rows.
+    assert m["users"] == 3 and m["coverage"] == pytest.approx(3 / 4)
+    assert m["gini"] == pytest.approx(2 * (0 * 1 + 1 * 2 + 2 * 3 + 3 * 4) / (4 * 6) - 5 / 4)
+    assert m["arp"] == pytest.approx((3 * 6 + 2 * 2 + 0) / 6)
+    # p(i): popularity with zeros counted as one: a 6/10, b 2/10, c 1/10.
+    novelty = (3 * -math.log2(0.6) + 2 * -math.log2(0.2) + 1 * -math.log2(0.1)) / 6
+    assert m["novelty"] == pytest.approx(novelty)
+    # Pairs: (u1,u2) share a: 1/2; (u1,u3) share a, b: 2/2; (u2,u3) share a: 1/2. Mean 2/3.
+    assert m["personalisation"] == pytest.approx(1 - 2 / 3)
+    assert m["fallback_share"] == pytest.approx(1 / 3)
+    mix = stats.category_mix()
+    assert mix.to_dict() == pytest.approx({"x": 5 / 6, "y": 1 / 6, "z": 0.0})
+
+
+def test_personalisation_from_counts_equals_the_pairwise_mean_on_random_lists():
+    rng = np.random.default_rng(4)
+    k, lists = 5, [rng.choice(30, 5, replace=False) for _ in range(40)]
+    counts = np.bincount(np.concatenate(lists), minlength=30)
+    pairwise = np.mean([len(set(a) & set(b)) / k for a, b in itertools.combinations(lists, 2)])
+    assert personalisation(counts, len(lists), k) == pytest.approx(1 - pairwise)
+
+
+def _rbo_brute(a: list, b: list, k: int, p: float = 0.9) -> float:
+    s = sum(p ** (d - 1) * len(set(a[:d]) & set(b[:d])) / d for d in range(1, k + 1))
+    return (1 - p) * s / (1 - p**k)
+
+
+def test_churn_equals_a_brute_force_computation_on_random_lists():
+    rng = np.random.default_rng(11)
+    k, catalog = 10, 25
+    new, live = {}, {}
+    for u in range(200):
+        new[f"u{u}"] = [f"i{i}" for i in rng.choice(catalog, k, replace=False)]
+        if u % 7:  # some users have no live list
+            n = k if u % 5 else 4  # and some live lists are short
+            live[f"u{u}"] = [f"i{i}" for i in rng.choice(catalog, n, replace=False)]
+    live["only-live"] = ["i1", "i2"]
+    got = churn(_lists(new), _lists(live), k)
+    assert set(got.index) == set(new) & set(live)
+    for u, row in got.iterrows():
+        a, b = set(new[u]), set(live[u])
+        assert row["jaccard"] == pytest.approx(len(a & b) / len(a | b)), u
+        assert row["rbo"] == pytest.approx(_rbo_brute(new[u], live[u], k)), u
+
+
+def test_identical_lists_have_rbo_one_and_disjoint_lists_zero():
+    same = _lists({"u": ["a", "b", "c"]})
+    assert churn(same, same, 3)["rbo"].iloc[0] == pytest.approx(1.0)
+    assert churn(same, _lists({"u": ["x", "y", "z"]}), 3)["rbo"].iloc[0] == 0.0
+    # The same items in reverse order: found, but deeper; between the two.
+    rev = churn(same, _lists({"u": ["c", "b", "a"]}), 3)
+    assert rev["jaccard"].iloc[0] == 1.0 and 0.0 < rev["rbo"].iloc[0] < 1.0
+
+
+def test_churn_figures_summarise_the_per_user_distribution():
+    stats = ListStats(ITEMS, k=2)
+    new = _lists({"u1": ["a", "b"], "u2": ["a", "c"], "u3": ["c", "d"]})
+    live = _lists({"u1": ["a", "b"], "u2": ["b", "d"], "u3": ["c", "a"]})
+    stats.add(new, live)
+    m = stats.metrics()
+    # Jaccard: u1 1, u2 0 (replaced), u3 1/3.
+    assert m["churn_users"] == 3 and m["jaccard_mean"] == pytest.approx((1 + 0 + 1 / 3) / 3)
+    assert m["replaced_share"] == pytest.approx(1 / 3)
+    assert stats.churn_histogram().sum() == 3
