@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from datetime import date
 from pathlib import Path
 from typing import Annotated
 
@@ -270,6 +271,52 @@ def recs(user_id: str) -> None:
     for r in rows:
         t.add_row(str(r["rank"]), str(r["item_id"]), f"{r['score']:.4f}", str(r["source"]))
     console.print(t)
+
+
+@app.command()
+def report(
+    date_: Annotated[
+        str | None, typer.Option("--date", help="A run date (YYYY-MM-DD); default: the live snapshot's.")
+    ] = None,
+    open_: Annotated[bool, typer.Option("--open", help="Open it in the default browser.")] = False,
+) -> None:
+    """Show where the night report is (tonight's lists against the live ones, with charts)."""
+    import webbrowser
+
+    from nightrec.io import lake
+    from nightrec.io.store import open_store
+    from nightrec.publish import pointer, snapshot
+
+    settings = Settings()
+    if date_ is None:
+        store = open_store(settings.store)
+        live = pointer.read_live(store)
+        if live is None:
+            console.print("nothing is live yet: pass --date for the report of a night that did not publish")
+            raise typer.Exit(1)
+        manifest = snapshot.load_manifest(store, live[0].manifest_key)
+        key = manifest.extra.get("report")
+        if not key:
+            console.print(
+                f"the live snapshot {live[0].manifest_key} has no night report (published before them)"
+            )
+            raise typer.Exit(1)
+        path = Path(settings.home) / "reports" / f"{manifest.ds}-generation-{manifest.generation}.html"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(store.get_bytes(key))
+    else:
+        try:
+            day = date.fromisoformat(date_)
+        except ValueError:
+            console.print(f"[red]--date {date_!r} is not a date[/]: use YYYY-MM-DD")
+            raise typer.Exit(2) from None
+        path = lake.partition_path(settings.lake, "recs", day) / lake.NIGHT_REPORT
+        if not path.exists():
+            console.print(f"no night report for {day}: its lists were never validated ({path} is missing)")
+            raise typer.Exit(1)
+    console.print(f"night report: {path}")
+    if open_:
+        webbrowser.open(path.resolve().as_uri())
 
 
 @app.command()

@@ -523,6 +523,7 @@ def log(
     metrics: dict[str, float] | None = None,
     documents: dict[str, dict] | None = None,
     folders: dict[str, str] | None = None,
+    files: dict[str, str] | None = None,
     run_id: str | None = None,
 ) -> None:
     """Record into the active run, or into run ``run_id`` (metrics only: a finished run's figures)."""
@@ -541,6 +542,8 @@ def log(
         mlflow.log_dict(body, path)
     for artifact_path, folder in (folders or {}).items():
         mlflow.log_artifacts(folder, artifact_path=artifact_path)
+    for artifact_path, file in (files or {}).items():
+        mlflow.log_artifact(file, artifact_path=artifact_path)
 
 
 def evaluate_runs(tracking_uri: str, experiment: str, filter_string: str, n: int) -> list | None:

@@ -56,6 +56,7 @@ class GateSummary(_Result):
     notes: list[str] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict)
     data_docs: str | None = None
+    report: str | None = Field(None, description="the night report (recs gate): lists against live, charts")
 
 
 class FeaturesBuilt(_Result):

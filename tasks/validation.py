@@ -13,6 +13,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from nightrec.evaluation import night_report
 from nightrec.io.spark import get_spark
 from nightrec.settings import Settings
 from nightrec.validation import docs, gates
@@ -46,6 +47,25 @@ def _markdown(report: GateReport, ds: date) -> str:
     return "\n".join(lines)
 
 
+def night_report_markdown(stats: dict, path: str) -> str:
+    """The night report's headline figures, and where the whole page is."""
+    figures = stats.get("lists") or {}
+    rows = [
+        (label, fmt.format(figures[key]))
+        for key, label, fmt in (*night_report.HEADLINE, *night_report.CHURN)
+        if key in figures
+    ]
+    lines = [
+        f"## Night report: lists made by `{stats.get('policy')}`",
+        "",
+        "| figure | tonight |",
+        "| --- | --- |",
+    ]
+    lines += [f"| {label} | {value} |" for label, value in rows]
+    lines += ["", f"Compared with `{stats.get('compared_with') or 'nothing live'}`.", "", f"Report: `{path}`"]
+    return "\n".join(lines)
+
+
 @contextmanager
 def _one_gate_at_a_time(settings: Settings) -> Iterator[None]:
     """Hold the GX project of this home for one gate. Every gate rewrites the same file stores (suites,
@@ -66,6 +86,12 @@ def _publish(report: GateReport, ds: date, settings: Settings) -> GateSummary:
             Path(report.data_docs).resolve().as_uri(), link_text=f"Data Docs ({report.gate}, {ds})",
             key=f"data-docs-{report.gate}",
         )  # fmt: skip
+    if report.night_report:
+        create_markdown_artifact(
+            night_report_markdown(report.stats, report.night_report),
+            key="night-report",
+            description=f"Night report, {ds}: tonight's lists against the live ones",
+        )
     log = get_run_logger()
     try:
         run_id = docs.log_gate(settings, ds, report)

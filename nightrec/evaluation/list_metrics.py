@@ -168,3 +168,12 @@ class ListStats:
         """Users per Jaccard@K decile (``CHURN_BINS``)."""
         ch = self.churn_frame()
         return None if ch is None else np.histogram(ch["jaccard"].to_numpy(), bins=CHURN_BINS)[0]
+
+
+@dataclass
+class NightLists:
+    """Tonight's lists figured, and the live ones they replace (None before the first publish)."""
+
+    new: ListStats
+    live: ListStats | None = None
+    live_key: str | None = None  # the live manifest compared with

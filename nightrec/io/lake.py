@@ -26,6 +26,8 @@ FAULT_ENV, InjectedFault = faults.FAULT_ENV, faults.InjectedFault
 
 # The recs gate's verdict, left beside the lists it judged; publish refuses lists without a passing one.
 VERDICT = "_VALIDATION.json"
+# The night report (evaluation.night_report), written there by the recs gate and published beside the snapshot.
+NIGHT_REPORT = "_REPORT.html"
 
 
 def partition_path(lake: str | Path, table: str, ds: date) -> Path:

@@ -77,6 +77,8 @@ def publish_recs(
     store = open_store(settings.store)
     probe_conditional_writes(store)
     models = meta.get("models", {})
+    report_key = _upload_report(store, settings, ds, run_id)
+    extra = {"promotion": promotion.model_dump(mode="json")} if promotion else {}
     manifest = snapshot.write_snapshot(
         lake.partition_path(settings.lake, RECS.name, ds),
         store,
@@ -91,7 +93,7 @@ def publish_recs(
             "input_fingerprints": {k: v for k, v in meta.get("input_fingerprints", {}).items() if v},
             "validation": {k: verdict.get(k) for k in ("success", "suites", "data_docs")},
             "code_version": registry.code_label(),
-            "extra": {"promotion": promotion.model_dump(mode="json")} if promotion else {},
+            "extra": extra | ({"report": report_key} if report_key else {}),
         },
     )
     key = snapshot.manifest_key(ds, run_id)
@@ -115,6 +117,16 @@ def publish_recs(
     return _result(
         settings, key, manifest, live=True, previous=live.previous, deleted=deleted, changes=changes
     )
+
+
+def _upload_report(store, settings: Settings, ds: date, run_id: str) -> str | None:
+    """The recs gate's night report, beside the snapshot's parts (invisible, as they are, until the manifest)."""
+    local = lake.partition_path(settings.lake, RECS.name, ds) / lake.NIGHT_REPORT
+    if not local.exists():
+        return None
+    key = f"{snapshot.run_prefix(ds, run_id)}report.html"
+    store.put_file(key, local)
+    return key
 
 
 def _result(

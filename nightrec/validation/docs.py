@@ -32,5 +32,6 @@ def log_gate(settings: Settings, ds: date, report) -> str:
             metrics=metrics,
             documents={"gate_summary.json": summary.model_dump(mode="json")},
             folders={"data_docs": str(folder)} if folder.is_dir() else None,
+            files={"night_report": report.night_report} if report.night_report else None,
         )
     return run_id

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
 
+from nightrec.evaluation import night_report
 from nightrec.io import lake
 from nightrec.scoring import inputs
 from nightrec.scoring.stage import META
@@ -118,15 +119,12 @@ def validate_recs(settings: Settings, ds: date) -> GateReport:
         f"{n_items} distinct items recommended out of {n_allowed} recommendable ({coverage:.2%}); "
         f"required >= {g.min_catalog_coverage:.2%}",
     )  # fmt: skip
-    figures, live_key = list_figures(settings, ds, recs)
-    tonight, policy = figures.metrics(), _policy_name(settings, ds)
+    lists = list_figures(settings, ds, recs)
+    tonight, policy = lists.new.metrics(), _policy_name(settings, ds)
     # Against nights of the same policy: a model gone degenerate is stopped, while a baseline that won the
     # promotion gate against the learned pair goes live (its lists are meant to differ).
-    past = [
-        h["recs"]["lists"]
-        for h in history.load(settings.lake, ds, g.change.history_runs)
-        if "lists" in h.get("recs", {}) and h["recs"].get("policy") == policy
-    ]
+    past_nights = history.load(settings.lake, ds, g.change.history_runs)
+    past = [h["recs"]["lists"] for h in past_nights if _same_policy(h, policy)]
     changes, change_notes = change_checks(tonight, past, g.change, policy)
     results.append(run_checks(ctx, "recs_checks", [cov, *changes]))
     report = make_report("recommendations", results, docs)
@@ -139,10 +137,24 @@ def validate_recs(settings: Settings, ds: date) -> GateReport:
         "coverage": coverage,
         "lists": tonight,
         "policy": policy,
-        "compared_with": live_key,
+        "compared_with": lists.live_key,
     }
     report.notes.append(f"{fallback} users got the cold-start fallback list")
     report.notes += change_notes
+    # Written whatever the verdict: on a failed night it shows what the rules saw.
+    page = night_report.render(
+        night_report.NightReport(
+            ds,
+            policy,
+            lists,
+            history=[(h["ds"], h["recs"]["lists"]) for h in past_nights if _same_policy(h, policy)],
+            rules=[night_report.RuleRow(c.name, c.ok, c.action, c.explain) for c in changes],
+            notes=change_notes,
+        )
+    )
+    report_path = lake.partition_path(settings.lake, RECS.name, ds) / lake.NIGHT_REPORT
+    report_path.write_text(page)
+    report.night_report = str(report_path)
     _record(settings, ds, report)
     if report.success:
         history.save_pending(settings.lake, ds, "recs", report.stats)
@@ -151,6 +163,10 @@ def validate_recs(settings: Settings, ds: date) -> GateReport:
 
 
 VALIDATION = lake.VERDICT
+
+
+def _same_policy(night: dict, policy: str | None) -> bool:
+    return "lists" in night.get("recs", {}) and night["recs"].get("policy") == policy
 
 
 def _policy_name(settings: Settings, ds: date) -> str | None:

@@ -12,7 +12,7 @@ from datetime import date
 import pandas as pd
 import pyarrow as pa
 
-from nightrec.evaluation.list_metrics import ListStats
+from nightrec.evaluation.list_metrics import ListStats, NightLists
 from nightrec.io.store import StoreError, open_store
 from nightrec.publish import pointer, snapshot
 from nightrec.scoring import inputs
@@ -31,24 +31,27 @@ def recommendable(settings: Settings, ds: date) -> pd.DataFrame:
     return frame[ok].reset_index(drop=True)
 
 
-def list_figures(settings: Settings, ds: date, recs: pd.DataFrame) -> tuple[ListStats, str | None]:
-    """``recs`` figured, with churn against the live snapshot when there is one.
+def list_figures(settings: Settings, ds: date, recs: pd.DataFrame) -> NightLists:
+    """``recs`` figured, with the live snapshot's own figures and the churn against it when there is one.
 
-    Returns:
-        The accumulated figures, and the live manifest compared with (None: nothing live, or unreadable).
+    An unreadable live snapshot leaves churn out (logged); publish reports the store itself.
     """
     items = recommendable(settings, ds)
+    k = settings.scoring.top_k
     try:
         store = open_store(settings.store)
         live = pointer.read_live(store)
         if live is not None:
             manifest = snapshot.load_manifest(store, live[0].manifest_key)
             if manifest.parts:
-                stats = ListStats(items, settings.scoring.top_k)
+                new, old = ListStats(items, k), ListStats(items, k)
                 buckets = snapshot.buckets_of(pa.array(recs["user_id"], pa.string()), len(manifest.parts))
-                for i, part in snapshot.read_parts(store, manifest, ["user_id", "rank", "item_id"]):
-                    stats.add(recs[buckets == i], part.to_pandas())
-                return stats, live[0].manifest_key
-    except StoreError as e:  # the lists are judged without churn; publish reports the store itself
+                columns = ["user_id", "rank", "item_id", "source"]
+                for i, part in snapshot.read_parts(store, manifest, columns):
+                    frame = part.to_pandas()
+                    new.add(recs[buckets == i], frame)
+                    old.add(frame)
+                return NightLists(new, old, live[0].manifest_key)
+    except StoreError as e:
         log.warning("live lists unreadable, churn not computed: %s", e)
-    return ListStats(items, settings.scoring.top_k).add_all([(recs, None)]), None
+    return NightLists(ListStats(items, k).add_all([(recs, None)]))

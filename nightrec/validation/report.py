@@ -21,6 +21,7 @@ class GateReport:
     data_docs: str | None = None
     notes: list[str] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
+    night_report: str | None = None  # the recs gate's HTML report of the lists
 
     @property
     def warnings(self) -> list[RuleFailure]:
@@ -35,6 +36,7 @@ class GateReport:
             notes=self.notes,
             metrics={k: v for r in self.results for k, v in r.metrics.items()},
             data_docs=self.data_docs,
+            report=self.night_report,
         )
 
     def raise_if_failed(self, source: str | None = None) -> None:

@@ -3,11 +3,13 @@ tolerance is stopped by the recs gate's change rules, and the live lists stay as
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from nightrec.errors import GateFailed
 from nightrec.io.store import open_store
-from nightrec.publish import pointer
+from nightrec.publish import pointer, snapshot
 from nightrec.settings import Settings
 from tests.e2e.test_nightly import TOP_K
 
@@ -62,3 +64,19 @@ def test_a_degenerate_challenger_is_stopped_by_gini_and_coverage_and_nothing_liv
         live_after.manifest_key == live_before.manifest_key
         and live_after.generation == live_before.generation
     )
+
+    # The night report: night 1's beside its snapshot, night 2's (not published) in the lake, showing the rules.
+    from typer.testing import CliRunner
+
+    from nightrec.cli import app
+
+    manifest = snapshot.load_manifest(store, live_after.manifest_key)
+    published = store.get_bytes(manifest.extra["report"]).decode()
+    assert "Night report 2026-11-21" in published and published.count("data:image/png;base64,") >= 2
+    res = CliRunner().invoke(app, ["report"])
+    assert res.exit_code == 0 and "night report:" in res.output, res.output
+    res = CliRunner().invoke(app, ["report", "--date", SECOND])
+    assert res.exit_code == 0, res.output
+    page = Path(res.output.split("night report:")[1].split()[0]).read_text()
+    assert "Night report 2026-11-22" in page and "change_gini" in page and 'class="fail"' in page
+    assert "Churn against the live lists" in page and "mean Jaccard@K" in page

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -98,3 +99,29 @@ def test_churn_figures_summarise_the_per_user_distribution():
     assert m["churn_users"] == 3 and m["jaccard_mean"] == pytest.approx((1 + 0 + 1 / 3) / 3)
     assert m["replaced_share"] == pytest.approx(1 / 3)
     assert stats.churn_histogram().sum() == 3
+
+
+def test_the_night_report_is_one_offline_page_with_tables_charts_and_rules():
+    from nightrec.evaluation.list_metrics import NightLists
+    from nightrec.evaluation.night_report import NightReport, RuleRow, render
+
+    new, live = ListStats(ITEMS, k=2), ListStats(ITEMS, k=2)
+    tonight = _lists({"u1": ["a", "b"], "u2": ["a", "c"]})
+    before = _lists({"u1": ["a", "d"], "u2": ["b", "c"]})
+    new.add(tonight, before)
+    live.add(before)
+    page = render(
+        NightReport(
+            date(2026, 11, 22),
+            "learned",
+            NightLists(new, live, "recs/ds=2026-11-21/run=r/manifest.json"),
+            history=[("2026-11-21", {"coverage": 1.0, "gini": 0.1})],
+            rules=[RuleRow("change_gini", False, "fail", "gini <0.9> tonight")],
+        )
+    )
+    assert page.startswith("<!doctype html>") and "http" not in page  # nothing fetched from a network
+    assert page.count("data:image/png;base64,") == 4  # churn, popularity, categories, history
+    assert "recs/ds=2026-11-21/run=r/manifest.json" in page and 'class="fail"' in page
+    assert "gini &lt;0.9&gt; tonight" in page  # text is escaped
+    # The headline table: tonight's coverage 3/4, the live lists' 4/4.
+    assert "<td>catalog coverage</td><td>75.0%</td><td>100.0%</td>" in page
