@@ -119,7 +119,7 @@ def validate_recs(settings: Settings, ds: date) -> GateReport:
         f"{n_items} distinct items recommended out of {n_allowed} recommendable ({coverage:.2%}); "
         f"required >= {g.min_catalog_coverage:.2%}",
     )  # fmt: skip
-    lists = list_figures(settings, ds, recs)
+    lists = list_figures(settings, ds)
     tonight, policy = lists.new.metrics(), _policy_name(settings, ds)
     # Against nights of the same policy: a model gone degenerate is stopped, while a baseline that won the
     # promotion gate against the learned pair goes live (its lists are meant to differ).

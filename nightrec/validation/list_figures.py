@@ -11,14 +11,19 @@ from datetime import date
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as pads
 
 from nightrec.evaluation.list_metrics import ListStats, NightLists
-from nightrec.io.store import StoreError, open_store
+from nightrec.io import lake
+from nightrec.io.store import ObjectStore, StoreError, open_store
 from nightrec.publish import pointer, snapshot
 from nightrec.scoring import inputs
 from nightrec.settings import Settings
+from schemas.manifest import Manifest
+from schemas.tables import RECS
 
 log = logging.getLogger(__name__)
+COLUMNS = ["user_id", "rank", "item_id", "source"]
 
 
 def recommendable(settings: Settings, ds: date) -> pd.DataFrame:
@@ -31,11 +36,12 @@ def recommendable(settings: Settings, ds: date) -> pd.DataFrame:
     return frame[ok].reset_index(drop=True)
 
 
-def list_figures(settings: Settings, ds: date, recs: pd.DataFrame) -> NightLists:
-    """``recs`` figured, with the live snapshot's own figures and the churn against it when there is one.
-
-    An unreadable live snapshot leaves churn out (logged); publish reports the store itself.
+def list_figures(settings: Settings, ds: date) -> NightLists:
+    """The lists of ``ds`` in the lake figured, with the live snapshot's own figures and the churn against it
+    when there is one. An unreadable live snapshot leaves churn out (logged); publish reports the store itself.
     """
+    path = lake.require_partition(settings.lake, RECS.name, ds)
+    recs = pads.dataset(str(path), format="parquet").to_table(columns=COLUMNS)
     items = recommendable(settings, ds)
     k = settings.scoring.top_k
     try:
@@ -43,15 +49,20 @@ def list_figures(settings: Settings, ds: date, recs: pd.DataFrame) -> NightLists
         live = pointer.read_live(store)
         if live is not None:
             manifest = snapshot.load_manifest(store, live[0].manifest_key)
-            if manifest.parts:
-                new, old = ListStats(items, k), ListStats(items, k)
-                buckets = snapshot.buckets_of(pa.array(recs["user_id"], pa.string()), len(manifest.parts))
-                columns = ["user_id", "rank", "item_id", "source"]
-                for i, part in snapshot.read_parts(store, manifest, columns):
-                    frame = part.to_pandas()
-                    new.add(recs[buckets == i], frame)
-                    old.add(frame)
-                return NightLists(new, old, live[0].manifest_key)
+            return against_snapshot(items, k, recs, store, manifest, live[0].manifest_key)
     except StoreError as e:
         log.warning("live lists unreadable, churn not computed: %s", e)
     return NightLists(ListStats(items, k).add_all([(recs, None)]))
+
+
+def against_snapshot(
+    items: pd.DataFrame, k: int, recs: pa.Table, store: ObjectStore, manifest: Manifest, key: str
+) -> NightLists:
+    """``recs`` and a published snapshot figured together, one part of the snapshot in memory at a time."""
+    new, old = ListStats(items, k), ListStats(items, k)
+    if not manifest.parts:
+        return NightLists(new.add_all([(recs, None)]))
+    buckets = snapshot.buckets_of(recs["user_id"].combine_chunks(), len(manifest.parts))
+    for i, part in snapshot.read_parts(store, manifest, COLUMNS):
+        new.add(recs.filter(pa.array(buckets == i)), part, live_stats=old)
+    return NightLists(new, old, key)
