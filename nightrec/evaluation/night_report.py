@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from nightrec.evaluation.list_metrics import CHURN_BINS, ListStats, NightLists
+from nightrec.evaluation.slices import SliceReport
 
 # Figures of the headline table: key, label, format.
 HEADLINE = (
@@ -62,6 +63,7 @@ class NightReport:
     ] = ()  # (ds, figures) of past successful nights, newest first
     rules: Sequence[RuleRow] = ()
     notes: Sequence[str] = field(default_factory=tuple)
+    slices: SliceReport | None = None  # the live policy's held-out figures by slice (evaluate_and_promote)
 
 
 def _png(fig: Figure) -> str:
@@ -154,6 +156,43 @@ def history_chart(history: Sequence[tuple[str, dict[str, float]]], ds: date, ton
     return fig
 
 
+def slice_chart(report: SliceReport) -> Figure:
+    """One bar per slice (NDCG@K; Recall@K for the item-popularity cut) with its 95% interval."""
+    rows = list(reversed(report.slices))
+    values = [s.ndcg if s.ndcg is not None else s.recall for s in rows]
+    errors = [(s.ndcg_ci if s.ndcg is not None else s.recall_ci) or 0.0 for s in rows]
+    cuts = list(dict.fromkeys(s.cut for s in report.slices))
+    colors = [f"C{cuts.index(s.cut)}" for s in rows]
+    fig = Figure(figsize=(6, 0.28 * len(rows) + 1.2))
+    ax = fig.subplots()
+    y = np.arange(len(rows))
+    ax.barh(y, np.nan_to_num(values), xerr=errors, color=colors, capsize=3)
+    ax.set_yticks(y, [f"{s.cut}: {s.name} (n={s.n})" for s in rows], fontsize="small")
+    ax.set_xlabel(f"held-out NDCG@{report.k} (item popularity: Recall@{report.k}), 95% interval")
+    ax.set_title(f"Who the lists of {report.policy} serve well")
+    fig.tight_layout()
+    return fig
+
+
+def _slice_table(report: SliceReport) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(s.cut)}</td><td>{html.escape(s.name)}</td><td>{s.n:,}</td>"
+        f"<td>{_ci(s.ndcg, s.ndcg_ci)}</td><td>{_ci(s.recall, s.recall_ci)}</td></tr>"
+        for s in report.slices
+    )
+    gaps = ", ".join(f"{cut} {gap:.3f}" for cut, gap in report.gaps.items()) or "none (too few users)"
+    return (
+        f"<table><tr><th>cut</th><th>slice</th><th>n</th><th>NDCG@{report.k}</th><th>Recall@{report.k}</th>"
+        f"</tr>{rows}</table><p>Best minus worst slice: {gaps}.</p>"
+    )
+
+
+def _ci(value: float | None, ci: float | None) -> str:
+    if value is None or np.isnan(value):
+        return ""
+    return f"{value:.3f}" + (f" ± {ci:.3f}" if ci is not None else "")
+
+
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1000px;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
@@ -183,6 +222,7 @@ def render(report: NightReport) -> str:
         popularity_chart(new, live),
         category_chart(new, live),
         history_chart(report.history, report.ds, m_new),
+        slice_chart(report.slices) if report.slices is not None else None,
     ]
     compared = html.escape(report.lists.live_key or "nothing live")
     parts = [
@@ -198,6 +238,10 @@ def render(report: NightReport) -> str:
         "<div class='charts'>",
         *[_png(c) for c in charts if c is not None],
         "</div>",
+        "<h2>Held-out quality by slice</h2>",
+        _slice_table(report.slices)
+        if report.slices is not None
+        else "<p>No slices: the night was not evaluated (evaluate_and_promote did not run).</p>",
         "<h2>Change rules</h2>",
         f"<table><tr><th>rule</th><th>verdict</th><th>detail</th></tr>{rules}</table>"
         if rules

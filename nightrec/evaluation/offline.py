@@ -125,6 +125,7 @@ class Measured:
 
     metrics: dict[str, float]
     per_user: dict[str, np.ndarray]
+    lists: np.ndarray | None = None  # the lists measured, one row per evaluation user (for the slices)
 
 
 def evaluate(lists: np.ndarray, data: EvalData, ks: list[int]) -> dict[str, float]:
@@ -140,7 +141,7 @@ def measure_lists(lists: np.ndarray, data: EvalData, ks: list[int]) -> Measured:
     out["mean_popularity_percentile"] = (
         float((np.argsort(np.argsort(pop))[valid] / max(len(pop) - 1, 1)).mean()) if len(valid) else 0.0
     )
-    return Measured(out, metrics.per_user(hits, data.n_relevant, ks))
+    return Measured(out, metrics.per_user(hits, data.n_relevant, ks), lists)
 
 
 def measure(settings: Settings, ds: date, data: EvalData, retrieval, ranking) -> Measured:

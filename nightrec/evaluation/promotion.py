@@ -18,9 +18,9 @@ import numpy as np
 
 from nightrec import faults, registry
 from nightrec.errors import NightrecError
-from nightrec.evaluation import offline
+from nightrec.evaluation import offline, slices
 from nightrec.evaluation.paired import Comparison, paired_bootstrap
-from nightrec.io import vocab_identity
+from nightrec.io import lake, vocab_identity
 from nightrec.scoring import ease, policies
 from nightrec.scoring.policies import LivePolicy, Policy
 from nightrec.settings import PromotionSettings, Settings
@@ -155,10 +155,9 @@ def _challenger_versions(
 
 
 def measure_candidates(
-    settings: Settings, ds: date, challenger: Policy | None, live: LivePolicy | None
+    settings: Settings, ds: date, challenger: Policy | None, live: LivePolicy | None, data: offline.EvalData
 ) -> tuple[dict[str, offline.Measured], dict[str, Policy], str | None, dict]:
     """Every candidate's held-out metrics. Returns (measured, candidates, incumbent, extra info)."""
-    data = offline.load_eval_data(settings, ds)
     measured: dict[str, offline.Measured] = {}
     candidates: dict[str, Policy] = {}
     info: dict = {}
@@ -223,7 +222,8 @@ def evaluate_and_promote(
         else None
     )
     live = policies.champion()
-    measured, candidates, incumbent, info = measure_candidates(settings, ds, challenger, live)
+    data = offline.load_eval_data(settings, ds)
+    measured, candidates, incumbent, info = measure_candidates(settings, ds, challenger, live, data)
     # Lists an operator rolled back never go live again: the same models, or the same baseline on this date.
     rejected = policies.rejected(candidates, ds.isoformat())
     if rejected:
@@ -254,6 +254,7 @@ def evaluate_and_promote(
     with registry.run(f"evaluate-{ds}", run_tags) as run_id:
         registry.end_orphan_runs("evaluate", str(ds), resumed_by=run_id)
         _log(settings, results, decision, winner, lift, challenger, live, incumbent, info)
+        _write_slices(settings, ds, measured[decision.live], data, winner.name)
         version = live.version if live is not None and not decision.promote else None
         if decision.promote or (live is not None and live.version is None):
             # A registry from before policies gets its learned champion recorded as a policy version too.
@@ -285,6 +286,17 @@ def evaluate_and_promote(
         },
         **info,
     )
+
+
+def _write_slices(settings: Settings, ds: date, live: offline.Measured, data, policy: str) -> None:
+    """The live policy's held-out figures by slice, for the night report (``lake.SLICES``)."""
+    if live.lists is None or not len(live.lists):
+        return
+    report = slices.slice_report(live.lists, data, policy)
+    path = lake.evaluation_path(settings.lake, ds) / lake.SLICES
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lake.write_json(path, report.model_dump(mode="json"))
+    registry.log(metrics={f"slice_gap.{cut}": gap for cut, gap in report.gaps.items()})
 
 
 def _log(settings, results, decision, winner, lift, challenger, live, incumbent, info) -> None:

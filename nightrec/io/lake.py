@@ -30,6 +30,15 @@ VERDICT = "_VALIDATION.json"
 NIGHT_REPORT = "_REPORT.html"
 
 
+# The live policy's held-out figures by slice (evaluation.slices), written by evaluate_and_promote.
+SLICES = "slices.json"
+
+
+def evaluation_path(lake: str | Path, ds: date) -> Path:
+    """Where evaluate_and_promote leaves what the night report reads (not a table: no marker)."""
+    return Path(lake) / "_evaluation" / f"ds={ds.isoformat()}"
+
+
 def partition_path(lake: str | Path, table: str, ds: date) -> Path:
     return Path(lake) / table / f"ds={ds.isoformat()}"
 

@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow.dataset as pads
 
 from nightrec.evaluation import night_report
+from nightrec.evaluation.slices import SliceReport
 from nightrec.io import lake
 from nightrec.scoring import inputs
 from nightrec.scoring.stage import META
@@ -150,6 +151,7 @@ def validate_recs(settings: Settings, ds: date) -> GateReport:
             history=[(h["ds"], h["recs"]["lists"]) for h in past_nights if _same_policy(h, policy)],
             rules=[night_report.RuleRow(c.name, c.ok, c.action, c.explain) for c in changes],
             notes=change_notes,
+            slices=_slices(settings, ds),
         )
     )
     report_path = lake.partition_path(settings.lake, RECS.name, ds) / lake.NIGHT_REPORT
@@ -163,6 +165,11 @@ def validate_recs(settings: Settings, ds: date) -> GateReport:
 
 
 VALIDATION = lake.VERDICT
+
+
+def _slices(settings: Settings, ds: date) -> SliceReport | None:
+    path = lake.evaluation_path(settings.lake, ds) / lake.SLICES
+    return SliceReport.model_validate_json(path.read_text()) if path.exists() else None
 
 
 def _same_policy(night: dict, policy: str | None) -> bool:

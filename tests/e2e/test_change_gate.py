@@ -72,7 +72,8 @@ def test_a_degenerate_challenger_is_stopped_by_gini_and_coverage_and_nothing_liv
 
     manifest = snapshot.load_manifest(store, live_after.manifest_key)
     published = store.get_bytes(manifest.extra["report"]).decode()
-    assert "Night report 2026-11-21" in published and published.count("data:image/png;base64,") >= 2
+    assert "Night report 2026-11-21" in published and published.count("data:image/png;base64,") >= 3
+    assert "Held-out quality by slice" in published and "item_popularity" in published
     res = CliRunner().invoke(app, ["report"])
     assert res.exit_code == 0 and "night report:" in res.output, res.output
     res = CliRunner().invoke(app, ["report", "--date", SECOND])

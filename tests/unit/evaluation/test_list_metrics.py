@@ -121,7 +121,37 @@ def test_the_night_report_is_one_offline_page_with_tables_charts_and_rules():
     )
     assert page.startswith("<!doctype html>") and "http" not in page  # nothing fetched from a network
     assert page.count("data:image/png;base64,") == 4  # churn, popularity, categories, history
+    assert "No slices" in page
     assert "recs/ds=2026-11-21/run=r/manifest.json" in page and 'class="fail"' in page
     assert "gini &lt;0.9&gt; tonight" in page  # text is escaped
     # The headline table: tonight's coverage 3/4, the live lists' 4/4.
     assert "<td>catalog coverage</td><td>75.0%</td><td>100.0%</td>" in page
+
+
+def test_the_report_shows_the_slices_with_their_intervals():
+    from nightrec.evaluation.list_metrics import NightLists
+    from nightrec.evaluation.night_report import NightReport, render
+    from nightrec.evaluation.slices import Slice, SliceReport
+
+    stats = ListStats(ITEMS, k=2)
+    stats.add(_lists({"u1": ["a", "b"]}))
+    slices = SliceReport(
+        policy="learned",
+        k=10,
+        slices=[
+            Slice(cut="activity", name="1-4", n=30, ndcg=0.2, ndcg_ci=0.05, recall=0.3, recall_ci=0.06),
+            Slice(
+                cut="item_popularity",
+                name="tail (50-100%)",
+                n=40,
+                ndcg=None,
+                ndcg_ci=None,
+                recall=0.1,
+                recall_ci=None,
+            ),
+        ],  # fmt: skip
+        gaps={"activity": 0.12},
+    )
+    page = render(NightReport(date(2026, 11, 22), "learned", NightLists(stats), slices=slices))
+    assert page.count("data:image/png;base64,") == 3  # popularity, categories, slices (no churn, no history)
+    assert "<td>0.200 ± 0.050</td>" in page and "tail (50-100%)" in page and "activity 0.120" in page
