@@ -37,10 +37,12 @@ class VolumeSettings(BaseModel):
 
 class ChangeRule(BaseModel):
     """How far one figure of tonight's lists may move, in its bad direction, from the median of the last
-    successful nights (``relative``: as a share of that median; else in the figure's own units)."""
+    successful nights: ``limit`` in the figure's own units (``absolute``), as a share of the median
+    (``relative``), or as a share of the room left between the median and 1 (``headroom``, for a figure
+    bounded by 1 such as the Gini: from 0.4 a rise of 0.3 is as alarming as one of 0.1 from 0.8)."""
 
     limit: float = Field(gt=0.0)
-    relative: bool = False
+    scale: Literal["absolute", "relative", "headroom"] = "absolute"
     action: Action = "fail"
 
 
@@ -50,15 +52,15 @@ class ChangeSettings(BaseModel):
 
     history_runs: int = Field(7, ge=1, description="Successful nights the median is taken over.")
     coverage: ChangeRule = Field(
-        default_factory=lambda: ChangeRule(limit=0.5, relative=True),
+        default_factory=lambda: ChangeRule(limit=0.5, scale="relative"),
         description="Catalog coverage may not drop below the median x (1 - limit).",
     )
     gini: ChangeRule = Field(
-        default_factory=lambda: ChangeRule(limit=0.15),
-        description="The Gini of the recommendation counts may not rise by more than limit.",
+        default_factory=lambda: ChangeRule(limit=0.5, scale="headroom"),
+        description="The Gini of the recommendation counts may not rise above median + limit x (1 - median).",
     )
     arp: ChangeRule = Field(
-        default_factory=lambda: ChangeRule(limit=1.0, relative=True),
+        default_factory=lambda: ChangeRule(limit=1.0, scale="relative"),
         description="The mean popularity of recommended items may not rise above the median x (1 + limit).",
     )
     fallback_share: ChangeRule = Field(

@@ -22,9 +22,17 @@ FIGURES = {
 }
 
 
-def _bound(median: float, rule: ChangeRule, rises: bool) -> float:
-    step = median * rule.limit if rule.relative else rule.limit
-    return median + step if rises else max(median - step, 0.0)
+def _bound(median: float, rule: ChangeRule, rises: bool) -> tuple[float, str]:
+    """The allowed bound and how it was set (for the message)."""
+    if rule.scale == "absolute":
+        step, how = rule.limit, f"{rule.limit:g}"
+    elif rule.scale == "headroom" and rises:
+        step, how = rule.limit * max(1.0 - median, 0.0), f"{rule.limit:.0%} of the room left to 1"
+    else:
+        step, how = median * rule.limit, f"{rule.limit:.0%} of it"
+    if rises:
+        return median + step, f"at most {median + step:.4g} (median + {how})"
+    return max(median - step, 0.0), f"at least {max(median - step, 0.0):.4g} (median - {how})"
 
 
 def change_checks(
@@ -50,9 +58,7 @@ def change_checks(
             )
             continue
         median = statistics.median(history)
-        bound = _bound(median, rule, rises)
-        how = f"{rule.limit:.0%} of it" if rule.relative else f"{rule.limit:g}"
-        limit = f"at most {bound:.4g} (median + {how})" if rises else f"at least {bound:.4g} (median - {how})"
+        bound, limit = _bound(median, rule, rises)
         checks.append(
             Check(
                 f"change_{name}",

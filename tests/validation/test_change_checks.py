@@ -25,26 +25,26 @@ def test_bounds_are_the_median_moved_by_each_rule_in_its_bad_direction():
     assert (
         c["change_coverage"].min_value == pytest.approx(0.5 * 0.5) and c["change_coverage"].max_value is None
     )
-    assert c["change_gini"].max_value == pytest.approx(0.45 + 0.15)
+    assert c["change_gini"].max_value == pytest.approx(0.45 + 0.5 * (1 - 0.45))
     assert c["change_arp"].max_value == pytest.approx(11.0 * 2)
     assert c["change_fallback_share"].max_value == pytest.approx(0.06 + 0.2)
     assert c["change_replaced_share"].action == "warn"
 
 
 def test_a_collapse_breaks_coverage_and_gini_and_says_value_baseline_and_threshold():
-    tonight = {"coverage": 0.05, "gini": 0.95, "arp": 30.0, "fallback_share": 0.06}
+    tonight = {"coverage": 0.05, "gini": 0.75, "arp": 30.0, "fallback_share": 0.06}
     checks, _ = change_checks(tonight, PAST, ChangeSettings(), "learned")
     broken = {c.name: c for c in checks if not c.ok}
     assert set(broken) == {"change_coverage", "change_gini", "change_arp"}
     assert broken["change_gini"].explain == (
-        "gini 0.95 tonight against a median of 0.45 over the last 3 successful night(s) of policy learned; "
-        "allowed at most 0.6 (median + 0.15), action fail"
+        "gini 0.75 tonight against a median of 0.45 over the last 3 successful night(s) of policy learned; "
+        "allowed at most 0.725 (median + 50% of the room left to 1), action fail"
     )
     assert "allowed at least 0.25 (median - 50% of it)" in broken["change_coverage"].explain
 
 
 def test_only_the_last_history_runs_count_and_a_first_night_only_notes():
-    cfg = ChangeSettings(history_runs=1, gini=ChangeRule(limit=0.01))
+    cfg = ChangeSettings(history_runs=1, gini=ChangeRule(limit=0.01))  # absolute
     checks, _ = change_checks({"gini": 0.505}, PAST, cfg)
     assert _by_name(checks)["change_gini"].max_value == pytest.approx(0.51)  # the newest night alone
     checks, notes = change_checks({"gini": 0.9, "coverage": 0.1}, [], cfg, "ease")
