@@ -76,12 +76,28 @@ def _fmt(fmt: str, value: float | None) -> str:
     return "" if value is None or (isinstance(value, float) and np.isnan(value)) else fmt.format(value)
 
 
-def _table(rows: Sequence[tuple[str, str, float | None, float | None]]) -> str:
+def _table(rows: Sequence[tuple[str, str, float | None, float | None]], live: bool = True) -> str:
     body = "".join(
-        f"<tr><td>{html.escape(label)}</td><td>{_fmt(fmt, new)}</td><td>{_fmt(fmt, live)}</td></tr>"
-        for label, fmt, new, live in rows
+        f"<tr><td>{html.escape(label)}</td><td>{_fmt(fmt, new)}</td>"
+        + (f"<td>{_fmt(fmt, old)}</td>" if live else "")
+        + "</tr>"
+        for label, fmt, new, old in rows
     )
-    return f"<table><tr><th></th><th>tonight</th><th>live</th></tr>{body}</table>"
+    head = "<tr><th></th><th>tonight</th>" + ("<th>live</th>" if live else "") + "</tr>"
+    return f"<table>{head}{body}</table>"
+
+
+def _verdict(rules: Sequence[RuleRow]) -> str:
+    failed = [r.name for r in rules if not r.ok and r.action == "fail"]
+    warned = [r.name for r in rules if not r.ok and r.action != "fail"]
+    if failed:
+        return (
+            f'<p class="fail">Stopped by the change rules: {html.escape(", ".join(failed))}. '
+            "These lists do not go live; the live ones stay.</p>"
+        )
+    if warned:
+        return f'<p class="warn">Warnings: {html.escape(", ".join(warned))}.</p>'
+    return '<p class="ok">Every change rule passed.</p>' if rules else ""
 
 
 def churn_chart(new: ListStats) -> Figure | None:
@@ -169,7 +185,7 @@ def slice_chart(report: SliceReport) -> Figure:
     ax.barh(y, np.nan_to_num(values), xerr=errors, color=colors, capsize=3)
     ax.set_yticks(y, [f"{s.cut}: {s.name} (n={s.n})" for s in rows], fontsize="small")
     ax.set_xlabel(f"held-out NDCG@{report.k} (item popularity: Recall@{report.k}), 95% interval")
-    ax.set_title(f"Who the lists of {report.policy} serve well")
+    ax.set_title(f"Held-out quality by slice ({report.policy})", loc="right")
     fig.tight_layout()
     return fig
 
@@ -208,7 +224,7 @@ def render(report: NightReport) -> str:
     m_live = live.metrics() if live is not None else {}
     head = _table([(label, fmt, m_new.get(k), m_live.get(k)) for k, label, fmt in HEADLINE])
     churn = (
-        _table([(label, fmt, m_new.get(k), None) for k, label, fmt in CHURN])
+        _table([(label, fmt, m_new.get(k), None) for k, label, fmt in CHURN], live=False)
         if "churn_users" in m_new
         else "<p>No live lists to compare with (a first night, or the store was unreadable).</p>"
     )
@@ -231,6 +247,7 @@ def render(report: NightReport) -> str:
         f"<h1>Night report {report.ds}</h1>",
         f"<p>Lists made by policy <b>{html.escape(str(report.policy))}</b>, compared with "
         f"<code>{compared}</code>.</p>",
+        _verdict(report.rules),
         "<h2>Tonight's lists against the live ones</h2>",
         head,
         "<h2>Churn against the live lists</h2>",

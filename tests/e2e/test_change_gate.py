@@ -79,5 +79,6 @@ def test_a_degenerate_challenger_is_stopped_by_gini_and_coverage_and_nothing_liv
     res = CliRunner().invoke(app, ["report", "--date", SECOND])
     assert res.exit_code == 0, res.output
     page = Path(res.output.split("night report:")[1].split()[0]).read_text()
-    assert "Night report 2026-11-22" in page and "change_gini" in page and 'class="fail"' in page
+    assert "Night report 2026-11-22" in page and "Stopped by the change rules" in page
+    assert "change_gini" in page and 'class="fail"' in page
     assert "Churn against the live lists" in page and "mean Jaccard@K" in page
