@@ -252,6 +252,8 @@ def _print_summary(settings: Settings, result: NightResult, date_given: bool = T
         console.print("  try: [bold]nightrec recs <USER_ID>[/]")
     console.print(f"[bold]MLflow UI:[/] mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}")
     console.print(f"[bold]Data Docs:[/] {Path(settings.data_docs) / 'index.html'}")
+    if result.validate_recs is not None and result.validate_recs.report:
+        console.print(f"[bold]Night report:[/] {result.validate_recs.report}  (nightrec report --open)")
 
 
 @app.command()

@@ -34,3 +34,14 @@ def test_a_given_date_and_a_quiet_night_print_no_notes(tmp_path, capsys):
     cli._print_summary(Settings(home=tmp_path), quiet)
     out = capsys.readouterr().out
     assert "Notes:" not in out and "the day after the newest event" not in out
+
+
+def test_the_summary_ends_with_where_the_night_report_is(tmp_path, capsys):
+    night = NightResult(
+        run_date="2026-11-23", validate_recs=GateSummary(gate="recs", success=True, report="/x/_REPORT.html")
+    )
+    cli._print_summary(Settings(home=tmp_path), night)
+    out = capsys.readouterr().out
+    assert "Night report: /x/_REPORT.html" in out and "nightrec report --open" in out
+    cli._print_summary(Settings(home=tmp_path), NightResult(run_date="2026-11-23"))
+    assert "Night report" not in capsys.readouterr().out
