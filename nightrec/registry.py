@@ -508,6 +508,23 @@ def finished_runs_tagged(tag: str, value: str) -> list[tuple[str, dict[str, floa
     return [(run.info.run_id, dict(run.data.metrics)) for run in runs]
 
 
+def latest_run_tagged(tags: dict[str, str]) -> str | None:
+    """The newest FINISHED run of the active experiment carrying every one of ``tags``, or None."""
+    where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = mlflow.search_runs(
+        filter_string=f"{where} and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def log_file(run_id: str, path: str, artifact_path: str | None = None) -> None:
+    """Attach a file to a run, finished or not."""
+    MlflowClient().log_artifact(run_id, path, artifact_path)
+
+
 @contextmanager
 def run(run_name: str, tags: dict[str, str] | None = None) -> Iterator[str]:
     """Open a run of the active experiment (ended FAILED if the block raises); yields its id. Inside,

@@ -34,4 +34,9 @@ def log_gate(settings: Settings, ds: date, report) -> str:
             folders={"data_docs": str(folder)} if folder.is_dir() else None,
             files={"night_report": report.night_report} if report.night_report else None,
         )
+    if report.night_report:
+        # Beside the candidates' metrics of the same night, where people compare models.
+        evaluation = registry.latest_run_tagged({"nightrec.stage": "evaluate", "nightrec.ds": ds.isoformat()})
+        if evaluation is not None:
+            registry.log_file(evaluation, report.night_report, "night_report")
     return run_id

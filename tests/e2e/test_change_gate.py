@@ -82,3 +82,17 @@ def test_a_degenerate_challenger_is_stopped_by_gini_and_coverage_and_nothing_liv
     assert "Night report 2026-11-22" in page and "Stopped by the change rules" in page
     assert "change_gini" in page and 'class="fail"' in page
     assert "Churn against the live lists" in page and "mean Jaccard@K" in page
+
+    # ... and logged to night 1's evaluation run in MLflow, beside the candidates' metrics.
+    import mlflow
+
+    from nightrec import registry
+
+    registry.connect(Settings())
+    runs = mlflow.search_runs(
+        filter_string=f"tags.`nightrec.stage` = 'evaluate' and tags.`nightrec.ds` = '{FIRST}'",
+        output_format="list",
+    )
+    assert len(runs) == 1
+    listed = mlflow.MlflowClient().list_artifacts(runs[0].info.run_id, "night_report")
+    assert [a.path for a in listed] == ["night_report/_REPORT.html"]
