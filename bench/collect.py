@@ -15,6 +15,7 @@ ORDER = [
     "train",
     "precompute",
     "precompute_stage",
+    "report",
     "validation",
     "etl",
     "etl_100m",

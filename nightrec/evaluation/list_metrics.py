@@ -66,6 +66,8 @@ def rbo_weights(k: int, p: float = RBO_P) -> np.ndarray:
 
 def _table(lists: Lists, k: int) -> pa.Table:
     t = lists if isinstance(lists, pa.Table) else pa.Table.from_pandas(lists, preserve_index=False)
+    if t.num_rows == 0 or pc.max(t["rank"]).as_py() <= k:
+        return t  # the usual case: no copy
     return t.filter(pc.less_equal(t["rank"], k))
 
 
@@ -117,8 +119,17 @@ def _churn(e: _Encoded, k: int, p: float) -> pd.DataFrame:
     a, b = e.slice(0), e.slice(1)
     n_users, n_items = len(e.users), max(len(e.items), 1)
     keys = e.user * n_items + e.item
-    _, ia, ib = np.intersect1d(keys[a], keys[b], return_indices=True)
-    ia, ib = ia + a.start, ib + b.start
+    # A hash lookup of tonight's (user, item) keys among the live ones (a list holds an item once; a
+    # duplicate on the live side is matched once).
+    live_keys = pd.Index(keys[b])
+    if live_keys.is_unique:
+        pos, first = live_keys.get_indexer(keys[a]), None
+    else:
+        uniq, first = np.unique(keys[b], return_index=True)
+        pos = pd.Index(uniq).get_indexer(keys[a])
+    ia = np.flatnonzero(pos >= 0)
+    ib = (pos[ia] if first is None else first[pos[ia]]) + b.start
+    ia = ia + a.start
     w = rbo_weights(k, p)[np.maximum(e.rank[ia], e.rank[ib])]
     shared = np.bincount(e.user[ia], minlength=n_users)
     rbo = np.bincount(e.user[ia], weights=w, minlength=n_users)
@@ -128,7 +139,7 @@ def _churn(e: _Encoded, k: int, p: float) -> pd.DataFrame:
     union = np.maximum(n_new + n_live - shared, 1)
     return pd.DataFrame(
         {"jaccard": (shared / union)[both], "rbo": rbo[both]},
-        index=pd.Index(np.asarray(e.users.to_pylist(), dtype=object)[both], name="user_id"),
+        index=pd.Index(e.users.to_pandas().to_numpy()[both], name="user_id"),
     )
 
 
@@ -161,11 +172,12 @@ class ListStats:
     fallback_users: int = 0
     outside_catalog: int = 0
     counts: np.ndarray = field(init=False)
-    _catalog: pd.Index = field(init=False, repr=False)
+    catalog: pd.Index | None = field(default=None, repr=False)  # items' ids as an index (shareable)
     _churn: list[pd.DataFrame] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
-        self._catalog = pd.Index(self.items["item_id"])
+        if self.catalog is None:
+            self.catalog = pd.Index(self.items["item_id"])
         self.counts = np.zeros(len(self.items), dtype=np.int64)
 
     def add(self, lists: Lists, live: Lists | None = None, live_stats: ListStats | None = None) -> None:
@@ -174,7 +186,7 @@ class ListStats:
         tables = [_table(lists, self.k)] + ([_table(live, self.k)] if live is not None else [])
         e = _Encoded.of(*tables)
         # The catalog position of each distinct item, looked up once.
-        catalog = self._catalog.get_indexer(e.items.to_pandas())[e.item]
+        catalog = self.catalog.get_indexer(e.items.to_pandas())[e.item]
         self._absorb(e, e.slice(0), catalog)
         if live is not None:
             if live_stats is not None:

@@ -65,8 +65,15 @@ def read_parts(
     store: ObjectStore, manifest: Manifest, columns: list[str] | None = None
 ) -> Iterator[tuple[int, pa.Table]]:
     """Each part of a snapshot as an Arrow table, in order (one part in memory at a time)."""
-    for i, part in enumerate(manifest.parts):
-        yield i, pq.read_table(io.BytesIO(store.get_bytes(part.key)), columns=columns)
+    for i in range(len(manifest.parts)):
+        yield i, read_part(store, manifest, i, columns)
+
+
+def read_part(
+    store: ObjectStore, manifest: Manifest, index: int, columns: list[str] | None = None
+) -> pa.Table:
+    """Part ``index`` of a snapshot as an Arrow table."""
+    return pq.read_table(io.BytesIO(store.get_bytes(manifest.parts[index].key)), columns=columns)
 
 
 def buckets_of(user_ids: pa.Array, shard_count: int) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from datetime import date
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -63,6 +64,10 @@ def against_snapshot(
     if not manifest.parts:
         return NightLists(new.add_all([(recs, None)]))
     buckets = snapshot.buckets_of(recs["user_id"].combine_chunks(), len(manifest.parts))
+    # Grouped by part once; each part's rows are then a zero-copy slice.
+    order = np.argsort(buckets, kind="stable")
+    grouped = recs.take(pa.array(order))
+    bounds = np.searchsorted(buckets[order], np.arange(len(manifest.parts) + 1))
     for i, part in snapshot.read_parts(store, manifest, COLUMNS):
-        new.add(recs.filter(pa.array(buckets == i)), part, live_stats=old)
+        new.add(grouped.slice(bounds[i], bounds[i + 1] - bounds[i]), part, live_stats=old)
     return NightLists(new, old, key)

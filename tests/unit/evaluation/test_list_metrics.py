@@ -155,3 +155,11 @@ def test_the_report_shows_the_slices_with_their_intervals():
     page = render(NightReport(date(2026, 11, 22), "learned", NightLists(stats), slices=slices))
     assert page.count("data:image/png;base64,") == 3  # popularity, categories, slices (no churn, no history)
     assert "<td>0.200 ± 0.050</td>" in page and "tail (50-100%)" in page and "activity 0.120" in page
+
+
+def test_a_live_list_holding_an_item_twice_is_matched_once():
+    new = _lists({"u": ["a", "b"]})
+    live = _lists({"u": ["a", "a", "c"]})
+    got = churn(new, live, 3)
+    # Shared {a}; |new| + |live rows| - shared = 2 + 3 - 1 = 4 (the duplicate counts as a row of the list).
+    assert got["jaccard"].iloc[0] == pytest.approx(1 / 4)
