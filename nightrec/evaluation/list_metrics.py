@@ -114,33 +114,48 @@ class _Encoded:
         return slice(start, start + self.sizes[which])
 
 
+def _matches(keys_new: np.ndarray, keys_live: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (in each array) of the keys found in both: a hash lookup of tonight's (user, item) keys among
+    the live ones (a list holds an item once; a duplicate on the live side is matched once)."""
+    live = pd.Index(keys_live)
+    if live.is_unique:
+        pos, first = live.get_indexer(keys_new), None
+    else:
+        uniq, first = np.unique(keys_live, return_index=True)
+        pos = pd.Index(uniq).get_indexer(keys_new)
+    ia = np.flatnonzero(pos >= 0)
+    return ia, (pos[ia] if first is None else first[pos[ia]])
+
+
+def overlap(
+    user_new, key_new, rank_new, user_live, key_live, rank_live, n_users: int, k: int, p: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per user code: items shared with the live list, and their RBO@K contribution."""
+    ia, ib = _matches(key_new, key_live)
+    w = rbo_weights(k, p)[np.maximum(rank_new[ia], rank_live[ib])]
+    shared = np.bincount(user_new[ia], minlength=n_users)
+    rbo = np.bincount(user_new[ia], weights=w, minlength=n_users)
+    return shared, rbo
+
+
+def churn_table(users: pa.Array, shared, rbo, n_new, n_live) -> pd.DataFrame:
+    both = (n_new > 0) & (n_live > 0)
+    union = np.maximum(n_new + n_live - shared, 1)
+    return pd.DataFrame(
+        {"jaccard": (shared / union)[both], "rbo": rbo[both]},
+        index=pd.Index(users.to_pandas().to_numpy()[both], name="user_id"),
+    )
+
+
 def _churn(e: _Encoded, k: int, p: float) -> pd.DataFrame:
     """Jaccard@K and RBO@K per user present in both tables of ``e`` (new first, live second)."""
     a, b = e.slice(0), e.slice(1)
     n_users, n_items = len(e.users), max(len(e.items), 1)
     keys = e.user * n_items + e.item
-    # A hash lookup of tonight's (user, item) keys among the live ones (a list holds an item once; a
-    # duplicate on the live side is matched once).
-    live_keys = pd.Index(keys[b])
-    if live_keys.is_unique:
-        pos, first = live_keys.get_indexer(keys[a]), None
-    else:
-        uniq, first = np.unique(keys[b], return_index=True)
-        pos = pd.Index(uniq).get_indexer(keys[a])
-    ia = np.flatnonzero(pos >= 0)
-    ib = (pos[ia] if first is None else first[pos[ia]]) + b.start
-    ia = ia + a.start
-    w = rbo_weights(k, p)[np.maximum(e.rank[ia], e.rank[ib])]
-    shared = np.bincount(e.user[ia], minlength=n_users)
-    rbo = np.bincount(e.user[ia], weights=w, minlength=n_users)
+    shared, rbo = overlap(e.user[a], keys[a], e.rank[a], e.user[b], keys[b], e.rank[b], n_users, k, p)
     n_new = np.bincount(e.user[a], minlength=n_users)
     n_live = np.bincount(e.user[b], minlength=n_users)
-    both = (n_new > 0) & (n_live > 0)
-    union = np.maximum(n_new + n_live - shared, 1)
-    return pd.DataFrame(
-        {"jaccard": (shared / union)[both], "rbo": rbo[both]},
-        index=pd.Index(e.users.to_pandas().to_numpy()[both], name="user_id"),
-    )
+    return churn_table(e.users, shared, rbo, n_new, n_live)
 
 
 def churn(new: Lists, live: Lists, k: int, p: float = RBO_P) -> pd.DataFrame:
@@ -194,14 +209,25 @@ class ListStats:
             self._churn.append(_churn(e, self.k, RBO_P))
 
     def _absorb(self, e: _Encoded, rows: slice, catalog: np.ndarray) -> None:
-        user, codes = e.user[rows], catalog[rows]
-        self.users += int(np.count_nonzero(np.bincount(user))) if len(user) else 0
+        self.absorb_codes(e.user[rows], catalog[rows], e.fallback[rows])
+
+    def absorb_codes(
+        self, user: np.ndarray, catalog: np.ndarray, fallback: np.ndarray, n_users: int | None = None
+    ) -> None:
+        """Rows given as codes: ``user`` (any integer code per user), ``catalog`` (the item's position in
+        ``items``, -1 outside it), ``fallback`` (bool). ``n_users``: their distinct users, when known."""
+        distinct = np.count_nonzero(np.bincount(user)) if len(user) else 0
+        self.users += int(distinct if n_users is None else n_users)
         self.rows += len(user)
-        fallback = user[e.fallback[rows]]
-        self.fallback_users += int(np.count_nonzero(np.bincount(fallback))) if len(fallback) else 0
-        known = codes >= 0
+        fb = user[fallback]
+        self.fallback_users += int(np.count_nonzero(np.bincount(fb))) if len(fb) else 0
+        known = catalog >= 0
         self.outside_catalog += int((~known).sum())
-        self.counts += np.bincount(codes[known], minlength=len(self.counts))
+        self.counts += np.bincount(catalog[known], minlength=len(self.counts))
+
+    def set_churn(self, frame: pd.DataFrame) -> None:
+        """Churn computed elsewhere (``validation.list_figures`` on codes), replacing any accumulated."""
+        self._churn = [frame]
 
     def add_all(self, chunks: Iterable[tuple[Lists, Lists | None]]) -> ListStats:
         for lists, live in chunks:

@@ -12,9 +12,10 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from nightrec.evaluation.list_metrics import ListStats, NightLists
+from nightrec.evaluation.list_metrics import RBO_P, ListStats, NightLists, churn_table, overlap
 from nightrec.io import lake
 from nightrec.io.store import ObjectStore, StoreError, open_store
 from nightrec.publish import pointer, snapshot
@@ -59,15 +60,61 @@ def list_figures(settings: Settings, ds: date) -> NightLists:
 def against_snapshot(
     items: pd.DataFrame, k: int, recs: pa.Table, store: ObjectStore, manifest: Manifest, key: str
 ) -> NightLists:
-    """``recs`` and a published snapshot figured together, one part of the snapshot in memory at a time."""
+    """``recs`` and a published snapshot figured together, one part of the snapshot in memory at a time.
+
+    Tonight's strings are hashed once into codes (users, and items by their catalog position); each live part
+    hashes its own and maps its few distinct values onto the same codes, so the per-part work is integers.
+    Two items outside tonight's catalog never count as shared (neither list may hold one; the gate's audit
+    fails such lists anyway).
+    """
     new, old = ListStats(items, k), ListStats(items, k)
     if not manifest.parts:
         return NightLists(new.add_all([(recs, None)]))
-    buckets = snapshot.buckets_of(recs["user_id"].combine_chunks(), len(manifest.parts))
-    # Grouped by part once; each part's rows are then a zero-copy slice.
-    order = np.argsort(buckets, kind="stable")
-    grouped = recs.take(pa.array(order))
-    bounds = np.searchsorted(buckets[order], np.arange(len(manifest.parts) + 1))
+    catalog = new.catalog
+    n_cat = max(len(catalog), 1)
+    users = pc.dictionary_encode(recs["user_id"].combine_chunks())
+    user = users.indices.to_numpy().astype(np.int64)
+    n_users = len(users.dictionary)
+    item = _catalog_codes(catalog, recs["item_id"])
+    rank = recs["rank"].to_numpy().astype(np.int64)
+    new.absorb_codes(user, item, _fallback(recs), n_users)
+    # Tonight's rows grouped by the part their user lives in (a radix sort of small ints).
+    bucket = (snapshot.crc32_of(users.dictionary) % len(manifest.parts)).astype(np.uint16)[user]
+    order = np.argsort(bucket, kind="stable")
+    bounds = np.searchsorted(bucket[order], np.arange(len(manifest.parts) + 1))
+    user_index = pd.Index(users.dictionary.to_pandas())
+    shared = np.zeros(n_users, dtype=np.int64)
+    rbo = np.zeros(n_users)
+    n_live = np.zeros(n_users, dtype=np.int64)
     for i, part in snapshot.read_parts(store, manifest, COLUMNS):
-        new.add(grouped.slice(bounds[i], bounds[i + 1] - bounds[i]), part, live_stats=old)
+        part = part.filter(pc.less_equal(part["rank"], k)) if part.num_rows else part
+        live_users = pc.dictionary_encode(part["user_id"].combine_chunks())
+        local = live_users.indices.to_numpy().astype(np.int64)
+        live_item = _catalog_codes(catalog, part["item_id"])
+        old.absorb_codes(local, live_item, _fallback(part), len(live_users.dictionary))
+        # The live rows of tonight's users, on tonight's codes.
+        live_user = user_index.get_indexer(live_users.dictionary.to_pandas())[local]
+        mine = live_user >= 0
+        n_live += np.bincount(live_user[mine], minlength=n_users)
+        rows = order[bounds[i] : bounds[i + 1]]
+        ok_new, ok_live = item[rows] >= 0, mine & (live_item >= 0)
+        new_rows, live_rows = rows[ok_new], np.flatnonzero(ok_live)
+        s, r = overlap(
+            user[new_rows], user[new_rows] * n_cat + item[new_rows], rank[new_rows],
+            live_user[live_rows], live_user[live_rows] * n_cat + live_item[live_rows],
+            part["rank"].to_numpy().astype(np.int64)[live_rows], n_users, k, RBO_P,
+        )  # fmt: skip
+        shared += s
+        rbo += r
+    new.set_churn(churn_table(users.dictionary, shared, rbo, np.bincount(user, minlength=n_users), n_live))
     return NightLists(new, old, key)
+
+
+def _catalog_codes(catalog: pd.Index, item_ids) -> np.ndarray:
+    """Each row's position in the catalog (-1 outside it): every distinct id looked up once."""
+    enc = pc.dictionary_encode(item_ids.combine_chunks() if hasattr(item_ids, "combine_chunks") else item_ids)
+    return catalog.get_indexer(enc.dictionary.to_pandas())[enc.indices.to_numpy()]
+
+
+def _fallback(table: pa.Table) -> np.ndarray:
+    return pc.equal(table["source"], "fallback").to_numpy(zero_copy_only=False)

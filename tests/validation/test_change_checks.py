@@ -49,3 +49,53 @@ def test_only_the_last_history_runs_count_and_a_first_night_only_notes():
     assert _by_name(checks)["change_gini"].max_value == pytest.approx(0.51)  # the newest night alone
     checks, notes = change_checks({"gini": 0.9, "coverage": 0.1}, [], cfg, "ease")
     assert checks == [] and len(notes) == 2 and "no successful night of policy ease" in notes[0]
+
+
+def test_the_figures_against_a_published_snapshot_equal_the_figures_of_the_lists_side_by_side(tmp_path):
+    """The recs gate's fast path (codes, one snapshot part at a time) against the plain accumulator."""
+    from datetime import date
+
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nightrec.evaluation.list_metrics import ListStats
+    from nightrec.io.store import open_store
+    from nightrec.publish import snapshot
+    from nightrec.validation.list_figures import against_snapshot
+
+    rng = np.random.default_rng(3)
+    items = pd.DataFrame(
+        {"item_id": [f"i{i}" for i in range(40)], "popularity": rng.integers(0, 50, 40).astype(float),
+         "category": rng.integers(0, 4, 40)}
+    )  # fmt: skip
+
+    def lists(users, catalog) -> pd.DataFrame:
+        rows = [
+            (u, r + 1, it, "fallback" if u.endswith("7") else "model")
+            for u in users
+            for r, it in enumerate(rng.choice(catalog, 5, replace=False))
+        ]
+        out = pd.DataFrame(rows, columns=["user_id", "rank", "item_id", "source"])
+        return out.assign(score=1.0 / out["rank"])
+
+    catalog = list(items["item_id"]) + ["gone1", "gone2"]  # two items no longer in tonight's catalog
+    live = lists([f"u{i}" for i in range(0, 120)], catalog)
+    new = lists([f"u{i}" for i in range(20, 150)], list(items["item_id"]))
+    folder = tmp_path / "live"
+    folder.mkdir()
+    pq.write_table(pa.Table.from_pandas(live, preserve_index=False), folder / "part-0.parquet")
+    store = open_store(f"file://{tmp_path / 'store'}")
+    manifest = snapshot.write_snapshot(
+        folder, store, ds=date(2026, 11, 21), run_id="r", shard_count=4, meta={"top_k": 5}
+    )
+    fast = against_snapshot(items, 5, pa.Table.from_pandas(new, preserve_index=False), store, manifest, "k")
+    plain_new, plain_live = ListStats(items, 5), ListStats(items, 5)
+    plain_new.add(new, live)
+    plain_live.add(live)
+    assert fast.new.metrics() == pytest.approx(plain_new.metrics())
+    assert fast.live.metrics() == pytest.approx(plain_live.metrics())
+    got, want = fast.new.churn_frame().sort_index(), plain_new.churn_frame().sort_index()
+    assert list(got.index) == list(want.index) and len(got) == 100  # u20..u119
+    np.testing.assert_allclose(got.to_numpy(), want.to_numpy())
