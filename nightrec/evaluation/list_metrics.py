@@ -187,12 +187,11 @@ class ListStats:
     fallback_users: int = 0
     outside_catalog: int = 0
     counts: np.ndarray = field(init=False)
-    catalog: pd.Index | None = field(default=None, repr=False)  # items' ids as an index (shareable)
+    catalog: pd.Index = field(init=False, repr=False)  # the items' ids, for lookups
     _churn: list[pd.DataFrame] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
-        if self.catalog is None:
-            self.catalog = pd.Index(self.items["item_id"])
+        self.catalog = pd.Index(self.items["item_id"])
         self.counts = np.zeros(len(self.items), dtype=np.int64)
 
     def add(self, lists: Lists, live: Lists | None = None, live_stats: ListStats | None = None) -> None:

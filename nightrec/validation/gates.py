@@ -124,8 +124,8 @@ def validate_recs(settings: Settings, ds: date) -> GateReport:
     tonight, policy = lists.new.metrics(), _policy_name(settings, ds)
     # Against nights of the same policy: a model gone degenerate is stopped, while a baseline that won the
     # promotion gate against the learned pair goes live (its lists are meant to differ).
-    past_nights = history.load(settings.lake, ds, g.change.history_runs)
-    past = [h["recs"]["lists"] for h in past_nights if _same_policy(h, policy)]
+    same = [h for h in history.load(settings.lake, ds, g.change.history_runs) if _same_policy(h, policy)]
+    past = [h["recs"]["lists"] for h in same]
     changes, change_notes = change_checks(tonight, past, g.change, policy)
     results.append(run_checks(ctx, "recs_checks", [cov, *changes]))
     report = make_report("recommendations", results, docs)
@@ -148,7 +148,7 @@ def validate_recs(settings: Settings, ds: date) -> GateReport:
             ds,
             policy,
             lists,
-            history=[(h["ds"], h["recs"]["lists"]) for h in past_nights if _same_policy(h, policy)],
+            history=[(h["ds"], h["recs"]["lists"]) for h in same],
             rules=[night_report.RuleRow(c.name, c.ok, c.action, c.explain) for c in changes],
             notes=change_notes,
             slices=_slices(settings, ds),
