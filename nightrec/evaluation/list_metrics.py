@@ -30,6 +30,7 @@ Lists = pd.DataFrame | pa.Table  # user_id, rank, item_id (and source): whole li
 RBO_P = 0.9
 REPLACED_JACCARD = 0.1  # a list sharing less than this with the live one "changed almost entirely"
 CHURN_BINS = np.linspace(0.0, 1.0, 11)
+EMPTY, OUTSIDE = -1, -2  # codes in a dense list matrix: no item at that rank; an item outside the catalog
 
 
 def gini(counts: np.ndarray) -> float:
@@ -75,6 +76,40 @@ def _flat(column) -> pa.Array:
     return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
+def encode(column: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """A string column as (distinct values, each row's code into them).
+
+    A column read as dictionaries from Parquet (``read_dictionary``) keeps the file's own encoding: only the
+    distinct dictionaries are hashed (every batch of a row group shares its dictionary's buffers), not every
+    row, which is most of the cost at 20M rows. A plain column is hashed row by row (Arrow).
+    """
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    if not chunks or not pa.types.is_dictionary(chunks[0].type):
+        enc = pc.dictionary_encode(_flat(column))
+        return enc.dictionary, enc.indices.to_numpy().astype(np.int64)
+
+    where: dict[tuple[int, ...], int] = {}  # a dictionary's buffers -> its place among the distinct ones
+    dictionaries: list[pa.Array] = []
+    place = []
+    for chunk in chunks:
+        key = (
+            *(b.address if b is not None else 0 for b in chunk.dictionary.buffers()),
+            len(chunk.dictionary),
+        )
+        if key not in where:
+            where[key] = len(dictionaries)
+            dictionaries.append(chunk.dictionary)
+        place.append(where[key])
+    joint = pc.dictionary_encode(pa.concat_arrays(dictionaries))
+    code = joint.indices.to_numpy().astype(np.int64)
+    start = np.cumsum([0] + [len(d) for d in dictionaries])
+    rows = [
+        code[start[j] : start[j + 1]][chunk.indices.to_numpy(zero_copy_only=False)]
+        for chunk, j in zip(chunks, place, strict=True)
+    ]
+    return joint.dictionary, np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class _Encoded:
     """Lists as integer codes: the strings of every table given are hashed once, together (Arrow)."""
@@ -114,27 +149,36 @@ class _Encoded:
         return slice(start, start + self.sizes[which])
 
 
-def _matches(keys_new: np.ndarray, keys_live: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions (in each array) of the keys found in both: a hash lookup of tonight's (user, item) keys among
-    the live ones (a list holds an item once; a duplicate on the live side is matched once)."""
-    live = pd.Index(keys_live)
-    if live.is_unique:
-        pos, first = live.get_indexer(keys_new), None
-    else:
-        uniq, first = np.unique(keys_live, return_index=True)
-        pos = pd.Index(uniq).get_indexer(keys_new)
-    ia = np.flatnonzero(pos >= 0)
-    return ia, (pos[ia] if first is None else first[pos[ia]])
+def dense(user: np.ndarray, item: np.ndarray, rank: np.ndarray, n_users: int, k: int) -> np.ndarray:
+    """Lists as a users x K matrix of item codes: rank r in column r - 1, ``EMPTY`` where a list is shorter,
+    ``OUTSIDE`` for an item with a negative code (outside the catalog: it never counts as shared)."""
+    mat = np.full((n_users, k), EMPTY, dtype=np.int32)
+    ok = (rank >= 1) & (rank <= k)
+    if not ok.all():
+        user, item, rank = user[ok], item[ok], rank[ok]
+    flat = user.astype(np.int64) * k + (rank - 1)
+    mat.reshape(-1)[flat] = np.where(item >= 0, item, OUTSIDE)
+    return mat
 
 
-def overlap(
-    user_new, key_new, rank_new, user_live, key_live, rank_live, n_users: int, k: int, p: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per user code: items shared with the live list, and their RBO@K contribution."""
-    ia, ib = _matches(key_new, key_live)
-    w = rbo_weights(k, p)[np.maximum(rank_new[ia], rank_live[ib])]
-    shared = np.bincount(user_new[ia], minlength=n_users)
-    rbo = np.bincount(user_new[ia], weights=w, minlength=n_users)
+def overlap(new: np.ndarray, live: np.ndarray, p: float, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Per user (a row of both :func:`dense` matrices): items in both lists, and their RBO@K contribution.
+
+    Every rank pair of a user's two lists compared at once (K x K per user, no hashing): an item at ranks a
+    and b adds ``rbo_weights[max(a, b)]``. An item twice in a live list is matched once, at its first rank
+    (the recs gate's audit fails such lists anyway).
+    """
+    n, k = new.shape
+    pair_weight = rbo_weights(k, p)[np.maximum.outer(np.arange(1, k + 1), np.arange(1, k + 1))].ravel()
+    shared, rbo = np.zeros(n, dtype=np.int64), np.zeros(n)
+    for s in range(0, n, chunk):
+        a, b = new[s : s + chunk], live[s : s + chunk]
+        same = (a[:, :, None] == b[:, None, :]) & (a >= 0)[:, :, None]
+        if len(a) and same.sum(axis=2).max() > 1:  # an item twice in a live list: its first rank counts
+            same &= np.cumsum(same, axis=2) == 1
+        same = same.reshape(len(a), k * k)
+        shared[s : s + chunk] = same.sum(axis=1)
+        rbo[s : s + chunk] = same.astype(np.float32) @ pair_weight.astype(np.float32)
     return shared, rbo
 
 
@@ -150,9 +194,9 @@ def churn_table(users: pa.Array, shared, rbo, n_new, n_live) -> pd.DataFrame:
 def _churn(e: _Encoded, k: int, p: float) -> pd.DataFrame:
     """Jaccard@K and RBO@K per user present in both tables of ``e`` (new first, live second)."""
     a, b = e.slice(0), e.slice(1)
-    n_users, n_items = len(e.users), max(len(e.items), 1)
-    keys = e.user * n_items + e.item
-    shared, rbo = overlap(e.user[a], keys[a], e.rank[a], e.user[b], keys[b], e.rank[b], n_users, k, p)
+    n_users = len(e.users)
+    new = dense(e.user[a], e.item[a], e.rank[a], n_users, k)
+    shared, rbo = overlap(new, dense(e.user[b], e.item[b], e.rank[b], n_users, k), p)
     n_new = np.bincount(e.user[a], minlength=n_users)
     n_live = np.bincount(e.user[b], minlength=n_users)
     return churn_table(e.users, shared, rbo, n_new, n_live)
@@ -161,8 +205,8 @@ def _churn(e: _Encoded, k: int, p: float) -> pd.DataFrame:
 def churn(new: Lists, live: Lists, k: int, p: float = RBO_P) -> pd.DataFrame:
     """Per user present in both (``user_id, rank, item_id``): Jaccard@K and RBO@K of their two lists.
 
-    Integer codes and a sorted-key intersection (the strings hashed once, by Arrow), so a part of a 1M-user
-    snapshot takes a fraction of a second.
+    Integer codes (the strings hashed once, by Arrow) laid out as users x K matrices and compared rank by
+    rank, so a part of a 1M-user snapshot takes a fraction of a second.
 
     Returns:
         A frame indexed by user_id with ``jaccard`` and ``rbo``.

@@ -62,23 +62,27 @@ def part_key(ds: date, run_id: str, index: int) -> str:
 
 
 def read_parts(
-    store: ObjectStore, manifest: Manifest, columns: list[str] | None = None
+    store: ObjectStore,
+    manifest: Manifest,
+    columns: list[str] | None = None,
+    dictionary: list[str] | None = None,
 ) -> Iterator[tuple[int, pa.Table]]:
-    """Each part of a snapshot as an Arrow table, in order (one part in memory at a time)."""
+    """Each part of a snapshot as an Arrow table, in order (one part in memory at a time); the columns named
+    in ``dictionary`` come as Arrow dictionaries, as Parquet stores them."""
     for i in range(len(manifest.parts)):
-        yield i, read_part(store, manifest, i, columns)
+        yield i, read_part(store, manifest, i, columns, dictionary)
 
 
 def read_part(
-    store: ObjectStore, manifest: Manifest, index: int, columns: list[str] | None = None
+    store: ObjectStore,
+    manifest: Manifest,
+    index: int,
+    columns: list[str] | None = None,
+    dictionary: list[str] | None = None,
 ) -> pa.Table:
     """Part ``index`` of a snapshot as an Arrow table."""
-    return pq.read_table(io.BytesIO(store.get_bytes(manifest.parts[index].key)), columns=columns)
-
-
-def buckets_of(user_ids: pa.Array, shard_count: int) -> np.ndarray:
-    """The part of every user of ``user_ids`` in a snapshot of ``shard_count`` parts."""
-    return _bucket_ids(user_ids, shard_count)
+    data = io.BytesIO(store.get_bytes(manifest.parts[index].key))
+    return pq.read_table(data, columns=columns, read_dictionary=dictionary)
 
 
 def load_manifest(store: ObjectStore, key: str) -> Manifest:
@@ -133,7 +137,8 @@ def crc32_of(values: pa.Array) -> np.ndarray:
     return crc
 
 
-def _bucket_ids(user_ids: pa.Array, shard_count: int) -> np.ndarray:
+def buckets_of(user_ids: pa.Array, shard_count: int) -> np.ndarray:
+    """The part of every row's user in a snapshot of ``shard_count`` parts (``user_bucket`` of each)."""
     # crc32 once per distinct user, then broadcast back: a batch holds K rows per user.
     uniques = pc.unique(user_ids)
     buckets = (crc32_of(uniques) % shard_count).astype(np.int64)
@@ -152,7 +157,7 @@ def _spill_by_bucket(recs_dir: Path, tmp: Path, shard_count: int) -> list[Path]:
                 raise ValueError(
                     f"recs in {recs_dir} have null user_id values; the RECS contract forbids them"
                 )
-            buckets = _bucket_ids(tbl.column("user_id").combine_chunks(), shard_count)
+            buckets = buckets_of(tbl.column("user_id").combine_chunks(), shard_count)
             for i in np.unique(buckets):
                 writers[i].write_table(tbl.filter(pa.array(buckets == i)))
     finally:

@@ -15,7 +15,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from nightrec.evaluation.list_metrics import RBO_P, ListStats, NightLists, churn_table, overlap
+from nightrec.evaluation.list_metrics import (
+    EMPTY,
+    OUTSIDE,
+    RBO_P,
+    ListStats,
+    NightLists,
+    churn_table,
+    dense,
+    encode,
+    overlap,
+)
 from nightrec.io import lake
 from nightrec.io.store import ObjectStore, StoreError, open_store
 from nightrec.publish import pointer, snapshot
@@ -26,6 +36,7 @@ from schemas.tables import RECS
 
 log = logging.getLogger(__name__)
 COLUMNS = ["user_id", "rank", "item_id", "source"]
+STRINGS = ["user_id", "item_id", "source"]  # read as Parquet stores them: dictionaries, no per-row hashing
 
 
 def recommendable(settings: Settings, ds: date) -> pd.DataFrame:
@@ -38,12 +49,20 @@ def recommendable(settings: Settings, ds: date) -> pd.DataFrame:
     return frame[ok].reset_index(drop=True)
 
 
+def read_lists(path) -> pa.Table:
+    """A folder of list Parquet (the lake's recs partition) as one Arrow table, its strings as dictionaries."""
+    options = pads.ParquetReadOptions(dictionary_columns=STRINGS)
+    return pads.dataset(str(path), format=pads.ParquetFileFormat(read_options=options)).to_table(
+        columns=COLUMNS
+    )
+
+
 def list_figures(settings: Settings, ds: date) -> NightLists:
     """The lists of ``ds`` in the lake figured, with the live snapshot's own figures and the churn against it
     when there is one. An unreadable live snapshot leaves churn out (logged); publish reports the store itself.
     """
     path = lake.require_partition(settings.lake, RECS.name, ds)
-    recs = pads.dataset(str(path), format="parquet").to_table(columns=COLUMNS)
+    recs = read_lists(path)
     items = recommendable(settings, ds)
     k = settings.scoring.top_k
     try:
@@ -62,8 +81,9 @@ def against_snapshot(
 ) -> NightLists:
     """``recs`` and a published snapshot figured together, one part of the snapshot in memory at a time.
 
-    Tonight's strings are hashed once into codes (users, and items by their catalog position); each live part
-    hashes its own and maps its few distinct values onto the same codes, so the per-part work is integers.
+    Tonight's strings are hashed once into codes (users, and items by their catalog position) and laid out as
+    a users x K matrix; each live part hashes its own and maps its distinct values onto the same codes into a
+    second matrix, so churn is one comparison of two integer matrices.
     Two items outside tonight's catalog never count as shared (neither list may hold one; the gate's audit
     fails such lists anyway).
     """
@@ -71,50 +91,36 @@ def against_snapshot(
     if not manifest.parts:
         return NightLists(new.add_all([(recs, None)]))
     catalog = new.catalog
-    n_cat = max(len(catalog), 1)
-    users = pc.dictionary_encode(recs["user_id"].combine_chunks())
-    user = users.indices.to_numpy().astype(np.int64)
-    n_users = len(users.dictionary)
+    users, user = encode(recs["user_id"])
+    n_users = len(users)
     item = _catalog_codes(catalog, recs["item_id"])
-    rank = recs["rank"].to_numpy().astype(np.int64)
     new.absorb_codes(user, item, _fallback(recs), n_users)
-    # Tonight's rows grouped by the part their user lives in (a radix sort of small ints).
-    bucket = (snapshot.crc32_of(users.dictionary) % len(manifest.parts)).astype(np.uint16)[user]
-    order = np.argsort(bucket, kind="stable")
-    bounds = np.searchsorted(bucket[order], np.arange(len(manifest.parts) + 1))
-    user_index = pd.Index(users.dictionary.to_pandas())
-    shared = np.zeros(n_users, dtype=np.int64)
-    rbo = np.zeros(n_users)
+    tonight = dense(user, item, recs["rank"].to_numpy().astype(np.int64), n_users, k)
+    live = np.full_like(tonight, EMPTY)  # the live lists of tonight's users, filled part by part
+    user_index = pd.Index(users.to_pandas())
     n_live = np.zeros(n_users, dtype=np.int64)
-    for i, part in snapshot.read_parts(store, manifest, COLUMNS):
-        part = part.filter(pc.less_equal(part["rank"], k)) if part.num_rows else part
-        live_users = pc.dictionary_encode(part["user_id"].combine_chunks())
-        local = live_users.indices.to_numpy().astype(np.int64)
+    for _, part in snapshot.read_parts(store, manifest, COLUMNS, dictionary=STRINGS):
+        if part.num_rows:  # a rank outside 1..K is not in the list a user sees
+            part = part.filter(pc.and_(pc.greater_equal(part["rank"], 1), pc.less_equal(part["rank"], k)))
+        live_users, local = encode(part["user_id"])
         live_item = _catalog_codes(catalog, part["item_id"])
-        old.absorb_codes(local, live_item, _fallback(part), len(live_users.dictionary))
-        # The live rows of tonight's users, on tonight's codes.
-        live_user = user_index.get_indexer(live_users.dictionary.to_pandas())[local]
+        old.absorb_codes(local, live_item, _fallback(part), len(live_users))
+        live_user = user_index.get_indexer(live_users.to_pandas())[local]
         mine = live_user >= 0
         n_live += np.bincount(live_user[mine], minlength=n_users)
-        rows = order[bounds[i] : bounds[i + 1]]
-        ok_new, ok_live = item[rows] >= 0, mine & (live_item >= 0)
-        new_rows, live_rows = rows[ok_new], np.flatnonzero(ok_live)
-        s, r = overlap(
-            user[new_rows], user[new_rows] * n_cat + item[new_rows], rank[new_rows],
-            live_user[live_rows], live_user[live_rows] * n_cat + live_item[live_rows],
-            part["rank"].to_numpy().astype(np.int64)[live_rows], n_users, k, RBO_P,
-        )  # fmt: skip
-        shared += s
-        rbo += r
-    new.set_churn(churn_table(users.dictionary, shared, rbo, np.bincount(user, minlength=n_users), n_live))
+        rank = part["rank"].to_numpy().astype(np.int64)[mine]
+        live[live_user[mine], rank - 1] = np.where(live_item[mine] >= 0, live_item[mine], OUTSIDE)
+    shared, rbo = overlap(tonight, live, RBO_P)
+    new.set_churn(churn_table(users, shared, rbo, np.bincount(user, minlength=n_users), n_live))
     return NightLists(new, old, key)
 
 
-def _catalog_codes(catalog: pd.Index, item_ids) -> np.ndarray:
+def _catalog_codes(catalog: pd.Index, item_ids: pa.ChunkedArray) -> np.ndarray:
     """Each row's position in the catalog (-1 outside it): every distinct id looked up once."""
-    enc = pc.dictionary_encode(item_ids.combine_chunks() if hasattr(item_ids, "combine_chunks") else item_ids)
-    return catalog.get_indexer(enc.dictionary.to_pandas())[enc.indices.to_numpy()]
+    values, code = encode(item_ids)
+    return catalog.get_indexer(values.to_pandas())[code]
 
 
 def _fallback(table: pa.Table) -> np.ndarray:
-    return pc.equal(table["source"], "fallback").to_numpy(zero_copy_only=False)
+    values, code = encode(table["source"])
+    return (values.to_numpy(zero_copy_only=False) == "fallback")[code]

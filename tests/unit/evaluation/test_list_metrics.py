@@ -163,3 +163,31 @@ def test_a_live_list_holding_an_item_twice_is_matched_once():
     got = churn(new, live, 3)
     # Shared {a}; |new| + |live rows| - shared = 2 + 3 - 1 = 4 (the duplicate counts as a row of the list).
     assert got["jaccard"].iloc[0] == pytest.approx(1 / 4)
+
+
+def test_encoding_parquet_dictionaries_gives_the_rows_of_plain_hashing(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nightrec.evaluation.list_metrics import encode
+    from nightrec.validation.list_figures import read_lists
+
+    rng = np.random.default_rng(3)
+    for f in range(3):  # several files, each of several row groups, read back in batches
+        frame = _lists(
+            {f"u{rng.integers(40)}": list(rng.choice(list("abcdefgh"), 4, replace=False)) for _ in range(30)}
+        )
+        pq.write_table(
+            pa.Table.from_pandas(frame, preserve_index=False),
+            tmp_path / f"part-{f}.parquet",
+            row_group_size=7,
+        )
+    table = read_lists(tmp_path)
+    assert pa.types.is_dictionary(table["user_id"].type) and table["user_id"].num_chunks > 1
+    for column in ["user_id", "item_id", "source"]:
+        values, code = encode(table[column])
+        plain = table[column].cast(pa.string()).to_pylist()
+        assert values.to_pylist() == list(dict.fromkeys(values.to_pylist()))  # distinct
+        assert [values[c].as_py() for c in code] == plain
+        plain_values, plain_code = encode(pa.chunked_array([pa.array(plain)]))
+        assert [plain_values[c].as_py() for c in plain_code] == plain
