@@ -407,6 +407,36 @@ def rollback(
 
 
 @app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Address to bind; default serve.host (127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port; default serve.port (8765).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes; default serve.workers.")] = None,
+) -> None:
+    """Serve the live lists over HTTP: GET /v1/recs/{user_id}?k=, /healthz, /readyz, /metrics.
+
+    Follows the live pointer: each newly published snapshot is verified and swapped in without dropping a
+    request; the previous one stays in memory for an instant rollback.
+    """
+    import uvicorn
+
+    settings = Settings()
+    _quiet_env(settings, False)
+    host, port = host or settings.serve.host, port or settings.serve.port
+    console.print(f"nightrec api on http://{host}:{port}/v1/recs/<user_id> (store {settings.store})")
+    uvicorn.run(
+        "nightrec.serving.app:from_settings",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers or settings.serve.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="info",
+    )
+
+
+@app.command()
 def status() -> None:
     """The live snapshot, the champion models and the last run."""
     settings = Settings()

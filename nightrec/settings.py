@@ -244,6 +244,15 @@ class PublishSettings(BaseModel):
     shard_count: int = Field(4, ge=1, description="Parquet parts per snapshot (users hashed into them).")
 
 
+class ServeSettings(BaseModel):
+    """`nightrec api`: the live lists over HTTP."""
+
+    host: str = Field("127.0.0.1", description="Address to bind (loopback unless told otherwise).")
+    port: int = Field(8765, ge=1, le=65535)
+    poll_s: float = Field(5.0, gt=0, description="Seconds between reads of the live pointer.")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes (each holds its own snapshots).")
+
+
 class Settings(BaseSettings):
     """All locations and knobs of a nightrec deployment."""
 
@@ -271,6 +280,7 @@ class Settings(BaseSettings):
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
     gates: GateSettings = Field(default_factory=GateSettings)
 
     @model_validator(mode="after")

@@ -43,6 +43,11 @@ class Manifest(_Doc):
     top_k: int = Field(ge=0)
     counts: dict[str, int] = Field(description="users, rows, model_users, fallback_users, short_lists, ...")
     parts: list[PartInfo] = Field(description="Part i holds the users whose hash bucket is i.")
+    coldstart: PartInfo | None = Field(
+        default=None,
+        description="The cold-start lists (schemas.tables.COLDSTART): what a user without a list of their own "
+        "is served. None in snapshots published before they were.",
+    )
     policy: dict = Field(
         default_factory=dict,
         description="The policy that made the lists: kind (learned, popularity, ease), name, params and its "

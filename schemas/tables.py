@@ -330,4 +330,21 @@ RECS = Table(
     ),
 )
 
-ALL_TABLES = {**RAW_TABLES, **FEATURE_TABLES, RECS.name: RECS}
+COLDSTART = Table(
+    "coldstart",
+    "The night's cold-start lists (lake/recs/ds=.../_COLDSTART.parquet, published beside the snapshot's parts): "
+    "what a user without a list of their own is served. Segment '' is the global list.",
+    (
+        _c(
+            "segment",
+            "string",
+            "The user segment the list is for; '' = everyone (the global list).",
+            key=True,
+        ),
+        _c("rank", "int32", "1 = best.", key=True, min_value=1),
+        _c("item_id", "string", "Recommended item."),
+        _c("score", "double", "The item's popularity over the training window (as fallback lists score)."),
+    ),
+)
+
+ALL_TABLES = {**RAW_TABLES, **FEATURE_TABLES, RECS.name: RECS, COLDSTART.name: COLDSTART}

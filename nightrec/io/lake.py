@@ -28,6 +28,7 @@ FAULT_ENV, InjectedFault = faults.FAULT_ENV, faults.InjectedFault
 VERDICT = "_VALIDATION.json"
 # The night report (evaluation.night_report), written there by the recs gate and published beside the snapshot.
 NIGHT_REPORT = "_REPORT.html"
+COLDSTART = "_COLDSTART.parquet"  # beside the recs partition's parts (readers of the parts skip "_" files)
 
 
 # The live policy's held-out figures by slice (evaluation.slices), written by evaluate_and_promote.

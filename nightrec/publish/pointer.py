@@ -47,9 +47,10 @@ def read_live(store: ObjectStore) -> tuple[LivePointer, str] | None:
 
 
 def check_parts_present(store: ObjectStore, manifest: Manifest) -> None:
-    """Raise ``SnapshotInvalid`` unless every part exists with the size the manifest records."""
+    """Raise ``SnapshotInvalid`` unless every part (and the cold-start lists) exists with the size the manifest
+    records."""
     bad = []
-    for part in manifest.parts:
+    for part in [*manifest.parts, *([manifest.coldstart] if manifest.coldstart else [])]:
         info = store.head(part.key)
         if info is None or info.size != part.bytes:
             bad.append(

@@ -110,7 +110,8 @@ def verify_live(store: ObjectStore) -> Manifest:
     manifest = snapshot.load_manifest(store, ptr.manifest_key)
     if (manifest.ds, manifest.generation, manifest.run_id) != (ptr.ds, ptr.generation, ptr.run_id):
         raise pointer.SnapshotInvalid(f"pointer {ptr} disagrees with manifest {ptr.manifest_key}")
-    problems = [p for part in manifest.parts if (p := _check_part(store, part))]
+    files = [*manifest.parts, *([manifest.coldstart] if manifest.coldstart else [])]
+    problems = [p for part in files if (p := _check_part(store, part))]
     total = sum(part.rows for part in manifest.parts)
     if total != manifest.counts.get("rows"):
         problems.append(f"parts hold {total} rows, counts say {manifest.counts.get('rows')}")

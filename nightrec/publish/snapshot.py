@@ -28,11 +28,11 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from nightrec import faults
-from nightrec.io import disk
+from nightrec.io import disk, lake
 from nightrec.io.store import KeyNotFound, ObjectStore, PreconditionFailed
 from schemas.arrow import conform_arrow, to_arrow_schema
 from schemas.manifest import Manifest, PartInfo
-from schemas.tables import RECS
+from schemas.tables import COLDSTART, RECS
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,10 @@ def manifest_key(ds: date, run_id: str) -> str:
 
 def part_key(ds: date, run_id: str, index: int) -> str:
     return f"{run_prefix(ds, run_id)}part-{index:05d}.parquet"
+
+
+def coldstart_key(ds: date, run_id: str) -> str:
+    return f"{run_prefix(ds, run_id)}coldstart.parquet"
 
 
 def read_parts(
@@ -190,6 +194,21 @@ def _write_part(store: ObjectStore, tbl: pa.Table, key: str, tmp: Path) -> PartI
     return PartInfo(key=key, rows=tbl.num_rows, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
 
 
+def _write_coldstart(store: ObjectStore, recs_dir: Path, key: str, tmp: Path) -> PartInfo | None:
+    """The lake's cold-start lists (``lake.COLDSTART``), conformed to their contract, beside the parts."""
+    source = recs_dir / lake.COLDSTART
+    if not source.exists():
+        return None  # lists from before cold-start lists were written: readers fall back to none
+    tbl = conform_arrow(pq.read_table(source), COLDSTART)
+    local = tmp / Path(key).name
+    with disk.writing(tmp):
+        pq.write_table(tbl.sort_by([("segment", "ascending"), ("rank", "ascending")]), local)
+    data = local.read_bytes()
+    store.put_file(key, local)
+    local.unlink()
+    return PartInfo(key=key, rows=tbl.num_rows, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+
+
 def _existing(store: ObjectStore, ds: date, run_id: str) -> Manifest | None:
     try:
         return load_manifest(store, manifest_key(ds, run_id))
@@ -250,6 +269,7 @@ def write_snapshot(
             counts = {k: counts[k] + part_counts[k] for k in counts}
             for n, users in part_lengths.items():
                 lengths[n] = lengths.get(n, 0) + users
+        coldstart = _write_coldstart(store, Path(recs_dir), coldstart_key(ds, run_id), tmp)
     top_k = int(meta.get("top_k") or max(lengths))
     counts["short_lists"] = sum(users for n, users in lengths.items() if n < top_k)
     faults.fault("publish.after_parts")  # every part is in the store, no manifest names them yet
@@ -261,6 +281,7 @@ def write_snapshot(
         top_k=top_k,
         counts=counts,
         parts=parts,
+        coldstart=coldstart,
         policy=meta.get("policy", {}),
         models=meta.get("models", {}),
         mlflow_run_ids=meta.get("mlflow_run_ids", {}),

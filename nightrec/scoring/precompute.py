@@ -81,6 +81,7 @@ def precompute(
             rows += tbl.num_rows
             fallback += int(res.fallback.sum())
             short += n_short
+        write_coldstart(settings, ds, items, items.available & ~night.blocked, night, staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # half a night's lists never reach the lake
         raise
@@ -119,6 +120,22 @@ def night_rules(settings: Settings, ds: date, users, items) -> rules.Rules:
         recent, users, items, items.available & ~blocked, sc.top_k, sc.segment_fallback_min_users
     )
     return rules.Rules(blocked, rules.item_boosts(items, sc, categories), popular)
+
+
+def write_coldstart(
+    settings: Settings,
+    ds: date,
+    items: inputs.ItemTable,
+    allowed: np.ndarray,
+    night: rules.Rules,
+    folder: Path,
+) -> None:
+    """The cold-start lists beside the night's lists (``lake.COLDSTART``), for users who have none."""
+    segments = rules.vocab_indices(settings.lake, ds, "segment")
+    table = rules.coldstart_table(items, allowed, night.segment_popular, segments, settings.scoring.top_k)
+    path = folder / lake.COLDSTART
+    with disk.writing(path):
+        pq.write_table(table, path)
 
 
 def recs_path(settings: Settings, ds: date) -> Path:

@@ -18,7 +18,8 @@ import pyarrow.dataset as pads
 from nightrec.io import lake
 from nightrec.scoring.inputs import ItemTable, UserTable, positions
 from nightrec.settings import ScoringSettings
-from schemas.tables import VOCAB
+from schemas.arrow import to_arrow_schema
+from schemas.tables import COLDSTART, VOCAB
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,49 @@ class Rules:
 
 def category_indices(lake_root: str, ds: date) -> dict[str, int]:
     """Category value -> vocabulary index, from the night's vocabulary partition."""
+    return vocab_indices(lake_root, ds, "category")
+
+
+def vocab_indices(lake_root: str, ds: date, field: str) -> dict[str, int]:
+    """Value -> vocabulary index of one field (category, segment, ...) in the night's vocabulary partition."""
     path = lake.require_partition(lake_root, VOCAB.name, ds)
     t = pads.dataset(str(path), format="parquet").to_table(
-        columns=["value", "idx"], filter=pc.field("field") == "category"
+        columns=["value", "idx"], filter=pc.field("field") == field
     )
     return dict(zip(t["value"].to_pylist(), t["idx"].to_pylist(), strict=True))
+
+
+def popular_order(items: ItemTable, allowed: np.ndarray) -> np.ndarray:
+    """Allowed item positions, most popular first (ties: item id): the global cold-start list."""
+    order = np.lexsort((items.item_id, -items.popularity))
+    return order[allowed[order]]
+
+
+def coldstart_table(
+    items: ItemTable,
+    allowed: np.ndarray,
+    segment_popular: dict[int, np.ndarray],
+    segments: dict[str, int],
+    k: int,
+) -> pa.Table:
+    """The night's cold-start lists as served to users without a list of their own: the global popular list
+    (segment '') and each segment's list (``segment_popular``; ``segments``: name -> vocabulary index), scored
+    by popularity as the fallback lists in the snapshot are."""
+    names = {idx: name for name, idx in segments.items()}
+    lists = {"": popular_order(items, allowed)[:k]}
+    lists |= {names[s]: top[:k] for s, top in sorted(segment_popular.items()) if s in names}
+    segment = [name for name, top in lists.items() for _ in top]
+    pos = np.concatenate([top for top in lists.values()]).astype(np.int64)
+    rank = np.concatenate([np.arange(1, len(top) + 1) for top in lists.values()]).astype(np.int32)
+    return pa.table(
+        {
+            "segment": pa.array(segment, pa.string()),
+            "rank": rank,
+            "item_id": pa.array(items.item_id[pos], pa.string()),
+            "score": items.popularity[pos].astype(np.float64),
+        },
+        schema=to_arrow_schema(COLDSTART),
+    )
 
 
 def item_boosts(items: ItemTable, sc: ScoringSettings, categories: dict[str, int]) -> np.ndarray | None:
@@ -100,8 +139,7 @@ def rank_segment_lists(
 ) -> dict[int, np.ndarray]:
     """Per segment, its items by summed weight (ties: global popularity, then item id), allowed ones only,
     the first k, topped up from the global popular list where short."""
-    global_order = np.lexsort((items.item_id, -items.popularity))
-    global_order = global_order[allowed[global_order]]
+    global_order = popular_order(items, allowed)
     out = {}
     for s in np.unique(segment):
         mask = (segment == s) & (item_pos >= 0)

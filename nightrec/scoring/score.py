@@ -15,7 +15,7 @@ from nightrec.models import ranker_inputs
 from nightrec.scoring.baselines import Baseline
 from nightrec.scoring.inputs import ItemTable, SeenIndex, UserTable
 from nightrec.scoring.retrieve import ExactTopN, MatmulDtype
-from nightrec.scoring.rules import Rules
+from nightrec.scoring.rules import Rules, popular_order
 
 DEFAULT_RERANK_WEIGHT = 0.5  # for a ranker trained before blend weights were chosen on validation
 RANK_SLICE = 32_768  # ranker rows per forward pass
@@ -85,8 +85,7 @@ class Scorer:
         else:
             # A baseline's scores are ranks or EASE weights: bf16 would tie hundreds of them, so fp32 always.
             self.index = ExactTopN(self.item_vecs, ok, "float32" if self.baseline else cfg.matmul_dtype)
-        order = np.lexsort((items.item_id, -items.popularity))
-        self.popular = order[ok[order]]
+        self.popular = popular_order(items, ok)
         self.item_fields = torch.from_numpy(
             np.stack([items.item_idx, items.category_idx, items.price_bucket, items.pop_bucket], axis=1)
         ).long()

@@ -22,7 +22,7 @@ from pyspark.sql import types as T
 
 from nightrec.io import lake
 from nightrec.scoring import inputs, rules
-from nightrec.scoring.precompute import chunk_table
+from nightrec.scoring.precompute import chunk_table, write_coldstart
 from nightrec.scoring.score import Scorer, ScoringConfig
 from nightrec.settings import Settings
 from schemas.results import ListsWritten
@@ -71,6 +71,7 @@ def precompute_spark(
     rows, fallback = int(counts["rows"] or 0), int(counts["fallback"] or 0)
     short = int(counts["short"] or 0) + (n_users - int(counts["users"]))  # users with no item at all
     (staging / "_SUCCESS").unlink(missing_ok=True)  # the lake's completion marker is _MARKER.json
+    write_coldstart(settings, ds, items, allowed, night, staging)
     final = lake.partition_path(settings.lake, RECS.name, ds)
     lake.commit_staging(staging, final)
     lake.write_marker(final, fingerprint, table=RECS.name, rows=rows, engine="spark")

@@ -23,10 +23,10 @@ from nightrec.evaluation.list_metrics import (
     NightLists,
     churn_table,
     dense,
-    encode,
     overlap,
 )
 from nightrec.io import lake
+from nightrec.io.codes import encode
 from nightrec.io.store import ObjectStore, StoreError, open_store
 from nightrec.publish import pointer, snapshot
 from nightrec.scoring import inputs

@@ -169,7 +169,7 @@ def test_encoding_parquet_dictionaries_gives_the_rows_of_plain_hashing(tmp_path)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from nightrec.evaluation.list_metrics import encode
+    from nightrec.io.codes import encode
     from nightrec.validation.list_figures import read_lists
 
     rng = np.random.default_rng(3)

@@ -148,3 +148,26 @@ def test_manifest_and_pointer_json_round_trip():
         Manifest.model_validate(
             {**json.loads(m.to_json()), "parts": [{"key": "k", "rows": 1, "sha256": "x", "bytes": 1}]}
         )
+
+
+def test_coldstart_lists_are_published_beside_the_parts_and_checked_with_them(store, tmp_path):
+    import pyarrow as pa
+
+    from nightrec.io import lake
+    from nightrec.publish import pointer, reader
+
+    recs = write_recs(tmp_path / "recs", n_users=10, k=3)
+    cold = pa.table(
+        {"segment": ["", "", "young"], "rank": [1, 2, 1], "item_id": ["i1", "i2", "i9"], "score": [3, 2, 1]}
+    )
+    pq.write_table(cold, recs / lake.COLDSTART)
+    manifest = snapshot.write_snapshot(recs, store, ds=DS, run_id="run-c", shard_count=2, meta={"top_k": 3})
+    assert manifest.coldstart is not None and manifest.coldstart.key == snapshot.coldstart_key(DS, "run-c")
+    assert manifest.coldstart.rows == 3 and manifest.counts["rows"] == 30  # not counted as users' lists
+    got = pq.read_table(io.BytesIO(store.get_bytes(manifest.coldstart.key)))
+    assert got["item_id"].to_pylist() == ["i1", "i2", "i9"] and got.schema.field("rank").type == pa.int32()
+    pointer.flip_live(store, manifest, snapshot.manifest_key(DS, "run-c"))
+    assert reader.verify_live(store) == manifest
+    store.put_bytes(manifest.coldstart.key, b"not parquet")
+    with pytest.raises(pointer.SnapshotInvalid, match="coldstart.parquet"):
+        reader.verify_live(store)

@@ -60,3 +60,21 @@ def test_cold_users_get_their_segments_popular_items_when_the_segment_has_enough
     assert items.item_id[res.items[4]].tolist() == ["i5", "i6", "i7"]  # segment 1's list
     assert items.item_id[res.items[5]].tolist() == ["i7", "i6", "i5"]  # global popularity (i7 most popular)
     assert items.item_id[res.items[6]].tolist() == ["i7", "i6", "i5"]  # unknown segment
+
+
+def test_coldstart_lists_are_what_cold_users_of_each_segment_and_unknown_ones_are_served():
+    items = _items()
+    users = _users([1, 1, 1, 2, 1, 0], [3, 3, 3, 3, 0, 0])
+    pairs = pa.table({"user_id": ["u0", "u1", "u2"], "item_id": ["i5"] * 3, "weight": [1.0] * 3})
+    allowed = items.item_id != "i6"  # blocked or unavailable items never reach a cold-start list
+    popular = rules.segment_popular(pairs, users, items, allowed, k=3, min_users=2)
+    table = rules.coldstart_table(items, allowed, popular, {"young": 1, "old": 2, "never-seen": 9}, k=3)
+    lists = {s: [] for s in table["segment"].to_pylist()}
+    for s, i in zip(table["segment"].to_pylist(), table["item_id"].to_pylist(), strict=True):
+        lists[s].append(i)
+    assert set(lists) == {"", "young"}  # "old" has too few users with history: its users get the global list
+    res = _score(users, items, rules.Rules(blocked=~allowed, segment_popular=popular))
+    assert lists["young"] == items.item_id[res.items[4]].tolist()  # a cold user of segment 1
+    assert lists[""] == items.item_id[res.items[5]].tolist()  # a cold user of no known segment
+    assert table["rank"].to_pylist() == [1, 2, 3, 1, 2, 3]
+    assert table["score"].to_pylist()[:3] == items.popularity[res.items[5]].astype(float).tolist()
