@@ -251,6 +251,13 @@ class ServeSettings(BaseModel):
     port: int = Field(8765, ge=1, le=65535)
     poll_s: float = Field(5.0, gt=0, description="Seconds between reads of the live pointer.")
     workers: int = Field(1, ge=1, description="uvicorn worker processes (each holds its own snapshots).")
+    experiments: str | None = Field(
+        None,
+        description="A/B experiments file (YAML, see nightrec.serving.experiments); none: no experiment.",
+    )
+    exposure_log: str | None = Field(
+        None, description="Folder of the exposure log. Default: <home>/exposures"
+    )
 
 
 class Settings(BaseSettings):
@@ -295,6 +302,7 @@ class Settings(BaseSettings):
         self.data_docs = self.data_docs or str(home / "data_docs")
         self.gx_root = self.gx_root or str(home / "gx")
         self.prefect_home = self.prefect_home or str(home / "prefect")
+        self.serve.exposure_log = self.serve.exposure_log or str(home / "exposures")
         return self
 
     @model_validator(mode="after")

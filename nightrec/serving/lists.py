@@ -1,7 +1,7 @@
 """A published snapshot held in memory for serving: columnar, verified, looked up by user in microseconds.
 
-Layout (1M users x K=20 is about 270 MB): per part, its users as one sorted fixed-width byte array and the
-offset of each user's first row; for the whole snapshot, one int32 item code, one float64 score and one source
+Layout (1M users x K=20 is about 190 MB): per part, its users as one sorted fixed-width byte array and the
+offset of each user's first row; for the whole snapshot, one int32 item code, one float32 score and one source
 byte per row, and the item ids once. A user is found by the part ``user_bucket`` names (as every reader of the
 snapshot finds them) and a binary search in it. No Python object per user or per row.
 
@@ -11,6 +11,7 @@ snapshot is served only as it was published.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import time
@@ -64,7 +65,7 @@ class ServedSnapshot:
     parts: list[_Part]
     item_ids: list[str]
     item: np.ndarray  # int32 per row, into item_ids
-    score: np.ndarray  # float64 per row, rounded to 6 decimals once (answers print them as published)
+    score: np.ndarray  # float32 per row (answers round them to 6 decimals)
     source: np.ndarray  # uint8 per row, into SOURCES
     coldstart: dict[str, Hit] = field(default_factory=dict)
     load_seconds: float = 0.0
@@ -106,7 +107,7 @@ class ServedSnapshot:
         hi = min(end, lo + k)
         return Hit(
             [self.item_ids[i] for i in self.item[lo:hi].tolist()],
-            self.score[lo:hi].tolist(),
+            self.score[lo:hi].astype(np.float64).round(6).tolist(),
             SOURCES[int(self.source[lo])] if hi > lo else SOURCES[1],
         )
 
@@ -141,7 +142,7 @@ def load(store: ObjectStore, manifest_key: str) -> ServedSnapshot:
             [item_index.setdefault(v, len(item_index)) for v in values.to_pylist()], dtype=np.int32
         )
         codes.append(to_snapshot[code] if len(code) else np.zeros(0, np.int32))
-        scores.append(table["score"].to_numpy().astype(np.float64).round(6))
+        scores.append(table["score"].to_numpy().astype(np.float32))
         sources.append(_source_codes(info, table))
         parts.append(_index_part(info, table, offset))
         offset += table.num_rows
@@ -159,7 +160,16 @@ def load(store: ObjectStore, manifest_key: str) -> ServedSnapshot:
         load_seconds=time.perf_counter() - t0,
     )
     pa.default_memory_pool().release_unused()  # the parts' Arrow buffers: give them back to the system
+    _trim_heap()
     return served
+
+
+def _trim_heap() -> None:
+    """Return the heap that indexing freed (part bytes, per-user strings) to the system (glibc only)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _fetch(

@@ -32,29 +32,34 @@ class ApiMetrics:
         self.lists = Counter("nightrec_api_lists", "Lists served, by source.", ["source"], registry=r)
         self.snapshot = Gauge(
             "nightrec_api_snapshot_info",
-            "The snapshot being served (value 1; its identity in the labels).",
-            ["ds", "generation", "run_id"],
+            "The snapshot being served per channel (value 1; its identity in the labels).",
+            ["channel", "ds", "generation", "run_id"],
             registry=r,
         )
         self.load_seconds = Gauge(
-            "nightrec_api_snapshot_load_seconds", "Seconds to fetch, verify and index it.", registry=r
+            "nightrec_api_snapshot_load_seconds",
+            "Seconds to fetch, verify and index it.",
+            ["channel"],
+            registry=r,
         )
-        self.snapshot_users = Gauge("nightrec_api_snapshot_users", "Users with a list in it.", registry=r)
+        self.snapshot_users = Gauge(
+            "nightrec_api_snapshot_users", "Users with a list in it.", ["channel"], registry=r
+        )
         self.snapshot_bytes = Gauge(
-            "nightrec_api_snapshot_bytes", "Bytes of its in-memory arrays.", registry=r
+            "nightrec_api_snapshot_bytes", "Bytes of its in-memory arrays.", ["channel"], registry=r
         )
-        self.swaps = Counter("nightrec_api_snapshot_swaps", "Snapshots swapped in.", registry=r)
+        self.swaps = Counter("nightrec_api_snapshot_swaps", "Snapshots swapped in.", ["channel"], registry=r)
 
-    def swapped(self, new: ServedSnapshot, old: ServedSnapshot | None) -> None:
+    def swapped(self, channel: str, new: ServedSnapshot, old: ServedSnapshot | None) -> None:
         if old is not None:
             m = old.manifest
-            self.snapshot.remove(m.ds.isoformat(), str(m.generation), m.run_id)
+            self.snapshot.remove(channel, m.ds.isoformat(), str(m.generation), m.run_id)
         m = new.manifest
-        self.snapshot.labels(m.ds.isoformat(), str(m.generation), m.run_id).set(1)
-        self.load_seconds.set(new.load_seconds)
-        self.snapshot_users.set(new.users)
-        self.snapshot_bytes.set(new.nbytes)
-        self.swaps.inc()
+        self.snapshot.labels(channel, m.ds.isoformat(), str(m.generation), m.run_id).set(1)
+        self.load_seconds.labels(channel).set(new.load_seconds)
+        self.snapshot_users.labels(channel).set(new.users)
+        self.snapshot_bytes.labels(channel).set(new.nbytes)
+        self.swaps.labels(channel).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -144,9 +144,12 @@ def test_ready_only_once_a_snapshot_is_loaded_and_metrics_count_what_was_served(
     assert 'nightrec_api_requests_total{route="recs",status="200"} 4.0' in text
     assert 'nightrec_api_requests_total{route="recs",status="503"} 1.0' in text
     assert 'nightrec_api_lists_total{source="fallback"} 2.0' in text  # u5 (cold) and nobody
-    assert 'nightrec_api_snapshot_info{ds="2026-11-22",generation="1",run_id="run-a"} 1.0' in text
+    assert (
+        'nightrec_api_snapshot_info{channel="default",ds="2026-11-22",generation="1",run_id="run-a"} 1.0'
+        in text
+    )
     assert 'nightrec_api_request_seconds_count{route="recs"} 5.0' in text
-    assert "nightrec_api_snapshot_users 12.0" in text
+    assert 'nightrec_api_snapshot_users{channel="default"} 12.0' in text
 
 
 def test_new_snapshots_swap_in_and_a_rollback_is_served_from_memory(store, tmp_path, serve):

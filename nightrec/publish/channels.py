@@ -1,0 +1,30 @@
+"""Channels: parallel lines of published snapshots in one store, each with its own live pointer.
+
+The default channel is the store's root (``recs/_live.json``, ``recs/ds=...``): today's layout, so every
+reader of a store keeps working. Channel ``c`` is the same layout under ``channels/c/``; publish, validate,
+retention and rollback run on it unchanged, through a store opened at that prefix. An A/B variant serves one
+channel (``nightrec.serving.experiments``).
+"""
+
+from __future__ import annotations
+
+import re
+
+from nightrec.io.store import ObjectStore, StoreError, open_store
+
+DEFAULT_CHANNEL = "default"
+PREFIX = "channels"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def channel_url(store_url: str, channel: str) -> str:
+    """The URL of ``channel``'s store inside the store at ``store_url``."""
+    if channel == DEFAULT_CHANNEL:
+        return store_url
+    if not _NAME.match(channel):
+        raise StoreError(f"invalid channel name {channel!r}: letters, digits, '_', '.', '-' (64 at most)")
+    return f"{store_url.rstrip('/')}/{PREFIX}/{channel}"
+
+
+def open_channel(store_url: str, channel: str = DEFAULT_CHANNEL) -> ObjectStore:
+    return open_store(channel_url(store_url, channel))
