@@ -16,6 +16,7 @@ ORDER = [
     "precompute",
     "precompute_stage",
     "report",
+    "serve",
     "validation",
     "etl",
     "etl_100m",

@@ -436,6 +436,42 @@ def api(
     )
 
 
+@app.command("ab-report")
+def ab_report(
+    experiment: Annotated[str, typer.Argument(help="The experiment's name.")],
+    events: Annotated[str, typer.Option(help="Engagement events after the exposures (raw events contract).")],
+    exposures: Annotated[
+        str | None, typer.Option(help="Exposure log folder; default serve.exposure_log.")
+    ] = None,
+    horizon_hours: Annotated[float, typer.Option(help="How long after a list an engagement counts.")] = 24.0,
+) -> None:
+    """What an A/B experiment of `nightrec api` measured: CTR, conversion and NDCG per variant with 95%
+    intervals, the difference to control, and a sample-ratio-mismatch check (a Prefect flow run with an
+    artifact, and an HTML page with a chart)."""
+    from pydantic import ValidationError
+
+    from flows.ab_report import ab_report as ab_flow
+    from nightrec.errors import NightrecError
+    from schemas.params import AbReportParams
+
+    settings = Settings()
+    _quiet_env(settings, False)
+    log_path = run_log.path_for(settings.home, None, kind="ab-report")
+    try:
+        params = AbReportParams(
+            experiment=experiment, events=events, exposures=exposures, horizon_hours=horizon_hours
+        )
+        with run_log.capture(log_path):
+            out = _run_nightly(ab_flow, params)
+    except (ValidationError, ValueError, NightrecError) as e:
+        run_log.write_traceback(log_path)
+        console.print(f"[red]ab-report failed:[/] {str(e).splitlines()[0]}", soft_wrap=True)
+        console.print(f"Tracebacks and library logs: {log_path}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    console.print(out.markdown, soft_wrap=True)
+    console.print(f"report: {out.html}\nchart: {out.png}", soft_wrap=True)
+
+
 @app.command()
 def status() -> None:
     """The live snapshot, the champion models and the last run."""

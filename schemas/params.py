@@ -53,3 +53,23 @@ class NightlyParams(BaseModel):
         None,
         description="Run only these stages (e.g. ['precompute', 'validate_recs', 'publish']). Default: all.",
     )
+
+
+class AbReportParams(BaseModel):
+    """What `ab-report` reads: one experiment's exposures and the engagement events that followed."""
+
+    experiment: str = Field(min_length=1, description="The experiment's name in the experiments file.")
+    events: str = Field(
+        min_length=1,
+        description="Engagement events after the exposures: a raw data folder (events/), an events folder or "
+        "one file, in the raw events contract (Parquet, CSV or JSON Lines).",
+    )
+    exposures: str | None = Field(
+        None, description="The exposure log folder. Default: settings.serve.exposure_log."
+    )
+    horizon_hours: float = Field(
+        24.0,
+        gt=0,
+        le=24 * 30,
+        description="An engagement counts for a list served at most this long before it.",
+    )

@@ -180,3 +180,29 @@ class NightResult(_Result):
     precompute: Precomputed | None = None
     validate_recs: GateSummary | None = None
     publish: Publication | None = None
+
+
+class AbVariant(_Result):
+    """One variant of an A/B report: users, exposures, CTR with its 95% interval and its difference to control."""
+
+    variant: str
+    users: int
+    exposures: int
+    ctr: float
+    ctr_low: float
+    ctr_high: float
+    ctr_diff: float | None = None
+    ctr_diff_low: float | None = None
+    ctr_diff_high: float | None = None
+    ndcg: float
+
+
+class AbReportWritten(_Result):
+    """What `nightrec ab-report` measured and where it wrote the report."""
+
+    experiment: str
+    html: str
+    png: str
+    markdown: str
+    srm_p: float
+    variants: list[AbVariant]

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import TextIO
 
 
-def path_for(home: Path, run_date: date | None) -> Path:
-    """``<home>/logs/nightly-<run date or 'auto'>-<UTC time>.log``: one file per invocation."""
+def path_for(home: Path, run_date: date | None, kind: str = "nightly") -> Path:
+    """``<home>/logs/<kind>-<run date or 'auto'>-<UTC time>.log``: one file per invocation."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return Path(home) / "logs" / f"nightly-{run_date or 'auto'}-{stamp}.log"
+    return Path(home) / "logs" / f"{kind}-{run_date or 'auto'}-{stamp}.log"
 
 
 @contextmanager
