@@ -135,7 +135,7 @@ def _rss_mib(pid: int) -> float:
 
 
 def _gauge(text: str, name: str) -> float:
-    m = re.search(rf"^{name} (\S+)$", text, re.M)
+    m = re.search(rf"^{name}(?:\{{[^}}]*\}})? (\S+)$", text, re.M)
     return float(m.group(1)) if m else float("nan")
 
 

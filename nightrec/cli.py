@@ -324,8 +324,13 @@ def report(
 @app.command()
 def serve(
     port: Annotated[int, typer.Option(help="Prefect API and UI port.")] = 4200,
+    api_port: Annotated[
+        int | None, typer.Option(help="Port of `nightrec api` beside it; default serve.port (8765).")
+    ] = None,
+    api: Annotated[bool, typer.Option(help="Serve the live lists over HTTP too.")] = True,
 ) -> None:
-    """A local Prefect server with the UI, every deployment of prefect.yaml and a worker per pool."""
+    """A local Prefect server with the UI, every deployment of prefect.yaml, a worker per pool, and the
+    live lists over HTTP (`nightrec api`)."""
     import signal
 
     from nightrec.ops.local_stack import local_stack
@@ -337,6 +342,11 @@ def serve(
     with local_stack(Path(settings.home), port=port, ui=True) as stack:
         console.print(f"[bold green]Prefect UI:[/] {stack.ui_url}  (Deployments → nightly → Run)")
         console.print(f"  PREFECT_API_URL={stack.api_url}")
+        if api:
+            url = stack.start_api(api_port or settings.serve.port)
+            console.print(
+                f"[bold green]Lists API:[/] {url}/v1/recs/<user_id>  (ready once a night published)"
+            )
         console.print(stack.prefect("deployment", "ls"))
         console.print("workers are polling; Ctrl-C stops the server and the workers")
         try:

@@ -242,6 +242,12 @@ class PromotionSettings(BaseModel):
 class PublishSettings(BaseModel):
     retention: int = Field(5, ge=1, description="Snapshots kept besides the live one.")
     shard_count: int = Field(4, ge=1, description="Parquet parts per snapshot (users hashed into them).")
+    redis_url: str | None = Field(
+        None,
+        description="Also load the live lists into Redis (redis://host:6379/0): versioned keys, then one "
+        "pointer key flipped (nightrec.publish.redis_sink). None: no Redis.",
+    )
+    redis_prefix: str = Field("nightrec", description="Prefix of the Redis keys.")
 
 
 class ServeSettings(BaseModel):

@@ -144,6 +144,19 @@ class LocalStack:
             )
         )
 
+    def start_api(self, port: int) -> str:
+        """Start `nightrec api` on 127.0.0.1:``port`` beside the server (stopped with the stack); its URL."""
+        if not _port_free(port):
+            raise RuntimeError(f"port {port} on 127.0.0.1 is already in use; pick --api-port")
+        self.processes.append(
+            _spawn(
+                [sys.executable, "-m", "nightrec.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
+                self.env,
+                self.logs / "api.log",
+            )
+        )
+        return f"http://127.0.0.1:{port}"
+
 
 def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()

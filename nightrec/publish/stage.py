@@ -114,6 +114,14 @@ def publish_recs(
             log.warning("could not compare with the previous snapshot: %s", e)
     deleted = pointer.apply_retention(store, settings.publish.retention)
     log.info("live pointer now at %s (generation %d)", key, live.generation)
+    if settings.publish.redis_url:
+        # After the store's flip: Redis follows the store, never leads it. A failure raises (the task retries;
+        # the store side of a retry is idempotent) and leaves Redis's own live version where it was.
+        from nightrec.publish import redis_sink
+
+        redis_sink.load(
+            settings.publish.redis_url, store, manifest, key, prefix=settings.publish.redis_prefix
+        )
     return _result(
         settings, key, manifest, live=True, previous=live.previous, deleted=deleted, changes=changes
     )

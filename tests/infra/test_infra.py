@@ -120,3 +120,35 @@ def test_prefect_yaml_automations_are_valid_and_the_deploy_service_applies_them(
     # Above 3x Prefect's default heartbeat (180 s), or healthy runs of other flows would be crashed.
     assert zombie.within.total_seconds() >= 3 * 180
     assert "flows.automations" in " ".join(compose["services"]["deploy"]["command"])
+
+
+def test_the_api_runs_the_cli_command_on_the_port_its_probes_and_settings_use(compose, monkeypatch):
+    from typer.main import get_command
+
+    from nightrec.cli import app
+
+    assert "api" in get_command(app).commands  # the command both files start
+    api = compose["services"]["api"]
+    assert api["command"][:2] == ["nightrec", "api"] and "0.0.0.0" in api["command"]
+    port = api["command"][api["command"].index("--port") + 1]
+    assert api["ports"] == [f"{port}:{port}"] and f"127.0.0.1:{port}/readyz" in " ".join(
+        api["healthcheck"]["test"]
+    )
+    env = {**compose["x-nightrec-env"], **api["environment"]}
+    for k, v in env.items():
+        if k.startswith("NIGHTREC_"):
+            monkeypatch.setenv(k, str(v))
+    settings = Settings()
+    assert settings.store.startswith("s3://") and settings.serve.poll_s == 5.0
+
+    docs = list(yaml.safe_load_all((INFRA / "k8s" / "api-deployment.yaml").read_text()))
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    service = next(d for d in docs if d["kind"] == "Service")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == api["command"]
+    assert container["ports"][0]["containerPort"] == int(port)
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    k8s_env = {e["name"]: e["value"] for e in container["env"]}
+    assert k8s_env["NIGHTREC_STORE"] == compose["x-nightrec-env"]["NIGHTREC_STORE"]
