@@ -257,13 +257,18 @@ def _print_summary(settings: Settings, result: NightResult, date_given: bool = T
 
 
 @app.command()
-def recs(user_id: str) -> None:
+def recs(
+    user_id: str,
+    channel: Annotated[
+        str, typer.Option(help="The channel (an A/B variant's lists); default: default.")
+    ] = "default",
+) -> None:
     """Print the live list of one user (follows the live pointer only)."""
-    from nightrec.io.store import open_store
+    from nightrec.publish.channels import open_channel
     from nightrec.publish.reader import LiveRecs
 
     settings = Settings()
-    rows = LiveRecs(open_store(settings.store)).recs(user_id)
+    rows = LiveRecs(open_channel(settings.store, channel)).recs(user_id)
     if not rows:
         console.print(f"no recommendations for {user_id!r} in the live snapshot")
         raise typer.Exit(1)
@@ -391,6 +396,9 @@ def rollback(
     to: Annotated[
         str | None, typer.Option(help="Manifest key to make live; default: the live pointer's previous.")
     ] = None,
+    channel: Annotated[
+        str, typer.Option(help="Roll back an A/B variant's channel instead (its pointer only).")
+    ] = "default",
 ) -> None:
     """Move the live pointer back to an earlier snapshot (a conditional write, like every flip), make its
     policy the champion again, and reject the rolled-back lists so the next night does not bring them back."""
@@ -400,12 +408,16 @@ def rollback(
     settings = Settings()
     _quiet_env(settings, False)
     try:
-        done = ops_rollback.rollback(settings, to)
+        done = ops_rollback.rollback(settings, to, channel)
     except NightrecError as e:
         console.print(f"[red]rollback refused:[/] {e}")
         raise typer.Exit(1) from None
     live = done.live
-    console.print(f"live snapshot: ds={live.ds} generation={live.generation} ({live.manifest_key})")
+    where = "" if channel == "default" else f" of channel {channel}"
+    console.print(f"live snapshot{where}: ds={live.ds} generation={live.generation} ({live.manifest_key})")
+    if channel != "default":
+        console.print(f"live policy: unchanged ({done.note})")
+        return
     if done.restored:
         console.print(f"live policy: {done.restored} (champion again)")
     else:
@@ -489,13 +501,20 @@ def status() -> None:
     _quiet_env(settings, False)
     from nightrec.io.store import open_store
     from nightrec.publish import pointer
+    from nightrec.publish.channels import channel_names, open_channel
 
-    live = pointer.read_live(open_store(settings.store))
+    store = open_store(settings.store)
+    live = pointer.read_live(store)
     if live is None:
         console.print("live snapshot: [yellow]none yet[/]")
     else:
         p = live[0]
         console.print(f"live snapshot: ds={p.ds} generation={p.generation} run={p.run_id} ({p.manifest_key})")
+    for name in channel_names(store):
+        other = pointer.read_live(open_channel(settings.store, name))
+        if other is not None:
+            p = other[0]
+            console.print(f"  channel {name}: ds={p.ds} generation={p.generation} run={p.run_id}")
     from nightrec import registry
 
     registry.connect(settings)

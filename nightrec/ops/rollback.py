@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from nightrec import registry
 from nightrec.io.store import open_store
 from nightrec.publish import pointer, snapshot
+from nightrec.publish.channels import DEFAULT_CHANNEL, open_channel
 from nightrec.scoring import policies
 from nightrec.settings import Settings
 from schemas.manifest import LivePointer
@@ -27,13 +28,19 @@ class RollbackResult:
     note: str = ""  # why nothing was rejected, where nothing was
 
 
-def rollback(settings: Settings, to: str | None = None) -> RollbackResult:
+def rollback(settings: Settings, to: str | None = None, channel: str = DEFAULT_CHANNEL) -> RollbackResult:
     """Move the live pointer back (to ``to``, or the live pointer's ``previous``), then the champion with it.
 
     The pointer moves first, with its conditional write: if it fails nothing else changes. A target or a
     rolled-back snapshot from before policies were recorded has no policy version: the pointer still moves,
-    and the result says the registry was left as it was.
+    and the result says the registry was left as it was. On another ``channel`` (an A/B variant's lists) only
+    that channel's pointer moves: the champion is the default channel's.
     """
+    if channel != DEFAULT_CHANNEL:
+        live = pointer.rollback(open_channel(settings.store, channel), to)
+        return RollbackResult(
+            live, None, [], f"channel {channel}: the champion policy is the default channel's"
+        )
     store = open_store(settings.store)
     current = pointer.read_live(store)
     rolled_back = snapshot.load_manifest(store, current[0].manifest_key) if current else None

@@ -28,3 +28,16 @@ def channel_url(store_url: str, channel: str) -> str:
 
 def open_channel(store_url: str, channel: str = DEFAULT_CHANNEL) -> ObjectStore:
     return open_store(channel_url(store_url, channel))
+
+
+def channel_names(store: ObjectStore) -> list[str]:
+    """The channels of the store at its root with a live pointer, besides the default one."""
+    from nightrec.publish.pointer import POINTER_KEY
+
+    tail = f"/{POINTER_KEY}"
+    found = {
+        key[len(PREFIX) + 1 : -len(tail)]
+        for key in store.list(f"{PREFIX}/")
+        if key.endswith(tail) and key.count("/") == POINTER_KEY.count("/") + 2
+    }
+    return sorted(found)

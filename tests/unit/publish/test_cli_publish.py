@@ -69,3 +69,25 @@ def test_status_tells_a_night_that_died_from_one_still_running(two_snapshots, tm
         assert res.exit_code == 0, res.output
         assert f"last run: {expected}" in res.output and "run date not chosen yet" in res.output, res.output
         assert second in res.output  # the live snapshot is shown either way
+
+
+def test_a_channel_is_read_rolled_back_and_listed_on_its_own(two_snapshots, tmp_path):
+    from nightrec.publish.channels import channel_names, open_channel
+
+    store, (first, second) = two_snapshots
+    challenger = open_channel(store.url, "challenger")
+    for run_id, day in (("c-1", 22), ("c-2", 23)):
+        manifest, key = publish(
+            challenger, write_recs(tmp_path / run_id, n_users=4, k=3), DS.replace(day=day), run_id
+        )
+        pointer.flip_live(challenger, manifest, key)
+    assert channel_names(store) == ["challenger"]
+    runner = CliRunner()
+    res = runner.invoke(app, ["status"])
+    assert "channel challenger: ds=2026-11-23" in res.output, res.output
+    assert runner.invoke(app, ["recs", "u5", "--channel", "challenger"]).exit_code == 1  # 4 users only there
+    assert runner.invoke(app, ["recs", "u5"]).exit_code == 0
+    res = runner.invoke(app, ["rollback", "--channel", "challenger"])
+    assert res.exit_code == 0 and "of channel challenger: ds=2026-11-22" in res.output, res.output
+    assert pointer.read_live(challenger)[0].run_id == "c-1"
+    assert pointer.read_live(store)[0].manifest_key == second  # the default channel did not move
