@@ -14,14 +14,14 @@ from nightrec.io.store import ObjectStore, StoreError, open_store
 
 DEFAULT_CHANNEL = "default"
 PREFIX = "channels"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # channels, experiments and variants alike
 
 
 def channel_url(store_url: str, channel: str) -> str:
     """The URL of ``channel``'s store inside the store at ``store_url``."""
     if channel == DEFAULT_CHANNEL:
         return store_url
-    if not _NAME.match(channel):
+    if not re.match(NAME, channel):
         raise StoreError(f"invalid channel name {channel!r}: letters, digits, '_', '.', '-' (64 at most)")
     return f"{store_url.rstrip('/')}/{PREFIX}/{channel}"
 

@@ -185,9 +185,11 @@ def _part_counts(tbl: pa.Table) -> tuple[dict[str, int], dict[int, int]]:
     return counts, dict(zip(values.tolist(), freq.tolist(), strict=True))
 
 
-def _write_part(store: ObjectStore, tbl: pa.Table, key: str, tmp: Path) -> PartInfo:
+def _write_part(
+    store: ObjectStore, tbl: pa.Table, key: str, tmp: Path, order: tuple[str, str] = ("user_id", "rank")
+) -> PartInfo:
     local = tmp / Path(key).name
-    pq.write_table(tbl.sort_by([("user_id", "ascending"), ("rank", "ascending")]), local)
+    pq.write_table(tbl.sort_by([(c, "ascending") for c in order]), local)
     data = local.read_bytes()
     store.put_file(key, local)
     local.unlink()  # the temp folder would otherwise grow to the whole snapshot
@@ -200,13 +202,8 @@ def _write_coldstart(store: ObjectStore, recs_dir: Path, key: str, tmp: Path) ->
     if not source.exists():
         return None  # lists from before cold-start lists were written: readers fall back to none
     tbl = conform_arrow(pq.read_table(source), COLDSTART)
-    local = tmp / Path(key).name
     with disk.writing(tmp):
-        pq.write_table(tbl.sort_by([("segment", "ascending"), ("rank", "ascending")]), local)
-    data = local.read_bytes()
-    store.put_file(key, local)
-    local.unlink()
-    return PartInfo(key=key, rows=tbl.num_rows, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+        return _write_part(store, tbl, key, tmp, order=("segment", "rank"))
 
 
 def _existing(store: ObjectStore, ds: date, run_id: str) -> Manifest | None:

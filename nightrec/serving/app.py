@@ -51,10 +51,6 @@ def _bad(field: str, message: str) -> tuple[int, bytes, None, None]:
     return 400, orjson.dumps({"error": message, "field": field}), None, None
 
 
-def snapshot_tag(served: ServedSnapshot) -> str:
-    return served.tag
-
-
 def create_app(
     followers: Follower | dict[str, Follower],
     *,

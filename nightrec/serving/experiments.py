@@ -30,10 +30,9 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from nightrec.publish.channels import DEFAULT_CHANNEL
+from nightrec.publish.channels import DEFAULT_CHANNEL, NAME
 
 BUCKETS = 10_000
-NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 def bucket(salt: str, user_id: str) -> int:

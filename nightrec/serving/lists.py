@@ -15,7 +15,6 @@ import ctypes
 import hashlib
 import io
 import time
-import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -97,7 +96,7 @@ class ServedSnapshot:
     def lookup(self, user_id: str, k: int) -> Hit | None:
         """The user's first ``k`` items, or None when the snapshot has no list for them."""
         key = user_id.encode("utf-8")
-        part = self.parts[zlib.crc32(key) % len(self.parts)]
+        part = self.parts[snapshot.user_bucket(user_id, len(self.parts))]
         if len(key) > part.width:
             return None
         j = int(part.users.searchsorted(key))

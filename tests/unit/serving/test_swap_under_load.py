@@ -9,7 +9,7 @@ from datetime import date, timedelta
 
 from nightrec.io.store import LocalStore
 from nightrec.publish import pointer
-from nightrec.serving.app import SNAPSHOT_HEADER, create_app, snapshot_tag
+from nightrec.serving.app import SNAPSHOT_HEADER, create_app
 from nightrec.serving.follower import Follower
 from tests.unit.serving import running
 from tests.unit.serving.test_api import DS, _publish
@@ -20,7 +20,7 @@ def test_flips_and_a_rollback_under_load_drop_no_request(tmp_path):
     first = _publish(store, tmp_path, "run-0")
     swaps: list[tuple[float, str]] = []  # (when, tag) of each swap, in order
     follower = Follower(
-        store, poll_s=0.02, on_swap=lambda new, old: swaps.append((time.monotonic(), snapshot_tag(new)))
+        store, poll_s=0.02, on_swap=lambda new, old: swaps.append((time.monotonic(), new.tag))
     )
     follower.poll()
     answers: list[tuple[float, float, int, str, dict]] = []
