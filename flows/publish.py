@@ -7,7 +7,7 @@ from prefect import flow
 from flows.naming import run_name
 from schemas.params import NightlyParams
 from schemas.results import Promotion, Publication
-from tasks import features
+from tasks import channels, features
 from tasks import publish as publish_tasks
 
 
@@ -15,4 +15,6 @@ from tasks import publish as publish_tasks
 def publish(params: NightlyParams = NightlyParams(), promotion: Promotion | None = None) -> Publication:
     """Publish the validated lists of the run date; refuses lists that did not pass validate-recs."""
     params = features.latest_built_date(params)
-    return publish_tasks.publish(params, promotion)
+    out = publish_tasks.publish(params, promotion)
+    done, failed = channels.run_each(publish_tasks.publish_channel, params, "publish")
+    return out.model_copy(update={"channels": done, "failed_channels": failed})

@@ -7,11 +7,13 @@ from prefect import flow
 from flows.naming import run_name
 from schemas.params import NightlyParams
 from schemas.results import GateSummary
-from tasks import features, validation
+from tasks import channels, features, validation
 
 
 @flow(name="validate-recs", flow_run_name=run_name("validate-recs"), log_prints=True)
 def validate_recs(params: NightlyParams = NightlyParams()) -> GateSummary:
     """Validate the final lists: exactly K, no duplicates, nothing seen or unavailable."""
     params = features.latest_built_date(params)
-    return validation.validate_recs(params)
+    verdict = validation.validate_recs(params)  # a failure stops the night: the default lists are refused
+    done, failed = channels.run_each(validation.validate_recs_channel, params, "validate-recs")
+    return verdict.model_copy(update={"channels": done, "failed_channels": failed})

@@ -205,6 +205,27 @@ def _gate_notes(result: NightResult) -> list[str]:
     return out
 
 
+def _channel_lines(result: NightResult) -> list[str]:
+    """One line per extra channel (publish.channels): its policy and where it stands tonight."""
+    made = result.precompute.channels if result.precompute else {}
+    stages = (result.precompute, result.validate_recs, result.publish)
+    # The first stage that failed a channel says why (the later ones only saw it had no lists).
+    failed = {c: why for r in reversed(stages) if r is not None for c, why in r.failed_channels.items()}
+    published = result.publish.channels if result.publish else {}
+    lines = []
+    for channel in sorted({*made, *failed, *published}):
+        policy = made[channel].policy.get("name") if channel in made else "?"
+        if channel in failed:
+            state = f"[red]not published[/] ({failed[channel]}); its live lists are unchanged"
+        elif channel in published:
+            pub = published[channel]
+            state = f"live at {pub.manifest_key}" if pub.live else "published, not live (a newer date is)"
+        else:
+            state = "scored, not published"
+        lines.append(f"  channel [bold]{channel}[/] ({policy}): {state}")
+    return lines
+
+
 def _print_summary(settings: Settings, result: NightResult, date_given: bool = True) -> None:
     if not date_given:
         console.print(
@@ -250,6 +271,8 @@ def _print_summary(settings: Settings, result: NightResult, date_given: bool = T
         console.print(f"\n[bold green]Live recommendations:[/] {settings.store}/{pub.manifest_key}")
         console.print(f"  users {pub.counts.get('users')}, fallback {pub.counts.get('fallback_users')}")
         console.print("  try: [bold]nightrec recs <USER_ID>[/]")
+    for line in _channel_lines(result):
+        console.print(line)
     console.print(f"[bold]MLflow UI:[/] mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}")
     console.print(f"[bold]Data Docs:[/] {Path(settings.data_docs) / 'index.html'}")
     if result.validate_recs is not None and result.validate_recs.report:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nightrec.gate_settings import GateSettings
+from schemas.manifest import DEFAULT_CHANNEL
 from schemas.tables import EVENT_TYPES
 
 
@@ -248,6 +249,19 @@ class PublishSettings(BaseModel):
         "pointer key flipped (nightrec.publish.redis_sink). None: no Redis.",
     )
     redis_prefix: str = Field("nightrec", description="Prefix of the Redis keys.")
+    channels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra lines of lists scored, validated and published each night besides the default "
+        "one, for A/B variants: channel -> policy. A policy is 'challenger' (tonight's learned pair, promoted "
+        "or not), 'popularity_<N>d', 'popularity_all' or 'ease' (nightrec.scoring.channels).",
+    )
+
+    @model_validator(mode="after")
+    def _check_channels(self) -> PublishSettings:
+        from nightrec.scoring.channels import check_channels
+
+        check_channels(self.channels)
+        return self
 
 
 class ServeSettings(BaseModel):
@@ -295,6 +309,11 @@ class Settings(BaseSettings):
     publish: PublishSettings = Field(default_factory=PublishSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     gates: GateSettings = Field(default_factory=GateSettings)
+    channel: str = Field(
+        DEFAULT_CHANNEL,
+        description="The line of lists this process writes and publishes (set per channel by the stages, "
+        "from publish.channels; see for_channel). 'default' is the lake's recs table and the store's root.",
+    )
 
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:
@@ -324,6 +343,25 @@ class Settings(BaseSettings):
     @property
     def lake_path(self) -> Path:
         return Path(self.lake)  # type: ignore[arg-type]
+
+    @property
+    def recs_table(self) -> str:
+        """The lake table of this channel's lists: ``recs`` (the default), else ``channels/<channel>/recs``."""
+        return "recs" if self.channel == DEFAULT_CHANNEL else f"channels/{self.channel}/recs"
+
+
+def for_channel(settings: Settings, channel: str) -> Settings:
+    """``settings`` for the lists of ``channel``: its lake table (``recs_table``), its store (the channel's
+    prefix of the store, nightrec.publish.channels) and its Redis keys. Everything else is shared."""
+    from nightrec.publish.channels import channel_url
+
+    if channel == DEFAULT_CHANNEL:
+        return settings
+    s = settings.model_copy(deep=True)
+    s.channel = channel
+    s.store = channel_url(settings.store, channel)  # type: ignore[arg-type]
+    s.publish.redis_prefix = f"{settings.publish.redis_prefix}:{channel}"
+    return s
 
 
 def with_run_params(

@@ -10,6 +10,11 @@ from datetime import date, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Channels: parallel lines of snapshots in one store (nightrec.publish.channels). The default one is the
+# store's root; a name is also a path segment and a Redis key part, hence the narrow alphabet.
+DEFAULT_CHANNEL = "default"
+CHANNEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # channels, experiments and variants alike
+
 
 class _Doc(BaseModel):
     # Unknown fields are ignored: a reader on older code (say, after a code rollback) must still follow a

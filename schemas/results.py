@@ -57,6 +57,12 @@ class GateSummary(_Result):
     metrics: dict[str, float] = Field(default_factory=dict)
     data_docs: str | None = None
     report: str | None = Field(None, description="the night report (recs gate): lists against live, charts")
+    channels: dict[str, GateSummary] = Field(
+        default_factory=dict, description="recs gate: each extra channel's verdict (publish.channels)"
+    )
+    failed_channels: dict[str, str] = Field(
+        default_factory=dict, description="channel -> why its lists were refused (it stays as it was live)"
+    )
 
 
 class FeaturesBuilt(_Result):
@@ -138,6 +144,11 @@ class Precomputed(ListsWritten):
     models: dict[str, ServingModel] = Field(default_factory=dict, description="model name -> version served")
     input_fingerprints: dict[str, str | None] = Field(default_factory=dict)
     skipped: bool = Field(False, description="the same features, policy and settings: the earlier lists kept")
+    channel: str = Field("default", description="the line of lists (publish.channels) these are")
+    channels: dict[str, Precomputed] = Field(
+        default_factory=dict, description="each extra channel's lists, made by its own policy"
+    )
+    failed_channels: dict[str, str] = Field(default_factory=dict, description="channel -> why it has none")
 
 
 class SnapshotDiff(_Result):
@@ -164,6 +175,12 @@ class Publication(_Result):
     counts: dict[str, int] = Field(default_factory=dict)
     deleted: list[str] = Field(default_factory=list, description="snapshots removed by retention")
     changes: SnapshotDiff | None = Field(None, description="what changed against the previous live snapshot")
+    channels: dict[str, Publication] = Field(
+        default_factory=dict, description="each extra channel's snapshot (its own live pointer)"
+    )
+    failed_channels: dict[str, str] = Field(
+        default_factory=dict, description="channel -> why it was not published (its live lists untouched)"
+    )
 
 
 class NightResult(_Result):

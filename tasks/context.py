@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from nightrec.settings import Settings, with_run_params
 from schemas.params import NightlyParams
 
@@ -51,3 +53,8 @@ def record_params(params: NightlyParams) -> None:
             client.update_flow_run(rid, parameters=parameters, name=name)
     except Exception as e:  # the stage itself is fine; later stages then read the date off the lake
         get_run_logger().warning("could not record the resolved parameters on flow run %s: %s", rid, e)
+
+
+def artifact_key(text: str) -> str:
+    """``text`` as a Prefect artifact key (lowercase letters, digits and dashes only)."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")

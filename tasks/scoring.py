@@ -24,3 +24,19 @@ def precompute(params: NightlyParams) -> Precomputed:
         summary.fallback_users,
     )
     return summary
+
+
+@task(name="precompute-channel", task_run_name="precompute-{channel}", cache_policy=NO_CACHE)
+def precompute_channel(params: NightlyParams, channel: str) -> Precomputed:
+    """Score all users with the policy of an extra channel (publish.channels) into that channel's lists."""
+    s = settings_for(params)
+    summary = stage.precompute_channel(s, params.run_date, channel, force=params.force)
+    get_run_logger().info(
+        "precompute channel %s (%s, %s): %d users, %d rows",
+        channel,
+        summary.policy.get("name"),
+        "reused" if summary.skipped else "scored",
+        summary.users,
+        summary.rows,
+    )
+    return summary

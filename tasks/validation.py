@@ -15,12 +15,13 @@ from prefect.cache_policies import NO_CACHE
 
 from nightrec.evaluation import night_report
 from nightrec.io.spark import get_spark
-from nightrec.settings import Settings
+from nightrec.settings import Settings, for_channel
 from nightrec.validation import docs, gates
 from nightrec.validation.gates import GateReport
+from schemas.manifest import DEFAULT_CHANNEL
 from schemas.params import NightlyParams
 from schemas.results import GateSummary
-from tasks.context import settings_for
+from tasks.context import artifact_key, settings_for
 
 
 def _markdown(report: GateReport, ds: date) -> str:
@@ -78,18 +79,20 @@ def _one_gate_at_a_time(settings: Settings) -> Iterator[None]:
 
 
 def _publish(report: GateReport, ds: date, settings: Settings) -> GateSummary:
+    gate = artifact_key(report.gate)
     create_markdown_artifact(
-        _markdown(report, ds), key=f"gate-{report.gate}", description=f"{report.gate} gate, {ds}"
+        _markdown(report, ds), key=f"gate-{gate}", description=f"{report.gate} gate, {ds}"
     )
     if report.data_docs:
         create_link_artifact(
             Path(report.data_docs).resolve().as_uri(), link_text=f"Data Docs ({report.gate}, {ds})",
-            key=f"data-docs-{report.gate}",
+            key=f"data-docs-{gate}",
         )  # fmt: skip
     if report.night_report:
+        channel = "" if settings.channel == DEFAULT_CHANNEL else f"-{artifact_key(settings.channel)}"
         create_markdown_artifact(
             night_report_markdown(report.stats, report.night_report),
-            key="night-report",
+            key=f"night-report{channel}",
             description=f"Night report, {ds}: tonight's lists against the live ones",
         )
     log = get_run_logger()
@@ -127,6 +130,19 @@ def validate_features(params: NightlyParams) -> GateSummary:
 def validate_recs(params: NightlyParams) -> GateSummary:
     """Great Expectations on the final lists and their per-user audit."""
     s = settings_for(params)
+    with _one_gate_at_a_time(s):
+        report = gates.validate_recs(s, params.run_date)
+    return _publish(report, params.run_date, s)
+
+
+@task(
+    name="validate-channel-recommendations",
+    task_run_name="validate-recs-{channel}",
+    cache_policy=NO_CACHE,
+)
+def validate_recs_channel(params: NightlyParams, channel: str) -> GateSummary:
+    """The recs gate on an extra channel's lists (publish.channels), against that channel's live lists."""
+    s = for_channel(settings_for(params), channel)
     with _one_gate_at_a_time(s):
         report = gates.validate_recs(s, params.run_date)
     return _publish(report, params.run_date, s)

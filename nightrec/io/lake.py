@@ -103,9 +103,10 @@ def clear_all_staging(lake: str | Path, ds: date) -> None:
     """Remove every table's staging folders of ``ds`` (the night that writes ``ds`` has ended or died)."""
     root = Path(lake)
     if root.exists():
-        for table in root.iterdir():
+        # A channel's lists are the table channels/<channel>/recs (Settings.recs_table).
+        for table in (*root.iterdir(), *root.glob("channels/*/*")):
             if (table / "_staging").is_dir():
-                clear_staging(root, table.name, ds)
+                clear_staging(root, str(table.relative_to(root)), ds)
 
 
 def commit_staging(staging: Path, final: Path) -> None:

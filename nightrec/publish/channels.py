@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 
 from nightrec.io.store import ObjectStore, StoreError, open_store
+from schemas.manifest import CHANNEL_NAME as NAME
+from schemas.manifest import DEFAULT_CHANNEL
 
-DEFAULT_CHANNEL = "default"
+__all__ = ["DEFAULT_CHANNEL", "NAME", "PREFIX", "channel_names", "channel_url", "open_channel"]
 PREFIX = "channels"
-NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # channels, experiments and variants alike
 
 
 def channel_url(store_url: str, channel: str) -> str:

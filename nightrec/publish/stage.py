@@ -20,7 +20,6 @@ from nightrec.publish import diff, pointer, snapshot
 from nightrec.scoring.stage import META
 from nightrec.settings import Settings
 from schemas.results import Promotion, Publication, RuleFailure
-from schemas.tables import RECS
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ def validated_recs(settings: Settings, ds: date) -> tuple[dict, dict]:
         StageInputMissing: no complete recs partition, or it was never validated.
         GateFailed: the verdict is a failure, or it judged other lists than those now in the partition.
     """
-    path = lake.require_partition(settings.lake, RECS.name, ds)
+    path = lake.require_partition(settings.lake, settings.recs_table, ds)
     marker = lake.read_marker(path) or {}
     verdict_file = path / VALIDATION
     if not verdict_file.exists():
@@ -80,7 +79,7 @@ def publish_recs(
     report_key = _upload_report(store, settings, ds, run_id)
     extra = {"promotion": promotion.model_dump(mode="json")} if promotion else {}
     manifest = snapshot.write_snapshot(
-        lake.partition_path(settings.lake, RECS.name, ds),
+        lake.partition_path(settings.lake, settings.recs_table, ds),
         store,
         ds=ds,
         run_id=run_id,
@@ -129,7 +128,7 @@ def publish_recs(
 
 def _upload_report(store, settings: Settings, ds: date, run_id: str) -> str | None:
     """The recs gate's night report, beside the snapshot's parts (invisible, as they are, until the manifest)."""
-    local = lake.partition_path(settings.lake, RECS.name, ds) / lake.NIGHT_REPORT
+    local = lake.partition_path(settings.lake, settings.recs_table, ds) / lake.NIGHT_REPORT
     if not local.exists():
         return None
     key = f"{snapshot.run_prefix(ds, run_id)}report.html"

@@ -66,7 +66,7 @@ def precompute(
     if baseline:
         retrieval, ranking = baselines.build(policy, settings, ds, ds, users, items), None
     scorer = Scorer(retrieval, ranking, items, ScoringConfig.from_settings(sc), night)
-    staging = lake.staging_path(settings.lake, RECS.name, ds)
+    staging = lake.staging_path(settings.lake, settings.recs_table, ds)
     staging.mkdir(parents=True)
     rows = fallback = short = 0
     try:
@@ -85,7 +85,7 @@ def precompute(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # half a night's lists never reach the lake
         raise
-    final = lake.partition_path(settings.lake, RECS.name, ds)
+    final = lake.partition_path(settings.lake, settings.recs_table, ds)
     lake.commit_staging(staging, final)
     lake.write_marker(final, fingerprint, table=RECS.name, rows=rows)
     n = len(users)
@@ -139,4 +139,4 @@ def write_coldstart(
 
 
 def recs_path(settings: Settings, ds: date) -> Path:
-    return lake.require_partition(settings.lake, RECS.name, ds)
+    return lake.require_partition(settings.lake, settings.recs_table, ds)

@@ -53,7 +53,7 @@ def precompute_spark(
     bc = spark.sparkContext.broadcast(payload)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(sc.user_chunk_size))
     recs = users.mapInArrow(_score_batches(bc, uuid.uuid4().hex), to_struct_type(RECS))
-    staging = lake.staging_path(settings.lake, RECS.name, ds)
+    staging = lake.staging_path(settings.lake, settings.recs_table, ds)
     staging.parent.mkdir(parents=True, exist_ok=True)
     recs.write.mode("overwrite").parquet(str(staging))
     bc.unpersist()
@@ -72,7 +72,7 @@ def precompute_spark(
     short = int(counts["short"] or 0) + (n_users - int(counts["users"]))  # users with no item at all
     (staging / "_SUCCESS").unlink(missing_ok=True)  # the lake's completion marker is _MARKER.json
     write_coldstart(settings, ds, items, allowed, night, staging)
-    final = lake.partition_path(settings.lake, RECS.name, ds)
+    final = lake.partition_path(settings.lake, settings.recs_table, ds)
     lake.commit_staging(staging, final)
     lake.write_marker(final, fingerprint, table=RECS.name, rows=rows, engine="spark")
     return ListsWritten(

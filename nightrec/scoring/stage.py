@@ -6,12 +6,12 @@ import hashlib
 import json
 from datetime import date
 
-from nightrec import registry
+from nightrec import faults, registry
 from nightrec.io import lake, vocab_identity
-from nightrec.scoring import policies
+from nightrec.scoring import channels, policies
 from nightrec.scoring.policies import Policy
 from nightrec.scoring.precompute import precompute
-from nightrec.settings import Settings
+from nightrec.settings import Settings, for_channel
 from schemas.results import RANKING, RETRIEVAL, Precomputed, ServingModel
 
 META = "_META.json"  # a Precomputed, without ``skipped``
@@ -64,7 +64,21 @@ def precompute_with_champions(settings: Settings, ds: date, force: bool = False)
     """
     registry.connect(settings)
     live = live_policy()
-    policy = live.policy
+    return _precompute(settings, ds, live.policy, live.version, force)
+
+
+def precompute_channel(settings: Settings, ds: date, channel: str, force: bool = False) -> Precomputed:
+    """Score every user with the policy ``publish.channels`` names for ``channel`` into that channel's
+    lists (``settings.recs_table`` of :func:`nightrec.settings.for_channel`), as the default channel is."""
+    registry.connect(settings)
+    faults.fault("precompute.channel", target=channel)  # one channel's failure must leave the others alone
+    policy = channels.resolve(settings.publish.channels[channel])
+    return _precompute(for_channel(settings, channel), ds, policy, None, force)
+
+
+def _precompute(
+    settings: Settings, ds: date, policy: Policy, version: str | None, force: bool
+) -> Precomputed:
     refs = model_refs(policy)
     features = lake.read_marker(lake.partition_path(settings.lake, "interactions", ds)) or {}
     fp = ":".join(
@@ -74,8 +88,8 @@ def precompute_with_champions(settings: Settings, ds: date, force: bool = False)
             hashlib.sha256(settings.scoring.model_dump_json().encode()).hexdigest()[:16],
         )
     )
-    meta_path = lake.partition_path(settings.lake, "recs", ds) / META
-    if not force and lake.is_complete(settings.lake, "recs", ds, fp) and meta_path.exists():
+    meta_path = lake.partition_path(settings.lake, settings.recs_table, ds) / META
+    if not force and lake.is_complete(settings.lake, settings.recs_table, ds, fp) and meta_path.exists():
         return Precomputed(**json.loads(meta_path.read_text()), skipped=True)
     # A baseline has no models: precompute refits it on the night's lake.
     models = [registry.load_version(n, refs[n].version) for n in refs] if refs else [None, None]
@@ -83,9 +97,10 @@ def precompute_with_champions(settings: Settings, ds: date, force: bool = False)
         vocab_identity.check_model(model, settings.lake, ds, f"{name} version {refs[name].version}")
     summary = precompute(settings, ds, *models, fingerprint=fp, policy=policy)
     result = Precomputed(
-        policy={**policy.as_dict(), "version": live.version},
+        policy={**policy.as_dict(), "version": version},
         models=refs,
         input_fingerprints={"features": features.get("fingerprint")},
+        channel=settings.channel,
         **summary.model_dump(),
     )
     # Atomic: a skip reads it back; publish copies its provenance into the manifest.

@@ -27,6 +27,7 @@ from nightrec.validation.list_figures import list_figures
 from nightrec.validation.raw_gate import validate_raw
 from nightrec.validation.report import GateReport, docs_dir, make_report
 from schemas import expectations
+from schemas.manifest import DEFAULT_CHANNEL
 from schemas.tables import RECS
 
 __all__ = [
@@ -51,7 +52,7 @@ def recs_audit(settings: Settings, ds: date) -> tuple[pd.DataFrame, pd.DataFrame
     not already seen); that is the documented exception.
     """
     recs = (
-        pads.dataset(str(lake.require_partition(settings.lake, RECS.name, ds)), format="parquet")
+        pads.dataset(str(lake.require_partition(settings.lake, settings.recs_table, ds)), format="parquet")
         .to_table()
         .to_pandas()
     )
@@ -93,11 +94,17 @@ def recs_audit(settings: Settings, ds: date) -> tuple[pd.DataFrame, pd.DataFrame
 
 def validate_recs(settings: Settings, ds: date) -> GateReport:
     """The recommendations contract, the per-user audit and catalog coverage; on success the run's gate
-    statistics become history (every gate of the night has passed by then)."""
+    statistics become history (every gate of the night has passed by then).
+
+    For another channel than the default (``settings.channel``) the same rules judge that channel's lists
+    against its own live snapshot; its change rules compare with past nights of the same policy, and its
+    figures never become the night's history (that is the default channel's).
+    """
+    default = settings.channel == DEFAULT_CHANNEL
     docs = docs_dir(settings, ds)
     ctx = runner.get_context(settings.gx_root, docs)
     recs, audit, n_allowed = recs_audit(settings, ds)
-    path = str(lake.partition_path(settings.lake, RECS.name, ds))
+    path = str(lake.partition_path(settings.lake, settings.recs_table, ds))
     results = [
         runner.run_suite(ctx, expectations.to_suite(RECS), recs, engine="pandas", asset="recs"),
         runner.run_suite(
@@ -128,7 +135,9 @@ def validate_recs(settings: Settings, ds: date) -> GateReport:
     past = [h["recs"]["lists"] for h in same]
     changes, change_notes = change_checks(tonight, past, g.change, policy)
     results.append(run_checks(ctx, "recs_checks", [cov, *changes]))
-    report = make_report("recommendations", results, docs)
+    report = make_report(
+        "recommendations" if default else f"recommendations-{settings.channel}", results, docs
+    )
     results[-1].metrics |= {f"lists_{k}": v for k, v in tonight.items()}  # the night's figures, to MLflow too
     fallback = int(recs.loc[recs["source"] == "fallback", "user_id"].nunique())
     report.stats = {
@@ -139,6 +148,7 @@ def validate_recs(settings: Settings, ds: date) -> GateReport:
         "lists": tonight,
         "policy": policy,
         "compared_with": lists.live_key,
+        "channel": settings.channel,
     }
     report.notes.append(f"{fallback} users got the cold-start fallback list")
     report.notes += change_notes
@@ -151,14 +161,14 @@ def validate_recs(settings: Settings, ds: date) -> GateReport:
             history=[(h["ds"], h["recs"]["lists"]) for h in same],
             rules=[night_report.RuleRow(c.name, c.ok, c.action, c.explain) for c in changes],
             notes=change_notes,
-            slices=_slices(settings, ds),
+            slices=_slices(settings, ds) if default else None,  # the slices are the live policy's
         )
     )
-    report_path = lake.partition_path(settings.lake, RECS.name, ds) / lake.NIGHT_REPORT
+    report_path = lake.partition_path(settings.lake, settings.recs_table, ds) / lake.NIGHT_REPORT
     report_path.write_text(page)
     report.night_report = str(report_path)
     _record(settings, ds, report)
-    if report.success:
+    if report.success and default:
         history.save_pending(settings.lake, ds, "recs", report.stats)
         history.commit(settings.lake, ds)
     return report
@@ -178,7 +188,7 @@ def _same_policy(night: dict, policy: str | None) -> bool:
 
 def _policy_name(settings: Settings, ds: date) -> str | None:
     """The name of the policy that made the lists (``learned``, ``ease``, ...), from the precompute's record."""
-    meta = lake.partition_path(settings.lake, RECS.name, ds) / META
+    meta = lake.partition_path(settings.lake, settings.recs_table, ds) / META
     if not meta.exists():
         return None
     return (json.loads(meta.read_text()).get("policy") or {}).get("name")
@@ -186,7 +196,7 @@ def _policy_name(settings: Settings, ds: date) -> str | None:
 
 def _record(settings: Settings, ds: date, report: GateReport) -> None:
     """Leave the verdict beside the lists it judged; publish refuses lists without a passing one."""
-    path = lake.partition_path(settings.lake, RECS.name, ds)
+    path = lake.partition_path(settings.lake, settings.recs_table, ds)
     marker = lake.read_marker(path) or {}
     body = report.summary().model_dump(mode="json") | {
         "recs_fingerprint": marker.get("fingerprint"),

@@ -32,7 +32,6 @@ from nightrec.publish import pointer, snapshot
 from nightrec.scoring import inputs
 from nightrec.settings import Settings
 from schemas.manifest import Manifest
-from schemas.tables import RECS
 
 log = logging.getLogger(__name__)
 COLUMNS = ["user_id", "rank", "item_id", "source"]
@@ -61,7 +60,7 @@ def list_figures(settings: Settings, ds: date) -> NightLists:
     """The lists of ``ds`` in the lake figured, with the live snapshot's own figures and the churn against it
     when there is one. An unreadable live snapshot leaves churn out (logged); publish reports the store itself.
     """
-    path = lake.require_partition(settings.lake, RECS.name, ds)
+    path = lake.require_partition(settings.lake, settings.recs_table, ds)
     recs = read_lists(path)
     items = recommendable(settings, ds)
     k = settings.scoring.top_k
