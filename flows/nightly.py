@@ -19,7 +19,8 @@ from nightrec import faults
 from nightrec.ops.night_lock import night_lock
 from schemas.params import STAGES, NightlyParams
 from schemas.results import NightResult
-from tasks import features
+from tasks import features, night
+from tasks.channels import one_line
 from tasks.context import run_id, settings_for
 
 
@@ -36,23 +37,37 @@ def _stages(params: NightlyParams) -> NightResult:
     selected = set(params.stages or STAGES)
     seconds: dict[str, float] = {}
     out: dict = {}
+    current = ""
 
     def run(i: int, name: str, fn, *args):
+        nonlocal current
         if name not in selected:
             progress.skipped(name, i, len(STAGES))
             return None
+        current = name
         faults.fault("stage.before", target=name)  # the boundary: every earlier stage is done
         with progress.stage(name, i, len(STAGES), seconds):
             out[name] = fn(params, *args)
         return out[name]
 
-    run(1, "validate_raw", validate_raw)
-    run(2, "build_features", build_features)
-    run(3, "validate_features", validate_features)
-    retrieval = run(4, "train_retrieval", train_retrieval)
-    ranking = run(5, "train_ranking", train_ranking)
-    promotion = run(6, "evaluate_and_promote", evaluate_and_promote, retrieval, ranking)
-    run(7, "precompute", precompute)
-    run(8, "validate_recs", validate_recs)
-    run(9, "publish", publish, promotion)
-    return NightResult(run_date=params.run_date.isoformat(), seconds=seconds, **out)
+    def partial() -> NightResult:
+        return NightResult(run_date=params.run_date.isoformat(), seconds=seconds, **out)
+
+    try:
+        run(1, "validate_raw", validate_raw)
+        run(2, "build_features", build_features)
+        run(3, "validate_features", validate_features)
+        retrieval = run(4, "train_retrieval", train_retrieval)
+        ranking = run(5, "train_ranking", train_ranking)
+        promotion = run(6, "evaluate_and_promote", evaluate_and_promote, retrieval, ranking)
+        run(7, "precompute", precompute)
+        run(8, "validate_recs", validate_recs)
+        run(9, "publish", publish, promotion)
+    except Exception as e:
+        # The parent run says what stopped the night; return_state: this page must never mask the error.
+        docs = getattr(e, "data_docs", None)  # a gate's failure names its Data Docs page
+        night.failed(params, current, one_line(e), partial(), docs, return_state=True)
+        raise
+    result = partial()
+    night.summarize(params, result, return_state=True)
+    return result

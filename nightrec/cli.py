@@ -207,22 +207,18 @@ def _gate_notes(result: NightResult) -> list[str]:
 
 def _channel_lines(result: NightResult) -> list[str]:
     """One line per extra channel (publish.channels): its policy and where it stands tonight."""
-    made = result.precompute.channels if result.precompute else {}
-    stages = (result.precompute, result.validate_recs, result.publish)
-    # The first stage that failed a channel says why (the later ones only saw it had no lists).
-    failed = {c: why for r in reversed(stages) if r is not None for c, why in r.failed_channels.items()}
-    published = result.publish.channels if result.publish else {}
+    from nightrec.ops.night_summary import channel_states
+
     lines = []
-    for channel in sorted({*made, *failed, *published}):
-        policy = made[channel].policy.get("name") if channel in made else "?"
-        if channel in failed:
-            state = f"[red]not published[/] ({failed[channel]}); its live lists are unchanged"
-        elif channel in published:
-            pub = published[channel]
+    for c in channel_states(result):
+        if c.failed:
+            state = f"[red]not published[/] ({c.failed}); its live lists are unchanged"
+        elif c.published:
+            pub = c.published
             state = f"live at {pub.manifest_key}" if pub.live else "published, not live (a newer date is)"
         else:
             state = "scored, not published"
-        lines.append(f"  channel [bold]{channel}[/] ({policy}): {state}")
+        lines.append(f"  channel [bold]{c.channel}[/] ({c.policy}): {state}")
     return lines
 
 
@@ -272,7 +268,7 @@ def _print_summary(settings: Settings, result: NightResult, date_given: bool = T
         console.print(f"  users {pub.counts.get('users')}, fallback {pub.counts.get('fallback_users')}")
         console.print("  try: [bold]nightrec recs <USER_ID>[/]")
     for line in _channel_lines(result):
-        console.print(line)
+        console.print(line, soft_wrap=True)
     console.print(f"[bold]MLflow UI:[/] mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}")
     console.print(f"[bold]Data Docs:[/] {Path(settings.data_docs) / 'index.html'}")
     if result.validate_recs is not None and result.validate_recs.report:
@@ -375,6 +371,15 @@ def serve(
             console.print(
                 f"[bold green]Lists API:[/] {url}/v1/recs/<user_id>  (ready once a night published)"
             )
+        # Every link a night leaves (Prefect artifacts, the terminal) must open: the Data Docs and night
+        # reports over HTTP, and an MLflow UI when the tracking store is not a server already.
+        pages_url = stack.start_pages(settings.ui.pages_port)
+        console.print(f"[bold green]Data Docs and night reports:[/] {pages_url}/")
+        if not settings.mlflow_tracking_uri.startswith(("http://", "https://")):
+            mlflow_url = stack.start_mlflow_ui(
+                settings.ui.mlflow_port, settings.mlflow_tracking_uri, settings.mlflow_artifact_root
+            )
+            console.print(f"[bold green]MLflow UI:[/] {mlflow_url}")
         console.print(stack.prefect("deployment", "ls"))
         console.print("workers are polling; Ctrl-C stops the server and the workers")
         try:
@@ -478,6 +483,22 @@ def api(
         http="httptools",
         access_log=False,
         log_level="info",
+    )
+
+
+@app.command()
+def pages(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="Port; default ui.pages_port (8766).")] = None,
+) -> None:
+    """Serve the Data Docs and the night reports over HTTP (the links in Prefect artifacts point here)."""
+    import uvicorn
+
+    settings = Settings()
+    port = port or settings.ui.pages_port
+    console.print(f"nightrec pages on http://{host}:{port}/ (Data Docs {settings.data_docs})")
+    uvicorn.run(
+        "nightrec.serving.pages:from_settings", factory=True, host=host, port=port, log_level="warning"
     )
 
 

@@ -31,10 +31,11 @@ import torch
 from filelock import FileLock
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
-from mlflow.entities import Metric
+from mlflow.entities import LoggedModelInput, Metric
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.telemetry import set_telemetry_client
+from mlflow.types import Schema, TensorSpec
 from torch import nn
 
 from nightrec.host import process_alive
@@ -93,7 +94,30 @@ def configure_mlflow(tracking_uri: str, artifact_root: str, experiment: str) -> 
             else mlflow.create_experiment(experiment, artifact_location=artifact_root)
         )
     mlflow.set_experiment(experiment_id=exp_id)
+    _experiment["id"] = exp_id
+    _describe_experiment(exp_id)
     return exp_id
+
+
+_experiment: dict[str, str] = {}  # the id configure_mlflow set active (the parent runs are created in it)
+
+
+EXPERIMENT_NOTE = (
+    "Nightly recommendation training (nightrec). One parent run per run date (`night-<date>`) holds that "
+    "night's runs: the data gates, the two-tower and DeepFM trainings, and the evaluation that decides which "
+    "policy goes live. Compare nights in the runs table; the registered models carry their date, held-out "
+    "metric and decision."
+)
+
+
+def _describe_experiment(exp_id: str) -> None:
+    """Tag the experiment as model training (MLflow 3 would otherwise offer its GenAI views) and describe it."""
+    client = MlflowClient()
+    have = client.get_experiment(exp_id).tags
+    wanted = {"mlflow.experimentKind": "custom_model_development", "mlflow.note.content": EXPERIMENT_NOTE}
+    for key, value in wanted.items():
+        if key not in have:
+            client.set_experiment_tag(exp_id, key, value)
 
 
 def connect(settings: Settings) -> str:
@@ -187,8 +211,56 @@ def _git_commit(root: Path) -> str | None:
         return None
 
 
+NIGHT_KIND = "night"
+
+
+def night_run(ds: str) -> str:
+    """The parent run of run date ``ds`` (``night-<ds>``, tags ``nightrec.kind=night``, ``nightrec.ds``):
+    every run of that date nests under it, whichever process or deployment logs it. Created on first use.
+    """
+    client = MlflowClient()
+    where = f"tags.`nightrec.kind` = '{NIGHT_KIND}' and tags.`nightrec.ds` = '{ds}'"
+    found = mlflow.search_runs(
+        filter_string=where, order_by=["attributes.start_time ASC"], max_results=1, output_format="list"
+    )
+    if found:
+        return found[0].info.run_id
+    tags = {
+        "nightrec.kind": NIGHT_KIND,
+        "nightrec.ds": ds,
+        "mlflow.note.content": f"Every run of the night of {ds}: gates, trainings, evaluation.",
+        **_commit_tag(),
+    }
+    run = client.create_run(_experiment["id"], run_name=f"night-{ds}", tags=tags)
+    client.set_terminated(run.info.run_id, status="FINISHED")
+    return run.info.run_id
+
+
+def _commit_tag() -> dict[str, str]:
+    commit = _git_commit(Path(__file__).resolve().parents[1])
+    return {"mlflow.source.git.commit": commit} if commit else {}
+
+
+def _night_tags(ds: str | None) -> dict[str, str]:
+    """Tags that put a run under its night and name the code it ran."""
+    return ({"mlflow.parentRunId": night_run(ds), "nightrec.ds": ds} if ds else {}) | _commit_tag()
+
+
+def _run_name(base: str, ds: str | None) -> str:
+    """``<base>-<ds>``; a re-run of the same date gets ``#2``, ``#3``... so the runs table tells them apart."""
+    if not ds:
+        return base
+    name = f"{base}-{ds}"
+    earlier = mlflow.search_runs(
+        filter_string=f"attributes.run_name LIKE '{name}%'", output_format="list", max_results=1000
+    )
+    return name if not earlier else f"{name} #{len(earlier) + 1}"
+
+
 @contextmanager
-def training_run(model_name: str, *, tags: dict, log_system_metrics: bool = True) -> Iterator[str]:
+def training_run(
+    model_name: str, *, tags: dict, ds: str | None = None, log_system_metrics: bool = True
+) -> Iterator[str]:
     """Open (or join) the MLflow run of one model's training; yields its run id.
 
     Wrap the training itself in it so that a failure (e.g. ``TrainingDiverged``) ends the run FAILED with the
@@ -199,9 +271,15 @@ def training_run(model_name: str, *, tags: dict, log_system_metrics: bool = True
     if active is not None:
         yield active.info.run_id
         return
-    all_tags = {"nightrec.model": model_name, "nightrec.code_version": code_label(), **tags}
+    ds = ds or tags.get("nightrec.ds")
+    all_tags = {
+        "nightrec.model": model_name,
+        "nightrec.code_version": code_label(),
+        **_night_tags(ds),
+        **tags,
+    }
     with mlflow.start_run(
-        run_name=model_name, tags=_str(all_tags), log_system_metrics=log_system_metrics
+        run_name=_run_name(model_name, ds), tags=_str(all_tags), log_system_metrics=log_system_metrics
     ) as run:
         try:
             yield run.info.run_id
@@ -269,6 +347,7 @@ def log_training_run(
     fingerprints: dict,
     tags: dict,
     input_example: np.ndarray,
+    input_columns: list[str] | None = None,
     log_system_metrics: bool = True,
 ) -> ModelRef:
     """Log a trained model's run and register it; the new version gets the ``challenger`` alias.
@@ -283,6 +362,7 @@ def log_training_run(
         fingerprints: Input/parameter fingerprints, logged as ``fingerprint.<key>`` tags and dataset digests.
         tags: Extra run tags (flow run id, run date).
         input_example: A few rows of model input (int64), used for the signature and the example.
+        input_columns: What each input column holds, for the signature (``user_idx``, ``history_0``...).
         log_system_metrics: Sample CPU/memory while the run is open (needs psutil).
 
     Returns:
@@ -293,18 +373,91 @@ def log_training_run(
         mlflow.set_tags(_str(run_tags))
         mlflow.log_params(_str(params))
         _log_history(run_id, result)
+        _mark_best_epoch(result)
         _log_inputs(dataset_sources, fingerprints, input_example)
-        mlflow.log_figure(learning_curve(result.history, model_name), "learning_curve.png")
+        mlflow.log_figure(
+            learning_curve(result.history, model_name, best_epoch=result.best_epoch), "learning_curve.png"
+        )
         example = np.ascontiguousarray(input_example, dtype=np.int64)
-        version = _log_model(result.model, model_name, example)
+        version = _log_model(result.model, model_name, example, columns=input_columns)
+    _describe_trained_version(model_name, str(version), result, run_tags.get("nightrec.ds"), run_id)
     set_alias(model_name, CHALLENGER, version)
     return ModelRef(name=model_name, version=str(version), run_id=run_id)
+
+
+def _quality(history: list[dict]) -> str | None:
+    return next((k for k in _QUALITY if any(k in row for row in history)), None)
+
+
+def _mark_best_epoch(result: TrainResult) -> None:
+    """The best epoch on the curves: ``best_<metric>`` logged once, at that epoch's step (a dot on the
+    metric's chart), beside ``best_epoch``."""
+    quality = _quality(result.history)
+    row = next((r for r in result.history if r["epoch"] == result.best_epoch), None)
+    if quality and row and quality in row and np.isfinite(row[quality]):
+        mlflow.log_metric(f"best_{quality}", float(row[quality]), step=int(result.best_epoch))
+
+
+def _describe_trained_version(
+    name: str, version: str, result: TrainResult, ds: str | None, run_id: str
+) -> None:
+    """Date, best epoch and validation figure on the version itself (the registry page shows them)."""
+    quality = _quality(result.history)
+    figure = result.metrics.get(quality) if quality else None
+    tags = {"nightrec.ds": ds or "", "best_epoch": str(result.best_epoch)}
+    if figure is not None:
+        tags[f"valid_{quality}"] = f"{figure:.4f}"
+    text = f"Trained for run date {ds} by run {run_id}: best epoch {result.best_epoch}"
+    text += f" of {result.metrics.get('epochs_run', len(result.history))}"
+    text += f", validation {quality} {figure:.4f}." if figure is not None else "."
+    annotate_version(name, version, tags, text)
+
+
+def annotate_version(name: str, version: str | int, tags: dict[str, str], note: str) -> None:
+    """Set ``tags`` on a model version and add ``note`` as a paragraph of its description."""
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, str(value))
+    before = client.get_model_version(name, str(version)).description or ""
+    if note not in before:
+        client.update_model_version(name, str(version), description=f"{before}\n\n{note}".strip())
+
+
+def log_model_inputs(versions: list[tuple[str, str]]) -> None:
+    """Link the active run to the registered model versions it judged (its page lists them)."""
+    client = MlflowClient()
+    for name, version in versions:
+        mv = client.get_model_version(name, str(version))
+        model_id = mv.model_id or _model_id_of_source(mv.source)
+        if model_id:
+            mlflow.log_input(model=LoggedModelInput(model_id))
+
+
+def _model_id_of_source(source: str) -> str | None:
+    # A version's source is ``models:/m-<id>`` for a logged model (the OSS registry leaves model_id empty).
+    return source.removeprefix("models:/").split("/")[0] if source.startswith("models:/m-") else None
+
+
+def log_dataset(
+    name: str, source: str, sample: pd.DataFrame, context: str, digest: str | None = None
+) -> None:
+    """A dataset input of the active run: where it lives (``source``), a sample for its schema, its digest."""
+    with _known_mlflow_warnings_silenced():
+        mlflow.log_input(
+            mlflow.data.from_pandas(sample, source=source, name=name, digest=digest), context=context
+        )
 
 
 SERVING_VERSION_TAG, SERVES_FOR_TAG = "nightrec.serving_version", "nightrec.serves_for"
 
 
-def log_serving_twin(model: nn.Module, model_name: str, evaluated_version: str, example: np.ndarray) -> str:
+def log_serving_twin(
+    model: nn.Module,
+    model_name: str,
+    evaluated_version: str,
+    example: np.ndarray,
+    columns: list[str] | None = None,
+) -> str:
     """Register ``model``, the serving twin of ``model_name`` version ``evaluated_version``, from the active run.
 
     The twin gets no alias: the evaluated version names it (tag ``nightrec.serving_version``) and the twin
@@ -312,10 +465,17 @@ def log_serving_twin(model: nn.Module, model_name: str, evaluated_version: str, 
     measures one and precompute loads the other.
     """
     example = np.ascontiguousarray(example, dtype=np.int64)
-    version = str(_log_model(model, model_name, example, name="serving_model"))
+    version = str(_log_model(model, model_name, example, name="serving_model", columns=columns))
     client = MlflowClient()
     client.set_model_version_tag(model_name, version, SERVES_FOR_TAG, str(evaluated_version))
     client.set_model_version_tag(model_name, str(evaluated_version), SERVING_VERSION_TAG, version)
+    annotate_version(
+        model_name,
+        version,
+        {},
+        f"Serving twin of version {evaluated_version}: the same recipe refit on every window up to the run "
+        "date; precompute serves it under that version's held-out figures.",
+    )
     return version
 
 
@@ -374,12 +534,45 @@ def _log_inputs(sources: dict[str, str], fingerprints: dict, input_example: np.n
             mlflow.log_input(ds, context="training" if name == "train" else name)
 
 
-def _log_model(model: nn.Module, model_name: str, example: np.ndarray, name: str = "model") -> int:
+def _signature(example: np.ndarray, output: np.ndarray, columns: list[str] | None) -> ModelSignature:
+    """One int64 input tensor named after its columns (``user_idx, segment_idx, history_0..history_49``) and
+    one float output. One tensor, not a column per field: MLflow's PyTorch pyfunc casts a DataFrame to
+    float32, which an embedding lookup refuses."""
+    if not columns:
+        return infer_signature(example, output)
+    out_name = "user_vector" if output.ndim == 2 else "score"
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype("int64"), (-1, example.shape[1]), _columns_text(columns))]),
+        outputs=Schema([TensorSpec(np.dtype("float32"), (-1, *output.shape[1:]), out_name)]),
+    )
+
+
+def _columns_text(columns: list[str]) -> str:
+    """Runs of ``prefix_<n>`` written as ``prefix_0..prefix_k``."""
+    out: list[str] = []
+    i = 0
+    while i < len(columns):
+        head, _, tail = columns[i].rpartition("_")
+        j = i
+        while tail.isdigit() and j + 1 < len(columns) and columns[j + 1] == f"{head}_{int(tail) + j + 1 - i}":
+            j += 1
+        out.append(columns[i] if j == i else f"{columns[i]}..{columns[j]}")
+        i = j + 1
+    return ", ".join(out)
+
+
+def _log_model(
+    model: nn.Module,
+    model_name: str,
+    example: np.ndarray,
+    name: str = "model",
+    columns: list[str] | None = None,
+) -> int:
     model = model.to("cpu").eval()
     with torch.no_grad():
         output = model(torch.from_numpy(example)).float().numpy()
     with _known_mlflow_warnings_silenced():
-        signature = infer_signature(example, output)
+        signature = _signature(example, output, columns)
         info = mlflow.pytorch.log_model(
             model,
             name=name,
@@ -392,7 +585,7 @@ def _log_model(model: nn.Module, model_name: str, example: np.ndarray, name: str
     return int(info.registered_model_version)
 
 
-def learning_curve(history: list[dict], title: str) -> Figure:
+def learning_curve(history: list[dict], title: str, best_epoch: int | None = None) -> Figure:
     """Losses per epoch (left axis) and the ranking-quality metric (right axis) as a matplotlib figure."""
     # Figure() without pyplot: no global backend or figure registry, renders headless.
     fig = Figure(figsize=(6, 4))
@@ -404,12 +597,14 @@ def learning_curve(history: list[dict], title: str) -> Figure:
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_title(title)
-    quality = next((k for k in _QUALITY if any(k in row for row in history)), None)
+    quality = _quality(history)
     if quality:
         ax2 = ax.twinx()
         ax2.plot(epochs, [row.get(quality, np.nan) for row in history], color="black", ls="--", label=quality)
         ax2.set_ylabel(quality)
         ax2.legend(loc="lower right")
+    if best_epoch:
+        ax.axvline(best_epoch, color="tab:green", ls=":", label=f"best epoch ({best_epoch})")
     ax.legend(loc="upper right")
     fig.tight_layout()
     return fig
@@ -526,10 +721,14 @@ def log_file(run_id: str, path: str, artifact_path: str | None = None) -> None:
 
 
 @contextmanager
-def run(run_name: str, tags: dict[str, str] | None = None) -> Iterator[str]:
+def run(
+    run_name: str, tags: dict[str, str] | None = None, *, ds: str | None = None, note: str | None = None
+) -> Iterator[str]:
     """Open a run of the active experiment (ended FAILED if the block raises); yields its id. Inside,
-    :func:`log` records into it."""
-    with mlflow.start_run(run_name=run_name, tags=_str(tags or {})) as active:
+    :func:`log` records into it. With ``ds`` it is named ``<run_name>-<ds>`` and nests under that night's
+    parent run; ``note`` is its description (Markdown, shown on the run's page)."""
+    all_tags = {**_night_tags(ds), **(tags or {})} | ({"mlflow.note.content": note} if note else {})
+    with mlflow.start_run(run_name=_run_name(run_name, ds), tags=_str(all_tags)) as active:
         yield active.info.run_id
 
 

@@ -7,6 +7,7 @@ defaults < environment variables / ``.env`` (prefix ``NIGHTREC_``, nested sectio
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -14,7 +15,7 @@ from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nightrec.gate_settings import GateSettings
-from schemas.manifest import DEFAULT_CHANNEL
+from schemas.manifest import CHANNEL_NAME, CHANNELS_PREFIX, DEFAULT_CHANNEL
 from schemas.tables import EVENT_TYPES
 
 
@@ -258,10 +259,37 @@ class PublishSettings(BaseModel):
 
     @model_validator(mode="after")
     def _check_channels(self) -> PublishSettings:
-        from nightrec.scoring.channels import check_channels
-
         check_channels(self.channels)
         return self
+
+
+CHALLENGER_SPEC = "challenger"
+CHANNEL_SPECS = "'challenger', 'popularity_<N>d', 'popularity_all' or 'ease'"
+POPULARITY_SPEC = re.compile(r"^popularity_(?:(\d+)d|all)$")
+
+
+def check_spec(spec: str) -> None:
+    """Refuse a channel policy that names nothing (nightrec.scoring.channels builds the policy)."""
+    if spec not in (CHALLENGER_SPEC, "ease") and not POPULARITY_SPEC.match(spec):
+        raise ValueError(f"unknown channel policy {spec!r}: one of {CHANNEL_SPECS}")
+
+
+def check_channels(channels: dict[str, str]) -> None:
+    """Refuse a channel map that could not be scored: bad names, the default channel, unknown policies."""
+    for channel, spec in channels.items():
+        if channel == DEFAULT_CHANNEL:
+            raise ValueError(
+                "publish.channels: 'default' always serves the live policy (the promotion gate's choice); "
+                "name the extra channel something else"
+            )
+        if not re.match(CHANNEL_NAME, channel):
+            raise ValueError(
+                f"publish.channels: invalid channel name {channel!r}: letters, digits, '_', '.', '-' (64 at most)"
+            )
+        try:
+            check_spec(spec)
+        except ValueError as e:
+            raise ValueError(f"publish.channels.{channel}: {e}") from None
 
 
 class ServeSettings(BaseModel):
@@ -278,6 +306,23 @@ class ServeSettings(BaseModel):
     exposure_log: str | None = Field(
         None, description="Folder of the exposure log. Default: <home>/exposures"
     )
+
+
+class UiSettings(BaseModel):
+    """Where people open what a night made: the links in Prefect artifacts, MLflow and the terminal."""
+
+    mlflow_url: str | None = Field(
+        None,
+        description="MLflow UI base URL for links. Default: the tracking URI when it is http(s), else "
+        "http://127.0.0.1:<mlflow_port>, where `nightrec serve` starts the MLflow UI.",
+    )
+    mlflow_port: int = Field(5000, ge=1, le=65535, description="Port `nightrec serve` gives the MLflow UI.")
+    pages_url: str | None = Field(
+        None,
+        description="Base URL of the Data Docs and night reports. Default: http://127.0.0.1:<pages_port>, "
+        "where `nightrec serve` starts `nightrec pages`.",
+    )
+    pages_port: int = Field(8766, ge=1, le=65535, description="Port of `nightrec pages`.")
 
 
 class Settings(BaseSettings):
@@ -308,6 +353,7 @@ class Settings(BaseSettings):
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    ui: UiSettings = Field(default_factory=UiSettings)
     gates: GateSettings = Field(default_factory=GateSettings)
     channel: str = Field(
         DEFAULT_CHANNEL,
@@ -328,6 +374,12 @@ class Settings(BaseSettings):
         self.gx_root = self.gx_root or str(home / "gx")
         self.prefect_home = self.prefect_home or str(home / "prefect")
         self.serve.exposure_log = self.serve.exposure_log or str(home / "exposures")
+        tracking = self.mlflow_tracking_uri
+        web = tracking if tracking.startswith(("http://", "https://")) else None
+        self.ui.mlflow_url = (self.ui.mlflow_url or web or f"http://127.0.0.1:{self.ui.mlflow_port}").rstrip(
+            "/"
+        )
+        self.ui.pages_url = (self.ui.pages_url or f"http://127.0.0.1:{self.ui.pages_port}").rstrip("/")
         return self
 
     @model_validator(mode="after")
@@ -353,13 +405,13 @@ class Settings(BaseSettings):
 def for_channel(settings: Settings, channel: str) -> Settings:
     """``settings`` for the lists of ``channel``: its lake table (``recs_table``), its store (the channel's
     prefix of the store, nightrec.publish.channels) and its Redis keys. Everything else is shared."""
-    from nightrec.publish.channels import channel_url
-
     if channel == DEFAULT_CHANNEL:
         return settings
+    if not re.match(CHANNEL_NAME, channel):
+        raise ValueError(f"invalid channel name {channel!r}: letters, digits, '_', '.', '-' (64 at most)")
     s = settings.model_copy(deep=True)
     s.channel = channel
-    s.store = channel_url(settings.store, channel)  # type: ignore[arg-type]
+    s.store = f"{settings.store.rstrip('/')}/{CHANNELS_PREFIX}/{channel}"  # type: ignore[union-attr]
     s.publish.redis_prefix = f"{settings.publish.redis_prefix}:{channel}"
     return s
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 # store's root; a name is also a path segment and a Redis key part, hence the narrow alphabet.
 DEFAULT_CHANNEL = "default"
 CHANNEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # channels, experiments and variants alike
+CHANNELS_PREFIX = "channels"  # channel c's snapshots and pointer live under channels/<c>/ of the store
 
 
 class _Doc(BaseModel):

@@ -57,6 +57,7 @@ class GateSummary(_Result):
     metrics: dict[str, float] = Field(default_factory=dict)
     data_docs: str | None = None
     report: str | None = Field(None, description="the night report (recs gate): lists against live, charts")
+    mlflow_run_id: str | None = Field(None, description="the MLflow run the gate was logged to")
     channels: dict[str, GateSummary] = Field(
         default_factory=dict, description="recs gate: each extra channel's verdict (publish.channels)"
     )
@@ -118,6 +119,7 @@ class Promotion(_Result):
     champion: dict = Field(default_factory=dict, description="model versions aliased champion after the gate")
     ease_validation: dict[str, float] | None = None
     rejected: list[str] = Field(default_factory=list, description="candidates whose lists were rolled back")
+    run_id: str | None = Field(None, description="the MLflow evaluation run")
 
 
 class ServingModel(_Result):

@@ -6,6 +6,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact
 from prefect.cache_policies import NO_CACHE
 
+from nightrec import registry
+from nightrec.ops import links
 from nightrec.training import reuse, stages
 from schemas.params import NightlyParams
 from schemas.results import ModelTrained
@@ -26,10 +28,10 @@ def _train(params: NightlyParams, model_name: str) -> ModelTrained:
         ref.metrics,
     )
     create_link_artifact(
-        f"{s.mlflow_tracking_uri}#run={ref.run_id}",
+        links.mlflow_run(s, registry.connect(s), ref.run_id),
         link_text=f"MLflow run of {ref.name} v{ref.version}",
         key=ref.name,
-        description=f"Run `mlflow ui --backend-store-uri {s.mlflow_tracking_uri}` and open run {ref.run_id}",
+        description=f"Curves, params and the registered version of {ref.name}",
     )
     return ref
 

@@ -96,6 +96,7 @@ def _publish(report: GateReport, ds: date, settings: Settings) -> GateSummary:
             description=f"Night report, {ds}: tonight's lists against the live ones",
         )
     log = get_run_logger()
+    run_id = None
     try:
         run_id = docs.log_gate(settings, ds, report)
         log.info("gate %s logged to MLflow run %s", report.gate, run_id)
@@ -105,7 +106,7 @@ def _publish(report: GateReport, ds: date, settings: Settings) -> GateSummary:
         log.warning("gate %s warning: %s: %s", report.gate, w.rule, w.detail)
     log.info("gate %s: %s (Data Docs: %s)", report.gate, report.success, report.data_docs)
     report.raise_if_failed()
-    return report.summary()
+    return report.summary().model_copy(update={"mlflow_run_id": run_id})
 
 
 @task(name="validate-raw-data", cache_policy=NO_CACHE)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 import numpy as np
+import pandas as pd
 
 from nightrec import faults, registry
 from nightrec.errors import NightrecError
@@ -251,16 +252,18 @@ def evaluate_and_promote(
         else None
     )
     run_tags = {"nightrec.stage": "evaluate", "nightrec.ds": str(ds), **registry.process_tags(), **tags}
-    with registry.run(f"evaluate-{ds}", run_tags) as run_id:
+    with registry.run("evaluate", run_tags, ds=str(ds), note=_note(decision, winner, metric)) as run_id:
         registry.end_orphan_runs("evaluate", str(ds), resumed_by=run_id)
         _log(settings, results, decision, winner, lift, challenger, live, incumbent, info)
         _write_slices(settings, ds, measured[decision.live], data, winner.name)
+        _link_inputs(settings, ds, challenger, live, data)
         version = live.version if live is not None and not decision.promote else None
         if decision.promote or (live is not None and live.version is None):
             # A registry from before policies gets its learned champion recorded as a policy version too.
             version = policies.register(winner, run_id, decision.reason)
             faults.fault("promotion.after_register")  # a policy version that is not (yet) the champion
             policies.promote(version)
+    _annotate_challengers(challenger, results, metric, decision, str(ds))
     # The challenger's figures on its own training run too, so MLflow's comparison view shows them side by side.
     if retrieval and CHALLENGER in results:
         registry.log(
@@ -280,12 +283,51 @@ def evaluate_and_promote(
         challenger=challenger.params if challenger else {"retrieval": ch_r, "ranking": ch_k},
         previous_champion=live.policy.params if live and live.policy.kind == "learned" else {},
         previous_policy=live.policy.as_dict() if live else None,
+        run_id=run_id,
         champion={
             "retrieval": registry.get_alias_version(RETRIEVAL, CHAMPION),
             "ranking": registry.get_alias_version(RANKING, CHAMPION),
         },
         **info,
     )
+
+
+def _note(decision, winner: Policy, metric: str) -> str:
+    return f"**Live policy: {winner.name}** ({decision.reason}). Decided on held-out `{metric}`."
+
+
+def _link_inputs(
+    settings: Settings, ds: date, challenger: Policy | None, live: LivePolicy | None, data: offline.EvalData
+) -> None:
+    """The evaluation run names what it judged: the model versions (its page links them) and the held-out
+    window (a dataset input: where it lives, its users)."""
+    versions = [
+        (name, pol.params[key])
+        for pol in (challenger, live.policy if live else None)
+        if pol is not None and pol.kind == "learned"
+        for name, key in ((RETRIEVAL, "retrieval"), (RANKING, "ranking"))
+    ]
+    registry.log_model_inputs(sorted(set(versions)))
+    users = pd.DataFrame({"user_id": data.users.user_id[:5], "relevant_items": data.n_relevant[:5]})
+    source = str(lake.partition_path(settings.lake, "interactions", ds))
+    registry.log_dataset(f"holdout-{ds}", source, users, context="eval")
+
+
+def _annotate_challengers(challenger: Policy | None, results: dict, metric: str, decision, ds: str) -> None:
+    """Tonight's model versions carry the held-out figure and the gate's decision on the registry page."""
+    if challenger is None or CHALLENGER not in results:
+        return
+    figure = results[CHALLENGER].get(metric)
+    went_live = decision.promote and decision.live == CHALLENGER
+    verdict = "promoted to champion" if went_live else "not promoted"
+    for name, key in ((RETRIEVAL, "retrieval"), (RANKING, "ranking")):
+        registry.annotate_version(
+            name,
+            challenger.params[key],
+            {f"heldout_{metric}": f"{figure:.4f}", "decision": verdict, "nightrec.evaluated_ds": ds},
+            f"Evaluated on the held-out window of {ds}: {metric} {figure:.4f} as the learned pair; "
+            f"{verdict} ({decision.reason}).",
+        )
 
 
 def _write_slices(settings: Settings, ds: date, live: offline.Measured, data, policy: str) -> None:

@@ -29,6 +29,8 @@ def set_library_defaults(settings: Settings, verbose: bool = False) -> None:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     # Prefect gives its ephemeral API 20 s to start; a cron night on a loaded box can need more than that.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(EPHEMERAL_STARTUP_S))
+    # nightrec's own INFO lines (training epochs, stage summaries) reach each run's log in the Prefect UI.
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "nightrec")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "WARNING")

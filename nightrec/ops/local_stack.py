@@ -157,6 +157,39 @@ class LocalStack:
         )
         return f"http://127.0.0.1:{port}"
 
+    def start_pages(self, port: int) -> str:
+        """Start `nightrec pages` (Data Docs and night reports) on 127.0.0.1:``port``; its URL."""
+        return self._start(
+            "pages", port, [sys.executable, "-m", "nightrec.cli", "pages", "--port", str(port)], "/"
+        )
+
+    def start_mlflow_ui(self, port: int, tracking_uri: str, artifact_root: str) -> str:
+        """Start the MLflow UI over the home's tracking store on 127.0.0.1:``port``; its URL."""
+        cmd = [
+            sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+            "--backend-store-uri", tracking_uri, "--default-artifact-root", artifact_root, "--workers", "1",
+        ]  # fmt: skip
+        return self._start("mlflow-ui", port, cmd, "/health")
+
+    def _start(self, name: str, port: int, cmd: list[str], health: str, timeout_s: float = 90) -> str:
+        if not _port_free(port):
+            raise RuntimeError(f"port {port} on 127.0.0.1 is already in use: {name} cannot start there")
+        proc = _spawn(cmd, self.env, self.logs / f"{name}.log")
+        self.processes.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited at start-up: {self.log_tail(f'{name}.log', 1500)}")
+            try:
+                with urllib.request.urlopen(url + health, timeout=2):
+                    return url
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.5)
+        raise RuntimeError(
+            f"{name} did not answer on {url} within {timeout_s:.0f}s; see {self.logs / name}.log"
+        )
+
 
 def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()

@@ -12,10 +12,10 @@ import re
 
 from nightrec.io.store import ObjectStore, StoreError, open_store
 from schemas.manifest import CHANNEL_NAME as NAME
+from schemas.manifest import CHANNELS_PREFIX as PREFIX
 from schemas.manifest import DEFAULT_CHANNEL
 
 __all__ = ["DEFAULT_CHANNEL", "NAME", "PREFIX", "channel_names", "channel_url", "open_channel"]
-PREFIX = "channels"
 
 
 def channel_url(store_url: str, channel: str) -> str:

@@ -12,17 +12,13 @@ champion, or the other way round:
 
 from __future__ import annotations
 
-import re
-from typing import TYPE_CHECKING
+from nightrec import registry
+from nightrec.scoring import ease
+from nightrec.scoring.policies import Policy
+from nightrec.settings import CHALLENGER_SPEC, POPULARITY_SPEC, check_spec
+from schemas.results import RANKING, RETRIEVAL
 
-from schemas.manifest import CHANNEL_NAME, DEFAULT_CHANNEL
-
-if TYPE_CHECKING:  # settings validate channel maps through this module: it must import in no time
-    from nightrec.scoring.policies import Policy
-
-CHALLENGER = "challenger"
-_POPULARITY = re.compile(r"^popularity_(?:(\d+)d|all)$")
-SPECS = "'challenger', 'popularity_<N>d', 'popularity_all' or 'ease'"
+CHALLENGER = CHALLENGER_SPEC
 
 
 class ChannelPolicyUnavailable(RuntimeError):
@@ -35,39 +31,13 @@ def parse(spec: str) -> Policy | None:
     Raises:
         ValueError: ``spec`` names no policy.
     """
-    from nightrec.scoring import ease
-    from nightrec.scoring.policies import Policy
-
     check_spec(spec)
     if spec == CHALLENGER:
         return None
-    m = _POPULARITY.match(spec)
+    m = POPULARITY_SPEC.match(spec)
     if m:
         return Policy("popularity", {"window_days": int(m.group(1) or 0)})
     return Policy("ease", {"l2": ease.DEFAULT_L2})
-
-
-def check_spec(spec: str) -> None:
-    if spec not in (CHALLENGER, "ease") and not _POPULARITY.match(spec):
-        raise ValueError(f"unknown channel policy {spec!r}: one of {SPECS}")
-
-
-def check_channels(channels: dict[str, str]) -> None:
-    """Refuse a channel map that could not be scored: bad names, the default channel, unknown policies."""
-    for channel, spec in channels.items():
-        if channel == DEFAULT_CHANNEL:
-            raise ValueError(
-                "publish.channels: 'default' always serves the live policy (the promotion gate's choice); "
-                "name the extra channel something else"
-            )
-        if not re.match(CHANNEL_NAME, channel):
-            raise ValueError(
-                f"publish.channels: invalid channel name {channel!r}: letters, digits, '_', '.', '-' (64 at most)"
-            )
-        try:
-            check_spec(spec)
-        except ValueError as e:
-            raise ValueError(f"publish.channels.{channel}: {e}") from None
 
 
 def resolve(spec: str) -> Policy:
@@ -79,10 +49,6 @@ def resolve(spec: str) -> Policy:
     policy = parse(spec)
     if policy is not None:
         return policy
-    from nightrec import registry
-    from nightrec.scoring.policies import Policy
-    from schemas.results import RANKING, RETRIEVAL
-
     r = registry.get_alias_version(RETRIEVAL, CHALLENGER)
     k = registry.get_alias_version(RANKING, CHALLENGER)
     if r is None or k is None:

@@ -9,6 +9,7 @@ DistributedDataParallel on this process's share of every batch, and only rank 0 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -107,6 +108,8 @@ def fit(
         if on_epoch is not None and world.is_main:
             on_epoch(epoch, dict(row))
         early_stopping.record(s, row, monitor, model)
+        if world.is_main:
+            _progress(name, row, epochs, monitor[0].lstrip("-"), s.best_epoch)
         if checkpoint_path is not None and world.is_main:
             checkpoint.save_fit(checkpoint_path, ckpt_name, n_train, s, model, opt, gen, device)
             faults.fault("train.after_epoch", count=epoch)
@@ -140,3 +143,22 @@ def _train_epoch(
         loss.backward()
         opt.step()
     return total / n_steps if n_steps else math.nan
+
+
+# The training progress people watch: the CLI prints this logger's lines under the stage's own line, and a
+# deployment's worker sends them to the Prefect run's log (PREFECT_LOGGING_EXTRA_LOGGERS=nightrec).
+PROGRESS = logging.getLogger("nightrec.progress")
+
+
+def _progress(name: str, row: dict, epochs: int, watched: str, best_epoch: int) -> None:
+    figure = row.get(watched)
+    PROGRESS.info(
+        "%s epoch %d/%d: train loss %.4f%s, %.0f examples/s%s",
+        name,
+        row["epoch"],
+        epochs,
+        row["train_loss"],
+        f", {watched} {figure:.4f}" if isinstance(figure, float) else "",
+        row["samples_per_s"],
+        " (best so far)" if best_epoch == row["epoch"] else "",
+    )

@@ -19,7 +19,7 @@ import torch
 from nightrec import registry
 from nightrec.features.events import Cutoffs
 from nightrec.io import lake, vocab_identity
-from nightrec.models.configs import DeepFMConfig, TwoTowerConfig
+from nightrec.models.configs import RANKER_FIELDS, DeepFMConfig, TwoTowerConfig
 from nightrec.settings import Settings
 from nightrec.training import (
     checkpoint,
@@ -177,6 +177,7 @@ def train_retrieval(
             twin.vocab_digest = trained_on
             result.metrics |= {"serving_refit_rows": len(full)}
         example = train.packed_users()[:5].numpy()
+        columns = ["user_idx", "segment_idx", *(f"history_{i}" for i in range(example.shape[1] - 2))]
         ref = _log_training_run(
             world,
             result,
@@ -186,9 +187,10 @@ def train_retrieval(
             fingerprints=fingerprints,
             tags=run_tags,
             input_example=example,
+            input_columns=columns,
         )
         if ref is not None and twin is not None:
-            twin_version = registry.log_serving_twin(twin, RETRIEVAL, ref.version, example)
+            twin_version = registry.log_serving_twin(twin, RETRIEVAL, ref.version, example, columns)
             ref = replace(ref, serving_version=twin_version)
     return _finish(world, ref, result, ckpt, twin_ckpt)
 
@@ -271,6 +273,7 @@ def train_ranking(
             fingerprints=fingerprints,
             tags=run_tags,
             input_example=data.train.x[:5].numpy(),
+            input_columns=list(RANKER_FIELDS[: data.train.x.shape[1]]),
         )
     return _finish(world, ref, result, ckpt, refit_ckpt)
 
@@ -390,5 +393,8 @@ def _fit_ranker(
 
 
 def _train_params(t, prefix: str) -> dict:
-    common = {"seed": t.seed, "device": t.device, "patience": t.patience}
-    return common | {k: v for k, v in t.model_dump().items() if k.startswith(prefix)}
+    """The training settings of one model under names both models share (``epochs``, ``lr``, ``dim``...), so
+    MLflow's compare view lines the two-tower and DeepFM runs up column by column."""
+    common = {"model": prefix, "seed": t.seed, "device": t.device, "patience": t.patience}
+    own = {k.removeprefix(f"{prefix}_"): v for k, v in t.model_dump().items() if k.startswith(f"{prefix}_")}
+    return common | own

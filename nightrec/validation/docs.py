@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 from datetime import date
-from pathlib import Path
 
 from nightrec import registry
+from nightrec.ops import links
 from nightrec.settings import Settings
 
 
@@ -19,9 +19,15 @@ def log_gate(settings: Settings, ds: date, report) -> str:
     registry.connect(settings)
     summary = report.summary()
     metrics = {k: min(float(v), 1e9) for k, v in summary.metrics.items() if not math.isnan(float(v))}
-    docs = Path(report.data_docs or "")
-    folder = docs.parent if docs.suffix == ".html" else docs
-    with registry.run(f"gate-{report.gate}-{ds.isoformat()}") as run_id:
+    # The Data Docs are a site of linked pages, which MLflow's sandboxed artifact viewer cannot render: the
+    # run links to them where `nightrec pages` serves them instead of copying them in.
+    note = f"Gate **{report.gate}** for {ds}: {'passed' if report.success else 'FAILED'}."
+    if report.data_docs:
+        try:
+            note += f" [Data Docs]({links.data_docs(settings, report.data_docs)})"
+        except ValueError:
+            note += f" Data Docs: `{report.data_docs}`"
+    with registry.run(f"gate-{report.gate}", ds=ds.isoformat(), note=note) as run_id:
         registry.log(
             tags={
                 "nightrec.kind": "data-gate",
@@ -31,7 +37,6 @@ def log_gate(settings: Settings, ds: date, report) -> str:
             },
             metrics=metrics,
             documents={"gate_summary.json": summary.model_dump(mode="json")},
-            folders={"data_docs": str(folder)} if folder.is_dir() else None,
             files={"night_report": report.night_report} if report.night_report else None,
         )
     if report.night_report:

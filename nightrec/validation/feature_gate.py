@@ -35,6 +35,7 @@ def validate_features(spark: SparkSession, settings: Settings, ds: date) -> Gate
     """Contract suites on every feature table of ``ds``, plus vocabulary, null-rate, volume and drift checks."""
     g, docs = settings.gates, docs_dir(settings, ds)
     ctx = runner.get_context(settings.gx_root, docs)
+    runner.name_runs(f"{ds.isoformat()}-features")
     frames, paths = {}, {}
     for name, table in FEATURE_TABLES.items():
         paths[name] = str(lake.require_partition(settings.lake, name, ds))

@@ -103,6 +103,7 @@ def validate_recs(settings: Settings, ds: date) -> GateReport:
     default = settings.channel == DEFAULT_CHANNEL
     docs = docs_dir(settings, ds)
     ctx = runner.get_context(settings.gx_root, docs)
+    runner.name_runs(f"{ds.isoformat()}-recommendations" + ("" if default else f"-{settings.channel}"))
     recs, audit, n_allowed = recs_audit(settings, ds)
     path = str(lake.partition_path(settings.lake, settings.recs_table, ds))
     results = [

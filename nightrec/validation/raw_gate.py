@@ -54,6 +54,7 @@ def validate_raw(
     """
     docs = docs_dir(settings, ds)
     ctx = runner.get_context(settings.gx_root, docs)
+    runner.name_runs(f"{ds.isoformat()}-raw")
     checked, results = {}, []
     for name in RAW_TABLES:
         try:

@@ -56,6 +56,8 @@ def docs_dir(settings: Settings, ds: date) -> str:
 def make_report(gate: str, results: list[runner.SuiteResult], docs: str) -> GateReport:
     faults.fault("gate.before_report", target=gate)  # suites run, the verdict and its Data Docs not written
     index = Path(docs) / "index.html"
+    success = all(r.success for r in results)
     runner.make_site_offline(docs)
+    runner.record_verdict(docs, gate, success)
     runner.write_root_index(Path(docs).parent)
-    return GateReport(gate, all(r.success for r in results), results, str(index) if index.exists() else docs)
+    return GateReport(gate, success, results, str(index) if index.exists() else docs)

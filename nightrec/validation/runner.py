@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import html
+import json
 import os
 import re
 import shutil
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +16,9 @@ from typing import Any
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 import great_expectations as gx  # noqa: E402
+from great_expectations.core.run_identifier import RunIdentifier  # noqa: E402
 from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
+from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier  # noqa: E402
 
 from schemas.results import RuleFailure  # noqa: E402
 
@@ -28,6 +34,15 @@ class SuiteResult:
     data_docs: str | None = None
     warnings: list[RuleFailure] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+_RUN_NAME: ContextVar[str | None] = ContextVar("nightrec_gx_run_name", default=None)
+
+
+def name_runs(name: str) -> None:
+    """Name the validation runs that follow in this context (the Data Docs' "Run Name"): each gate calls it
+    as it starts, with its run date and gate, so every page says which night and gate it belongs to."""
+    _RUN_NAME.set(name)
 
 
 def get_context(gx_root: str, docs_dir: str):
@@ -82,7 +97,7 @@ def _checkpoint(name: str, vd, result_format: str, index_columns: list[str] | No
     return gx.Checkpoint(
         name=name,
         validation_definitions=[vd],
-        actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=[_SITE])],
+        actions=[],  # docs built by run_suite once the result is completed
         result_format={
             "result_format": result_format,
             "partial_unexpected_count": 5,
@@ -119,8 +134,13 @@ def run_suite(
     asset: str,
     result_format: str = "SUMMARY",
     index_columns: list[str] | None = None,
+    observed: dict[str, str] | None = None,
 ):
     """Validate ``frame`` (Spark or pandas DataFrame) against ``suite`` and update the Data Docs.
+
+    The result is stored, then the Data Docs are built from it (not by a checkpoint action, which renders
+    before it could be completed): the page names the data asset, the run (:func:`name_runs`), and, for a
+    column in ``observed``, that text as its observed value (an aggregate rule's figure against its bound).
 
     Returns:
         SuiteResult with one failure dict per broken expectation (rule, column, count, up to 5 values).
@@ -149,8 +169,19 @@ def run_suite(
     )
     suite = vd.suite
     cp = _ensure_checkpoint(ctx, _checkpoint(name, vd, result_format, index_columns))
-    cr = cp.run(batch_parameters={"dataframe": frame})
-    vr = next(iter(cr.run_results.values()))
+    # run_time given: without it GX would read a date-like run name as the run's time.
+    run_id = RunIdentifier(run_name=_RUN_NAME.get(), run_time=dt.datetime.now(dt.UTC))
+    cr = cp.run(batch_parameters={"dataframe": frame}, run_id=run_id)
+    key, vr = next(iter(cr.run_results.items()))
+    vr.meta["batch_spec"]["data_asset_name"] = vr.asset_name or asset
+    for r in vr.results:
+        text = (observed or {}).get(r.expectation_config.kwargs.get("column"))
+        if text is not None:
+            r.result["observed_value"] = text
+    ctx.validation_results_store.set(key, vr)
+    ctx.build_data_docs(
+        site_names=[_SITE], resource_identifiers=[key, ExpectationSuiteIdentifier(name=suite.name)]
+    )
     failures = [_failure(r) for r in vr.results if not r.success]
     docs = None
     urls = ctx.get_docs_sites_urls(site_names=[_SITE])
@@ -262,14 +293,41 @@ def make_site_offline(site_dir: str | Path) -> list[Path]:
     return changed
 
 
+def record_verdict(docs: str | Path, gate: str, success: bool) -> None:
+    """``docs/gates.json``: each gate's verdict for this run date (a rerun overwrites its gate's)."""
+    f = Path(docs) / "gates.json"
+    verdicts = json.loads(f.read_text()) if f.exists() else {}
+    verdicts[gate] = bool(success)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text(json.dumps(verdicts, sort_keys=True))
+
+
+def _night_row(p: Path) -> str:
+    """One night of the root index: its date, its overall verdict, and each gate's."""
+    f = p / "gates.json"
+    verdicts: dict[str, bool] = json.loads(f.read_text()) if f.exists() else {}
+    if not verdicts:
+        colour, word = "secondary", "unknown"  # a night from before verdicts were recorded
+    elif all(verdicts.values()):
+        colour, word = "success", "passed"
+    else:
+        colour, word = "danger", "failed"
+    gates = " ".join(
+        f'<span class="badge badge-{"success" if ok else "danger"}">{html.escape(g)}</span>'
+        for g, ok in verdicts.items()
+    )
+    return (
+        f'<a class="list-group-item list-group-item-action d-flex justify-content-between" '
+        f'href="{p.name}/index.html"><span>{p.name[3:]} <span class="badge badge-{colour}">{word}</span>'
+        f"</span><span>{gates}</span></a>"
+    )
+
+
 def write_root_index(docs_root: str | Path) -> Path:
     """``docs_root/index.html``: links to every run date's own Data Docs site, newest first."""
     root = Path(docs_root)
     runs = sorted((p for p in root.glob("ds=*") if (p / "index.html").exists()), reverse=True)
-    items = "\n".join(
-        f'<a class="list-group-item list-group-item-action" href="{p.name}/index.html">{p.name[3:]}</a>'
-        for p in runs
-    )
+    items = "\n".join(_night_row(p) for p in runs)
     css = "/".join((*_SITE_VENDOR, _BOOTSTRAP_CSS))
     html = (
         "<!doctype html><html><head><meta charset='utf-8'><title>nightrec Data Docs</title>"

@@ -45,7 +45,27 @@ def test_every_entrypoint_loads_a_flow_with_a_typed_params_form(deployments, mon
         assert {"run_date", "data", "force", "top_k", "stages"} <= set(form), name
         assert all(field.get("description") for field in form.values()), f"{name}: undocumented field"
         # The UI offers the stage names as choices, in DAG order.
-        assert form["stages"]["anyOf"][0]["items"]["enum"] == list(STAGES)
+        assert form["stages"]["items"]["enum"] == list(STAGES)
+        # Optional knobs are offered as their value type (no "None" switch) and start empty.
+        assert not [f for f, spec in form.items() if "anyOf" in spec or spec.get("default", 0) is None], name
+        assert None not in schema["properties"]["params"]["default"].values(), name
+        assert form["top_k"]["type"] == "integer" and form["top_k"]["maximum"] == 1000
+
+
+def test_a_value_out_of_bounds_is_refused_with_its_bound_as_the_server_refuses_it(monkeypatch):
+    from prefect.utilities.schema_tools.validation import ValidationError as SchemaError
+    from prefect.utilities.schema_tools.validation import validate
+
+    from flows.nightly import nightly
+
+    schema = nightly.parameters.model_dump()
+    with pytest.raises(SchemaError, match="5000 is greater than the maximum of 1000"):
+        validate({"params": {"top_k": 5000}}, schema, raise_on_error=True)
+    validate({"params": {"top_k": 30, "run_date": "2026-11-22"}}, schema, raise_on_error=True)
+    # What the modular chain passes on (a stage's resolved parameters) fits the same form.
+    resolved = NightlyParams(run_date="2026-11-22", top_k=30).model_dump(mode="json")
+    assert "data" not in resolved
+    validate({"params": resolved}, schema, raise_on_error=True)
 
 
 def test_params_reject_what_the_server_would_reject():

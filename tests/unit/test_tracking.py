@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pytest
@@ -15,6 +17,9 @@ from nightrec.training.loop import TrainingDiverged, TrainResult
 
 NAME = "nightrec-retrieval"
 CFG = TwoTowerConfig(n_users=10, n_items=12, n_categories=3, n_segments=2, dim=8, history_len=4, hidden=(16,))
+
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -58,6 +63,7 @@ def _log(result: TrainResult) -> registry.ModelRef:
         fingerprints={"train": "abc123"},
         tags={"nightrec.ds": "2026-11-20"},
         input_example=_example(),
+        input_columns=["user_idx", "segment_idx", "history_0", "history_1", "history_2", "history_3"],
         log_system_metrics=False,
     )
 
@@ -82,6 +88,16 @@ def test_a_training_run_is_logged_registered_and_marked_challenger(store):
     assert "learning_curve.png" in {a.path for a in client.list_artifacts(ref.run_id)}
     assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"train", "valid"}
     assert ref.version == "1" and registry.get_alias_version(NAME, "challenger") == "1"
+    # The version says when it was trained and how it did; its signature names what each input column holds.
+    mv = client.get_model_version(NAME, ref.version)
+    assert mv.tags["nightrec.ds"] == "2026-11-20" and mv.tags["best_epoch"] == "2"
+    assert mv.tags["valid_recall_at_50"] == "0.4000"
+    assert "Trained for run date 2026-11-20" in mv.description and "best epoch 2 of 3" in mv.description
+    signature = mlflow.models.get_model_info(f"models:/{NAME}/{ref.version}").signature
+    assert signature.inputs.input_names() == ["user_idx, segment_idx, history_0..history_3"]
+    assert signature.outputs.input_names() == ["user_vector"]
+    # The git commit of the code, in MLflow's own tag (blank outside a checkout).
+    assert run.data.tags.get("mlflow.source.git.commit", "") == (registry._git_commit(ROOT) or "")
 
 
 def test_load_model_round_trip_keeps_the_towers(store):
@@ -116,9 +132,14 @@ def test_a_failed_training_ends_the_run_failed_and_registers_nothing(store):
     with pytest.raises(TrainingDiverged):
         with registry.training_run(NAME, tags={"nightrec.ds": "2026-11-20"}, log_system_metrics=False):
             raise TrainingDiverged("two-tower retrieval", epoch=2, step=7, last_finite_loss=1.5)
-    runs = mlflow.search_runs([store], output_format="list")
+    found = mlflow.search_runs([store], output_format="list")
+    runs = [r for r in found if r.data.tags.get("nightrec.kind") != registry.NIGHT_KIND]
     assert [r.info.status for r in runs] == ["FAILED"]
     assert "epoch 2, step 7" in runs[0].data.tags["nightrec.error"]
+    # Under its night's parent run, named with its date.
+    night = registry.night_run("2026-11-20")
+    assert runs[0].data.tags["mlflow.parentRunId"] == night and len(found) == 2
+    assert runs[0].info.run_name == f"{NAME}-2026-11-20"
     assert mlflow.active_run() is None
     assert registry.get_alias_version(NAME, "challenger") is None
 

@@ -76,8 +76,12 @@ def test_clean_night_logs_each_gate_with_its_data_docs_to_mlflow(live_night):
     )
     assert sorted(runs["tags.gate"]) == ["features", "raw", "recommendations"]
     assert set(runs["tags.success"]) == {"True"}
-    arts = {a.path for a in MlflowClient().list_artifacts(runs.iloc[0]["run_id"], "data_docs")}
-    assert "data_docs/index.html" in arts
+    # Each gate run links to its Data Docs where `nightrec pages` serves them, and nests under the night.
+    for note in runs["tags.mlflow.note.content"]:
+        assert f"{settings.ui.pages_url}/data-docs/ds=2026-11-22/index.html" in note
+    night = registry.night_run("2026-11-22")
+    assert set(runs["tags.mlflow.parentRunId"]) == {night}
+    assert MlflowClient().get_run(night).info.run_name == "night-2026-11-22"
     assert (settings.home / "data_docs" / "index.html").read_text().count("ds=2026-11-22") == 1
 
 
