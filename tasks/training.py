@@ -13,19 +13,23 @@ from schemas.params import NightlyParams
 from schemas.results import ModelTrained
 from tasks.context import run_id, settings_for
 
+# The figures a person reads in the run's log; the rest is in the MLflow run.
+_HEADLINE = ("best_epoch", "epochs_run", "recall_at_50", "auc", "valid_loss", "logloss", "train_loss")
+
 
 def _train(params: NightlyParams, model_name: str) -> ModelTrained:
     s = settings_for(params)
     ref = reuse.train_or_reuse(
         s, params.run_date, model_name, {"nightrec.flow_run_id": run_id()}, force=params.force
     )
+    shown = {k: v for k, v in ref.metrics.items() if k in _HEADLINE}
     get_run_logger().info(
-        "%s %s version %s (run %s): %s",
+        "%s %s version %s (MLflow run %s): %s",
         "reused" if ref.reused else "registered",
         ref.name,
         ref.version,
         ref.run_id,
-        ref.metrics,
+        ", ".join(f"{k} {v:.4g}" for k, v in shown.items()) or "no validation figures",
     )
     create_link_artifact(
         links.mlflow_run(s, registry.connect(s), ref.run_id),

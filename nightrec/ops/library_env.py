@@ -32,9 +32,12 @@ def set_library_defaults(settings: Settings, verbose: bool = False) -> None:
     # nightrec's own INFO lines (training epochs, stage summaries) reach each run's log in the Prefect UI.
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "nightrec")
     if not verbose:
+        # Prefect's own narration (the temporary server starting and stopping) stays out of the terminal; the
+        # runs' INFO logs still reach the Prefect UI (stage lines, training epochs) and the night's log file,
+        # where the CLI sends what they print.
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "WARNING")
-        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "WARNING")
+        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "INFO")
+        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "INFO")
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         # MLflow narrates every table creation and model registration at INFO; the progress lines say enough.
         logging.getLogger("mlflow").setLevel(logging.ERROR)

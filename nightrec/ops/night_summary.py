@@ -118,7 +118,7 @@ def markdown(
             0, f"MLflow: {_link('the experiment', links.mlflow_experiment(settings, experiment_id))}"
         )
     lines += [" · ".join(where), ""]
-    lines += ["| # | stage | result | seconds |", "| ---: | --- | --- | ---: |"]
+    lines += ["| # | stage | seconds | result |", "| ---: | --- | ---: | --- |"]
     cells = stage_cells(settings, result, experiment_id)
     for i, stage in enumerate(STAGES, 1):
         cell = cells[stage]
@@ -126,12 +126,12 @@ def markdown(
             cell = f"**failed**: {failed[1]}"
         seconds = result.seconds.get(stage)
         cell = cell.replace("|", "\\|")  # a reason's own bars must not split the table's cells
-        lines.append(f"| {i} | {stage} | {cell} | {'' if seconds is None else f'{seconds:.1f}'} |")
+        lines.append(f"| {i} | {stage} | {'' if seconds is None else f'{seconds:.1f}'} | {cell} |")
     if (p := result.evaluate_and_promote) and p.metrics:
         lines += ["", f"### Held-out metrics (the gate decides on {p.metric})", ""]
         lines += ["| lists | " + " | ".join(METRICS) + " |", "| --- |" + " ---: |" * len(METRICS)]
         for name, m in p.metrics.items():
-            mark = " ✅" if name == p.policy.candidate else ""
+            mark = " (live)" if name == p.policy.candidate else ""
             lines.append(
                 f"| {name}{mark} | " + " | ".join(f"{m.get(c, float('nan')):.4f}" for c in METRICS) + " |"
             )

@@ -158,7 +158,9 @@ def _progress(name: str, row: dict, epochs: int, watched: str, best_epoch: int) 
         row["epoch"],
         epochs,
         row["train_loss"],
-        f", {watched} {figure:.4f}" if isinstance(figure, float) else "",
+        f", {watched} {figure:.4f}" if isinstance(figure, float) and math.isfinite(figure) else "",
         row["samples_per_s"],
-        " (best so far)" if best_epoch == row["epoch"] else "",
+        " (best so far)"
+        if best_epoch == row["epoch"] and isinstance(figure, float) and math.isfinite(figure)
+        else "",
     )

@@ -32,8 +32,8 @@ def test_a_published_night_has_a_row_per_stage_and_only_http_links(tmp_path):
     assert page.startswith("## Night 2026-11-22: new lists live")
     rows = [line for line in page.splitlines() if re.match(r"^\| \d ", line)]
     assert [r.split("|")[2].strip() for r in rows] == list(STAGES)
-    assert "| 1 | validate_raw | passed" in page and "| 3.2 |" in page
-    assert "| 4 | train_retrieval | not run |" in page
+    assert "| 1 | validate_raw | 3.2 | passed" in page
+    assert "| 4 | train_retrieval |  | not run |" in page
     assert "live, generation 3" in page
     urls = LINK.findall(page)
     assert f"{s.ui.pages_url}/data-docs/ds=2026-11-22/index.html" in urls
@@ -55,11 +55,11 @@ def test_a_stopped_night_says_where_and_why_and_links_the_failed_gate(tmp_path):
         "## Night 2026-11-22: **FAILED** at `validate_features`; the live lists were not changed"
     )
     assert (
-        "| 3 | validate_features | **failed**: gate 'features' failed: 2 rule(s) broken \\| see docs |"
+        "| 3 | validate_features |  | **failed**: gate 'features' failed: 2 rule(s) broken \\| see docs |"
         in page
     )
     assert f"[Data Docs of the failed gate]({s.ui.pages_url}/data-docs/ds=2026-11-22/index.html)" in page
-    assert "| 9 | publish | not run |" in page
+    assert "| 9 | publish |  | not run |" in page
     assert "/#/experiments/" not in page  # no MLflow experiment known: no MLflow link rather than a dead one
 
 
@@ -67,4 +67,4 @@ def test_data_docs_outside_the_deployments_folder_get_no_link(tmp_path):
     s = Settings(home=tmp_path)
     gate = GateSummary(gate="raw", success=True, data_docs="/elsewhere/index.html")
     page = night_summary.markdown(s, NightResult(run_date="2026-11-22", validate_raw=gate), None)
-    assert "/elsewhere" not in page and "| 1 | validate_raw | passed · Data Docs |" in page
+    assert "/elsewhere" not in page and "| 1 | validate_raw |  | passed · Data Docs |" in page
