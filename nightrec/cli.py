@@ -209,17 +209,10 @@ def _channel_lines(result: NightResult) -> list[str]:
     """One line per extra channel (publish.channels): its policy and where it stands tonight."""
     from nightrec.ops.night_summary import channel_states
 
-    lines = []
-    for c in channel_states(result):
-        if c.failed:
-            state = f"[red]not published[/] ({c.failed}); its live lists are unchanged"
-        elif c.published:
-            pub = c.published
-            state = f"live at {pub.manifest_key}" if pub.live else "published, not live (a newer date is)"
-        else:
-            state = "scored, not published"
-        lines.append(f"  channel [bold]{c.channel}[/] ({c.policy}): {state}")
-    return lines
+    return [
+        f"  channel [bold]{c.channel}[/] ({c.policy}): " + (f"[red]{c.state}[/]" if c.failed else c.state)
+        for c in channel_states(result)
+    ]
 
 
 def _print_summary(settings: Settings, result: NightResult, date_given: bool = True) -> None:

@@ -23,8 +23,18 @@ StageName = Literal[
 STAGES: tuple[str, ...] = get_args(StageName)  # DAG order
 
 
-def _default(model: type[BaseModel], field: str):
-    return model.model_fields[field].default
+def _setting_knob(what: str, model: type[BaseModel], section: str, field: str, most: int):
+    """A run parameter that overrides one setting for this run; empty, the deployment's setting applies (its
+    environment variable and code default are named in the form)."""
+    default = model.model_fields[field].default
+    env = f"NIGHTREC_{section.upper()}__{field.upper()}"
+    return Field(
+        None,
+        ge=1,
+        le=most,
+        description=f"{what}, 1 to {most}. Leave empty for the deployment's {env} ({default} unless set).",
+        examples=[default],
+    )
 
 
 def _form_schema(schema: dict) -> None:
@@ -76,30 +86,11 @@ class NightlyParams(BaseModel):
         description="A past date on a log that goes on after it: events on or after the run date are left out "
         "and counted, not a failure of the raw gate (the backfill flow sets it for every date).",
     )
-    top_k: int | None = Field(
-        None,
-        ge=1,
-        le=1000,
-        description="List length, 1 to 1000. Leave empty for the deployment's NIGHTREC_SCORING__TOP_K "
-        f"({_default(ScoringSettings, 'top_k')} unless set).",
-        examples=[_default(ScoringSettings, "top_k")],
+    top_k: int | None = _setting_knob("List length", ScoringSettings, "scoring", "top_k", 1000)
+    retrieval_epochs: int | None = _setting_knob(
+        "Two-tower epochs", TrainSettings, "train", "retrieval_epochs", 200
     )
-    retrieval_epochs: int | None = Field(
-        None,
-        ge=1,
-        le=200,
-        description="Two-tower epochs, 1 to 200. Leave empty for the deployment's "
-        f"NIGHTREC_TRAIN__RETRIEVAL_EPOCHS ({_default(TrainSettings, 'retrieval_epochs')} unless set).",
-        examples=[_default(TrainSettings, "retrieval_epochs")],
-    )
-    ranking_epochs: int | None = Field(
-        None,
-        ge=1,
-        le=200,
-        description="DeepFM epochs, 1 to 200. Leave empty for the deployment's NIGHTREC_TRAIN__RANKING_EPOCHS "
-        f"({_default(TrainSettings, 'ranking_epochs')} unless set).",
-        examples=[_default(TrainSettings, "ranking_epochs")],
-    )
+    ranking_epochs: int | None = _setting_knob("DeepFM epochs", TrainSettings, "train", "ranking_epochs", 200)
     stages: list[StageName] | None = Field(
         None,
         description="Run only these stages (e.g. precompute, validate_recs, publish). Leave empty for all.",

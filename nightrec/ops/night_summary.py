@@ -157,6 +157,17 @@ class ChannelState:
     published: Publication | None
     failed: str | None  # the first stage's reason; its live lists are then unchanged
 
+    @property
+    def state(self) -> str:
+        if self.failed:
+            return f"not published ({self.failed}); its live lists are unchanged"
+        if self.published:
+            key = self.published.manifest_key
+            return (
+                f"live at {key}" if self.published.live else f"published at {key}, not live (a newer date is)"
+            )
+        return "scored, not published"
+
 
 def channel_states(result: NightResult) -> list[ChannelState]:
     made = result.precompute.channels if result.precompute else {}
@@ -176,13 +187,4 @@ def channel_states(result: NightResult) -> list[ChannelState]:
 
 
 def _channels(result: NightResult) -> list[str]:
-    rows = []
-    for c in channel_states(result):
-        if c.failed:
-            state = f"not published ({c.failed}); its live lists unchanged"
-        elif c.published:
-            state = f"`{c.published.manifest_key}`" + (" live" if c.published.live else " not live")
-        else:
-            state = "scored, not published"
-        rows.append(f"| {c.channel} | {c.policy} | {state} |")
-    return rows
+    return [f"| {c.channel} | {c.policy} | {c.state} |" for c in channel_states(result)]

@@ -44,7 +44,11 @@ def capture(path: Path, enabled: bool = True) -> Iterator[TextIO]:
         os.dup2(log.fileno(), 2)
         # Where sys.stderr is not descriptor 2 (a test runner's capture, a notebook), the handlers that hold it
         # (Prefect's console, MLflow's) are pointed at the file too, and back afterwards.
-        moved = [h for h in _stream_handlers() if h.stream in (before, sys.__stderr__)]
+        moved = [
+            h
+            for h in _stream_handlers()
+            if h.stream in (before, sys.__stderr__) or getattr(h.stream, "closed", False)
+        ]
         originals = [h.stream for h in moved]
         for h in moved:
             _point(h, log)
@@ -54,7 +58,12 @@ def capture(path: Path, enabled: bool = True) -> Iterator[TextIO]:
         finally:
             sys.stderr = before
             for h, stream in zip(moved, originals, strict=True):
-                _point(h, stream)
+                # A stream swapped in for this call only (a test runner's) is closed soon after it returns, and
+                # a handler left on it fails every later record: those go back to the process's own stderr.
+                temporary = (stream is before and before is not sys.__stderr__) or getattr(
+                    stream, "closed", False
+                )
+                _point(h, sys.__stderr__ if temporary else stream)
             log.flush()
             os.dup2(saved, 2)
             os.close(saved)

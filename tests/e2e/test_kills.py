@@ -142,8 +142,9 @@ def test_the_run_after_every_kill_publishes_the_lists_of_an_uninterrupted_night(
     killed = sorted(r.info.run_name for r in runs if r.info.status == "KILLED")
     # The two-tower killed after its first epoch, and the evaluation killed after registering, were closed
     # by the runs that resumed them.
-    assert "nightrec-retrieval" in killed and any(n.startswith("evaluate-") for n in killed), killed
-    retrieval = [r for r in runs if r.info.run_name == "nightrec-retrieval"]
+    assert any(n.startswith("nightrec-retrieval-") for n in killed), killed
+    assert any(n.startswith("evaluate-") for n in killed), killed
+    retrieval = [r for r in runs if r.data.tags.get("nightrec.model") == "nightrec-retrieval"]
     finished = {r.info.run_id for r in retrieval if r.info.status == "FINISHED"}
     for r in retrieval:
         if r.info.status == "KILLED":  # it names the run that picked up its checkpoint

@@ -302,7 +302,9 @@ def test_zombie_night_is_crashed_by_the_automation_and_the_next_night_publishes(
     client, exp, _ = _mlflow_client(home)
     runs = client.search_runs([exp], max_results=1000)
     assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
-    retrieval = sorted(r.info.status for r in runs if r.info.run_name == "nightrec-retrieval")
+    retrieval = sorted(
+        r.info.status for r in runs if r.data.tags.get("nightrec.model") == "nightrec-retrieval"
+    )
     assert retrieval == ["FINISHED", "KILLED"], retrieval
     print(
         f"zombie crashed by the automation, next night published: {time.monotonic() - t0:.0f}s in all, "
