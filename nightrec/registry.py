@@ -185,8 +185,14 @@ def code_version() -> str:
 def code_label() -> str:
     """:func:`code_version`, plus ``@<commit>`` when the source is a git checkout: for people (the manifest,
     the MLflow runs), never for keys."""
-    commit = _git_commit(Path(__file__).resolve().parents[1])
+    commit = _commit()
     return f"{code_version()}@{commit[:12]}" if commit else code_version()
+
+
+@functools.cache
+def _commit() -> str | None:
+    """The checkout's commit, read once per process like :func:`code_version` (every run is tagged with it)."""
+    return _git_commit(Path(__file__).resolve().parents[1])
 
 
 @functools.cache
@@ -237,7 +243,7 @@ def night_run(ds: str) -> str:
 
 
 def _commit_tag() -> dict[str, str]:
-    commit = _git_commit(Path(__file__).resolve().parents[1])
+    commit = _commit()
     return {"mlflow.source.git.commit": commit} if commit else {}
 
 

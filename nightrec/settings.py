@@ -282,10 +282,10 @@ def check_channels(channels: dict[str, str]) -> None:
                 "publish.channels: 'default' always serves the live policy (the promotion gate's choice); "
                 "name the extra channel something else"
             )
-        if not re.match(CHANNEL_NAME, channel):
-            raise ValueError(
-                f"publish.channels: invalid channel name {channel!r}: letters, digits, '_', '.', '-' (64 at most)"
-            )
+        try:
+            channel_url("", channel)  # the name rule
+        except ValueError as e:
+            raise ValueError(f"publish.channels: {e}") from None
         try:
             check_spec(spec)
         except ValueError as e:
@@ -402,16 +402,27 @@ class Settings(BaseSettings):
         return "recs" if self.channel == DEFAULT_CHANNEL else f"channels/{self.channel}/recs"
 
 
+def channel_url(store_url: str, channel: str) -> str:
+    """The URL of ``channel``'s store inside the store at ``store_url`` (the default channel is its root).
+
+    Raises:
+        ValueError: ``channel`` breaks the name rule (it is a path segment and a Redis key part).
+    """
+    if channel == DEFAULT_CHANNEL:
+        return store_url
+    if not re.match(CHANNEL_NAME, channel):
+        raise ValueError(f"invalid channel name {channel!r}: letters, digits, '_', '.', '-' (64 at most)")
+    return f"{store_url.rstrip('/')}/{CHANNELS_PREFIX}/{channel}"
+
+
 def for_channel(settings: Settings, channel: str) -> Settings:
     """``settings`` for the lists of ``channel``: its lake table (``recs_table``), its store (the channel's
     prefix of the store, nightrec.publish.channels) and its Redis keys. Everything else is shared."""
     if channel == DEFAULT_CHANNEL:
         return settings
-    if not re.match(CHANNEL_NAME, channel):
-        raise ValueError(f"invalid channel name {channel!r}: letters, digits, '_', '.', '-' (64 at most)")
     s = settings.model_copy(deep=True)
     s.channel = channel
-    s.store = f"{settings.store.rstrip('/')}/{CHANNELS_PREFIX}/{channel}"  # type: ignore[union-attr]
+    s.store = channel_url(settings.store, channel)  # type: ignore[arg-type]
     s.publish.redis_prefix = f"{settings.publish.redis_prefix}:{channel}"
     return s
 

@@ -19,10 +19,6 @@ from tasks.context import settings_for
 T = TypeVar("T")
 
 
-def names(params: NightlyParams) -> list[str]:
-    return sorted(settings_for(params).publish.channels)
-
-
 def run_each(
     task, params: NightlyParams, stage: str, *, needs_lists: bool = True
 ) -> tuple[dict[str, T], dict[str, str]]:
@@ -34,7 +30,7 @@ def run_each(
     done: dict[str, T] = {}
     failed: dict[str, str] = {}
     settings = settings_for(params)
-    for channel in names(params):
+    for channel in sorted(settings.publish.channels):
         table = for_channel(settings, channel).recs_table
         if needs_lists and not lake.is_complete(settings.lake, table, params.run_date):
             failed[channel] = f"no lists for {params.run_date} (its precompute failed or did not run)"

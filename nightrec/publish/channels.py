@@ -8,8 +8,7 @@ channel (``nightrec.serving.experiments``).
 
 from __future__ import annotations
 
-import re
-
+from nightrec import settings
 from nightrec.io.store import ObjectStore, StoreError, open_store
 from schemas.manifest import CHANNEL_NAME as NAME
 from schemas.manifest import CHANNELS_PREFIX as PREFIX
@@ -19,12 +18,12 @@ __all__ = ["DEFAULT_CHANNEL", "NAME", "PREFIX", "channel_names", "channel_url", 
 
 
 def channel_url(store_url: str, channel: str) -> str:
-    """The URL of ``channel``'s store inside the store at ``store_url``."""
-    if channel == DEFAULT_CHANNEL:
-        return store_url
-    if not re.match(NAME, channel):
-        raise StoreError(f"invalid channel name {channel!r}: letters, digits, '_', '.', '-' (64 at most)")
-    return f"{store_url.rstrip('/')}/{PREFIX}/{channel}"
+    """The URL of ``channel``'s store inside the store at ``store_url`` (:func:`nightrec.settings.channel_url`),
+    a bad name refused as a store error."""
+    try:
+        return settings.channel_url(store_url, channel)
+    except ValueError as e:
+        raise StoreError(str(e)) from None
 
 
 def open_channel(store_url: str, channel: str = DEFAULT_CHANNEL) -> ObjectStore:
