@@ -20,6 +20,7 @@ ORDER = [
     "validation",
     "etl",
     "etl_100m",
+    "stack",
 ]
 HEADER = """# Benchmark results
 

@@ -599,6 +599,78 @@ def status() -> None:
         console.print(f"  promotion: {promo.get('reason')}")
 
 
+stack_app = typer.Typer(
+    no_args_is_help=True,
+    help="The production shape on this machine: Postgres, SeaweedFS (S3), Prefect and MLflow servers, a Spark "
+    "master and two workers, a Prefect worker per pool, the API (infra/compose.yaml's services, as processes).",
+)
+app.add_typer(stack_app, name="stack")
+_STACK_HOME = typer.Option(
+    envvar="NIGHTREC_STACK_HOME", help="The stack's home: its databases, S3 data, lake, logs and state."
+)
+
+
+@stack_app.command("up")
+def stack_up(
+    home: Annotated[Path, _STACK_HOME] = Path(".nightrec-stack"),
+    raw: Annotated[
+        Path | None, typer.Option(help="Raw data the nights read (compose's /data/raw); default <home>/raw.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="KEY=VALUE added to every process's environment (kept for restarts)."),
+    ] = None,
+) -> None:
+    """Start every service that is not running (all of them the first time) and register the deployments."""
+    from nightrec.ops.stack import Stack, StackError
+
+    extra = dict(item.split("=", 1) for item in set_ or [])
+    stack = Stack.open(home, raw=raw, extra_env=extra)
+    try:
+        stack.up(say=lambda line: console.print(f"  {line}"))
+    except StackError as e:
+        console.print(f"[red]stack up failed:[/] {e}")
+        console.print(f"what is running stays up; `nightrec stack down --home {home}` stops it")
+        raise typer.Exit(1) from None
+    _print_stack(stack)
+    console.print(
+        f"[bold green]Prefect UI:[/] {stack.url('prefect-server')}   [bold green]MLflow:[/] {stack.url('mlflow')}"
+        f"   [bold green]Spark:[/] {stack.spark_ui}"
+    )
+    console.print(f"  raw data: {stack.raw}  (run a night: Deployments -> validate-raw -> Run)")
+
+
+@stack_app.command("down")
+def stack_down(home: Annotated[Path, _STACK_HOME] = Path(".nightrec-stack")) -> None:
+    """Stop every process of the stack (the data stays in its home)."""
+    from nightrec.ops.stack import Stack
+
+    stopped = Stack.open(home).down()
+    console.print(f"stopped {len(stopped)} process(es): {', '.join(stopped) or 'none was running'}")
+
+
+@stack_app.command("status")
+def stack_status(home: Annotated[Path, _STACK_HOME] = Path(".nightrec-stack")) -> None:
+    """Each service: running or stopped, its pid, its URL or log."""
+    from nightrec.ops.stack import Stack
+
+    stack = Stack.open(home)
+    _print_stack(stack)
+    if not all(state == "running" for _, state, _, _ in stack.status()):
+        raise typer.Exit(1)
+
+
+def _print_stack(stack) -> None:
+    t = Table(title=f"nightrec stack ({stack.home})")
+    for c in ("service", "state", "pid", "url / log"):
+        t.add_column(c)
+    for name, state, pid, where in stack.status():
+        t.add_row(
+            name, f"[green]{state}[/]" if state == "running" else f"[red]{state}[/]", str(pid or ""), where
+        )
+    console.print(t)
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())
 

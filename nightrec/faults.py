@@ -1,7 +1,8 @@
 """Failpoints: named places on real code paths where a test can make the process fail (RELIABILITY.md).
 
 ``NIGHTREC_FAULT=<point>[:<arg>...]`` with arguments in any order: an action (``kill`` = SIGKILL this process,
-the default; ``exit`` = raise SystemExit; ``raise`` = raise InjectedFault), a number (fire only at that count,
+the default; ``exit`` = raise SystemExit; ``raise`` = raise InjectedFault; ``hang`` = stop here until killed from
+outside, as a lost machine is, after creating the file ``$NIGHTREC_FAULT_MARK`` names, if set), a number (fire only at that count,
 e.g. the epoch) and a name (fire only for that target, e.g. the table). Examples:
 ``train.after_epoch:1:kill``, ``checkpoint.mid_write:exit``, ``features.during_write:raise:user_features``.
 
@@ -13,11 +14,13 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 from nightrec.errors import NightrecError
 
 FAULT_ENV = "NIGHTREC_FAULT"
-_ACTIONS = ("kill", "exit", "raise")
+_ACTIONS = ("kill", "exit", "raise", "hang")
+MARK_ENV = "NIGHTREC_FAULT_MARK"
 
 
 class InjectedFault(NightrecError):
@@ -40,6 +43,12 @@ def fault(point: str, *, count: int | None = None, target: str | None = None) ->
             return
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if action == "hang":
+        if mark := os.environ.get(MARK_ENV):
+            with open(mark, "w") as f:
+                f.write(str(os.getpid()))
+        while True:
+            time.sleep(1)
     message = f"fault injected at {spec}"
     if action == "exit":
         raise SystemExit(message)

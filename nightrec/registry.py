@@ -70,7 +70,7 @@ class ModelRef:
     )
 
 
-def configure_mlflow(tracking_uri: str, artifact_root: str, experiment: str) -> str:
+def configure_mlflow(tracking_uri: str, artifact_root: str | None, experiment: str) -> str:
     """Point MLflow at a tracking store and an experiment whose artifacts live under ``artifact_root``.
 
     Without an explicit artifact location a sqlite store puts artifacts in ``./mlruns`` of whatever the
@@ -86,7 +86,7 @@ def configure_mlflow(tracking_uri: str, artifact_root: str, experiment: str) -> 
     mlflow.set_registry_uri(tracking_uri)
     with _sqlite_first_use_lock(tracking_uri):
         found = mlflow.get_experiment_by_name(experiment)
-        if found is not None:
+        if found is not None and artifact_root is not None:
             _refuse_a_moved_home(tracking_uri, found.artifact_location, artifact_root, experiment)
         exp_id = (
             found.experiment_id

@@ -148,6 +148,14 @@ class TrainSettings(BaseModel):
         "On by default: it removes that leak, and its lists are not worse (bench/results/quality_learned.md).",
     )
     patience: int = 2
+    processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Training processes per model: 1 trains in the stage's own process; more launches them "
+        "with torchrun (DistributedDataParallel: gloo on CPU, nccl with one GPU each) and the same reuse "
+        "and checkpoints as one process (a checkpoint resumes with as many processes as wrote it).",
+    )
     max_train_rows: int | None = Field(
         None, description="Cap on examples per model (newest kept); None = all."
     )
@@ -339,7 +347,11 @@ class Settings(BaseSettings):
     lake: str | None = Field(None, description="Lake root (local path). Default: <home>/lake")
     store: str | None = Field(None, description="Object store: file://PATH or s3://bucket/prefix")
     mlflow_tracking_uri: str | None = None
-    mlflow_artifact_root: str | None = None
+    mlflow_artifact_root: str | None = Field(
+        None,
+        description="Where a new experiment keeps its artifacts. Default: <home>/mlartifacts for a local "
+        "store; the server's own artifact store (proxied, e.g. S3) when mlflow_tracking_uri is http(s).",
+    )
     mlflow_experiment: str = "nightrec"
     data_docs: str | None = None
     gx_root: str | None = None
@@ -369,7 +381,10 @@ class Settings(BaseSettings):
         self.lake = self.lake or str(home / "lake")
         self.store = self.store or f"file://{home / 'store'}"
         self.mlflow_tracking_uri = self.mlflow_tracking_uri or f"sqlite:///{home / 'mlflow.db'}"
-        self.mlflow_artifact_root = self.mlflow_artifact_root or (home / "mlartifacts").as_uri()
+        if not self.mlflow_tracking_uri.startswith(("http://", "https://")):
+            self.mlflow_artifact_root = self.mlflow_artifact_root or (home / "mlartifacts").as_uri()
+        # else None: a tracking server keeps artifacts where it was told (--artifacts-destination s3://...),
+        # and clients send them through it; a local folder here would be invisible to every other machine.
         self.data_docs = self.data_docs or str(home / "data_docs")
         self.gx_root = self.gx_root or str(home / "gx")
         self.prefect_home = self.prefect_home or str(home / "prefect")

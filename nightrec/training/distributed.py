@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch.multiprocessing as mp
 
-from nightrec import registry
 from nightrec.settings import Settings
 from nightrec.training import process_group, reuse, stages
 from nightrec.training.process_group import World
@@ -36,7 +35,12 @@ log = logging.getLogger(__name__)
 
 
 def train(
-    settings: Settings, ds: date, models: tuple[str, ...] = MODELS, world: World | None = None
+    settings: Settings,
+    ds: date,
+    models: tuple[str, ...] = MODELS,
+    world: World | None = None,
+    tags: dict[str, str] | None = None,
+    force: bool = True,
 ) -> dict[str, ModelTrained]:
     """Train ``models`` (in order: the ranker learns from the two-tower `challenger`) in this process's world.
 
@@ -45,33 +49,39 @@ def train(
         ds: Run date whose examples are trained on.
         models: ``retrieval`` and/or ``ranking``.
         world: This process's place among the training processes; None = this process alone.
+        tags: More tags for the training runs (the launching stage's flow run, say).
+        force: Train even when a version of tonight's key exists (by hand, the default); the nightly's launcher
+            passes False after its own check, so both decide by one rule (:func:`reuse.train_or_reuse`).
 
     Returns:
         ``{model: the registered version}`` (rank 0's, on every rank).
     """
     world = world or World()
     launched = {"nightrec.launcher": "nightrec.training.distributed", "nightrec.world_size": str(world.size)}
-    out = {}
-    for model in models:
-        name = _NAMES[model]
-        tags = dict(launched)
-        if world.is_main:
-            registry.connect(settings)
-            tags[reuse.REUSE_TAG] = reuse.key_for(settings, ds, name)  # the nightly's key: it reuses this run
-        out[model] = reuse.TRAINERS[name](settings, ds, tags, world=world)
-    return out
+    return {
+        model: reuse.train_or_reuse(
+            settings, ds, _NAMES[model], {**launched, **(tags or {})}, force=force, world=world
+        )
+        for model in models
+    }
 
 
 _NAMES = {"retrieval": stages.RETRIEVAL, "ranking": stages.RANKING}
 
 
 def run_in_world(
-    world: World, settings: Settings, ds: date, models: tuple[str, ...], init_method: str
+    world: World,
+    settings: Settings,
+    ds: date,
+    models: tuple[str, ...],
+    init_method: str,
+    tags: dict[str, str] | None = None,
+    force: bool = True,
 ) -> dict:
     """Join the process group of ``world``, train, and leave it (also on failure)."""
     world = process_group.join(world, settings.train.device, init_method)
     try:
-        return train(settings, ds, models, world)
+        return train(settings, ds, models, world, tags, force)
     finally:
         process_group.leave(world)
 
@@ -114,22 +124,42 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--nproc", type=int, default=1, help="processes to spawn when not under torchrun (default 1)"
     )
+    ap.add_argument(
+        "--settings",
+        type=Path,
+        help="the settings as JSON (what a nightly stage passes, its run parameters applied); "
+        "default: from NIGHTREC_* and .env",
+    )
+    ap.add_argument("--tag", action="append", default=[], help="KEY=VALUE tag of the training runs")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse the version trained under tonight's key, as the nightly does (default: always train)",
+    )
+    ap.add_argument("--out", type=Path, help="write rank 0's result here as JSON (else it is printed)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    settings = Settings()  # built at the edge, from NIGHTREC_* and .env
+    # Built at the edge: from the launcher's file, else from NIGHTREC_* and .env.
+    settings = Settings.model_validate_json(args.settings.read_text()) if args.settings else Settings()
     models = MODELS if args.model == "both" else (args.model,)
+    tags = dict(t.split("=", 1) for t in args.tag)
+    force = not args.reuse
     world = process_group.world_from_env()
     if world.distributed:  # torchrun: this is one of its processes
         if args.nproc not in (1, world.size):
             ap.error(f"--nproc {args.nproc} under torchrun, which started {world.size} processes")
-        result = run_in_world(world, settings, args.date, models, "env://")
+        result = run_in_world(world, settings, args.date, models, "env://", tags, force)
     elif args.nproc > 1:
         result = spawn(args.nproc, settings, args.date, models)
     else:
-        result = train(settings, args.date, models)
+        result = train(settings, args.date, models, tags=tags, force=force)
     if world.is_main:
-        print(json.dumps({m: ref.model_dump(mode="json") for m, ref in result.items()}, indent=2))
+        body = json.dumps({m: ref.model_dump(mode="json") for m, ref in result.items()}, indent=2)
+        if args.out:
+            args.out.write_text(body)
+        else:
+            print(body)
     return 0
 
 

@@ -18,6 +18,7 @@ from nightrec import registry
 from nightrec.io import lake
 from nightrec.settings import Settings
 from nightrec.training import stages
+from nightrec.training.process_group import World
 from schemas.results import CHALLENGER, ModelTrained
 from schemas.tables import RANKING_EXAMPLES, RETRIEVAL_EXAMPLES
 
@@ -61,18 +62,42 @@ def key_for(settings: Settings, ds: date, model_name: str) -> str:
 
 
 def train_or_reuse(
-    settings: Settings, ds: date, model_name: str, tags: dict[str, str], force: bool = False
+    settings: Settings,
+    ds: date,
+    model_name: str,
+    tags: dict[str, str],
+    force: bool = False,
+    world: World | None = None,
 ) -> ModelTrained:
     """Tonight's `challenger` of ``model_name``: the version trained under tonight's key, or a new one.
 
-    ``force`` trains regardless. ``tags`` go on a new training run (with the reuse key).
+    The one path of every training entry point: a stage task calls it with no ``world`` (one process); with
+    ``train.processes`` > 1 it launches them (:mod:`nightrec.training.launch`, torchrun), and each of those
+    calls it again inside its ``world``, where rank 0 decides and the others follow.
+
+    Args:
+        settings: Locations and training knobs.
+        ds: Run date.
+        model_name: ``nightrec-retrieval`` or ``nightrec-ranking``.
+        tags: Tags of a new training run (the reuse key is added).
+        force: Train even when a version of tonight's key exists.
+        world: This process's place among several training processes; None = this process alone.
     """
-    registry.connect(settings)
-    key = key_for(settings, ds, model_name)
-    if not force and (found := find_trained(model_name, key)):
-        log.info("%s: inputs, settings and code unchanged; reusing version %s", model_name, found.version)
+    world = world or World()
+    found, key = None, None
+    if world.is_main:
+        registry.connect(settings)
+        key = key_for(settings, ds, model_name)
+        if not force and (found := find_trained(model_name, key)):
+            log.info("%s: inputs, settings and code unchanged; reusing version %s", model_name, found.version)
+    found = world.broadcast(found)
+    if found is not None:
         return found
-    return TRAINERS[model_name](settings, ds, {**tags, REUSE_TAG: key})
+    if settings.train.processes > 1 and not world.distributed:
+        from nightrec.training import launch  # the launcher imports this module's callers
+
+        return launch.torchrun(settings, ds, model_name, {**tags, REUSE_TAG: key})
+    return TRAINERS[model_name](settings, ds, {**tags, REUSE_TAG: key} if key else tags, world=world)
 
 
 def find_trained(model_name: str, key: str) -> ModelTrained | None:

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
+from nightrec.ops import stack as local_stack
 from nightrec.ops.local_stack import work_pools
 from nightrec.settings import Settings
 
@@ -50,7 +51,7 @@ def test_worker_environment_builds_valid_settings_pointing_at_compose_services(c
     for name, svc in compose["services"].items():
         if _pool_of(svc) is None:
             continue
-        env = svc["environment"]
+        env = local_stack.Compose.read().environment(name)
         for k in [k for k in os.environ if k.startswith("NIGHTREC_")]:
             monkeypatch.delenv(k)
         for k, v in env.items():
@@ -71,7 +72,7 @@ def test_s3_credentials_agree_between_store_mlflow_and_workers(compose):
     identities = json.loads((INFRA / "seaweedfs" / "s3.json").read_text())["identities"]
     keys = {(c["accessKey"], c["secretKey"]) for i in identities for c in i["credentials"]}
     for name in ("worker-batch", "mlflow"):
-        env = compose["services"][name]["environment"]
+        env = local_stack.Compose.read().environment(name)
         assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) in keys, name
 
 
@@ -134,7 +135,7 @@ def test_the_api_runs_the_cli_command_on_the_port_its_probes_and_settings_use(co
     assert api["ports"] == [f"{port}:{port}"] and f"127.0.0.1:{port}/readyz" in " ".join(
         api["healthcheck"]["test"]
     )
-    env = {**compose["x-nightrec-env"], **api["environment"]}
+    env = local_stack.Compose.read().environment("api")
     for k, v in env.items():
         if k.startswith("NIGHTREC_"):
             monkeypatch.setenv(k, str(v))
@@ -151,4 +152,65 @@ def test_the_api_runs_the_cli_command_on_the_port_its_probes_and_settings_use(co
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     k8s_env = {e["name"]: e["value"] for e in container["env"]}
-    assert k8s_env["NIGHTREC_STORE"] == compose["x-nightrec-env"]["NIGHTREC_STORE"]
+    assert k8s_env["NIGHTREC_STORE"] == local_stack.read_env_file(INFRA / "nightrec.env")["NIGHTREC_STORE"]
+
+
+# ---- compose and `nightrec stack` read one environment and run the same services --------------------------
+
+
+def test_compose_and_the_local_stack_run_the_same_services(compose):
+    # A service added to one and not the other fails here: the local stack is how compose is tested.
+    assert set(compose["services"]) == set(local_stack.SERVICES)
+    s = local_stack.Stack(Path("/nonexistent"))
+    assert s.spark_workers == compose["services"]["spark-worker"]["deploy"]["replicas"] >= 2
+    assert set(local_stack.Compose.read().pools().values()) == set(work_pools())
+
+
+def test_every_nightrec_service_of_compose_reads_the_one_env_file(compose):
+    nightrec = [n for n, svc in compose["services"].items() if svc.get("image", "").startswith("nightrec:cpu")
+                and n not in ("spark-master", "spark-worker")] + ["worker-gpu"]  # fmt: skip
+    for name in nightrec:
+        svc = compose["services"][name]
+        assert svc.get("env_file") == ["nightrec.env"], name
+        own = set(svc.get("environment") or {})
+        assert not own & set(local_stack.read_env_file(INFRA / "nightrec.env")), (
+            f"{name} overrides the env file"
+        )
+
+
+def test_the_local_stack_points_every_host_and_mount_of_the_env_file_at_itself(tmp_path):
+    s = local_stack.Stack(tmp_path, raw=tmp_path / "raw")
+    s.ports = {
+        "postgres": 15432,
+        "seaweedfs": 18333,
+        "prefect-server": 14200,
+        "mlflow": 15000,
+        "spark-master": 17077,
+    }
+    env = s.env("worker-spark")
+    for key in local_stack.read_env_file(INFRA / "nightrec.env"):
+        local = env[key]
+        for service in compose_services():
+            assert f"{service}:" not in local, (key, local)
+        assert not re.search(r"^/(data|opt)/", local), (key, local)
+    assert env["NIGHTREC_SPARK__MASTER"] == "spark://127.0.0.1:17077"
+    assert env["NIGHTREC_MLFLOW_TRACKING_URI"] == "http://127.0.0.1:15000"
+    assert env["NIGHTREC_RAW_DATA"] == str(tmp_path / "raw") and env["NIGHTREC_HOME"] == str(
+        tmp_path / "data"
+    )
+    assert "SPARK_CONF_DIR" not in env  # S3A jars are not here: a compose-only setting
+    settings_env = {k: v for k, v in env.items() if k.startswith("NIGHTREC_")}
+    backend = s.local(local_stack.Compose.read().flag("mlflow", "backend-store-uri"))
+    assert backend.startswith("postgresql://") and "@127.0.0.1:15432/mlflow" in backend
+    assert settings_env["NIGHTREC_STORE"].startswith("s3://")
+
+
+def compose_services() -> list[str]:
+    return list(yaml.safe_load((INFRA / "compose.yaml").read_text())["services"])
+
+
+def test_the_env_file_reader_names_the_line_it_cannot_read(tmp_path):
+    bad = tmp_path / "bad.env"
+    bad.write_text("# ok\nNIGHTREC_HOME=/data\nnot a setting\n")
+    with pytest.raises(ValueError, match=r"bad.env:3: expected KEY=VALUE"):
+        local_stack.read_env_file(bad)
