@@ -119,6 +119,7 @@ def main() -> None:
         wall, stages, pools = modular_night(stack, raw)
         print(f"modular chain: {wall:.0f}s", flush=True)
         rss = _stack_rss_mib(stack)
+        _write(args, gen, mono_wall, mono, up_s, wall, stages, pools, rss)
         if args.screenshots:
             sys.path.insert(0, str(ROOT / "docs"))
             from screenshots import shoot
@@ -128,6 +129,9 @@ def main() -> None:
             shoot(stack.spark_ui, img / "stack-spark-master.png", size="1400,900", wait_ms=5000)
     finally:
         stack.down()
+
+
+def _write(args, gen, mono_wall, mono, up_s, wall, stages, pools, rss) -> None:
 
     lines = [
         f"## Production shape: `nightrec stack` against the monolith (`bench/stack.py`, {platform.machine()}, "

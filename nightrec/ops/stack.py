@@ -268,8 +268,10 @@ class Stack:
         return int((self.compose.services["spark-worker"].get("deploy") or {}).get("replicas", 1))
 
     def up(self, *, say: Callable[[str], None] = lambda _: None, only: Iterable[str] | None = None) -> None:
-        """Start every service that is not running (all of them the first time), wait until each answers,
-        register the deployments. Ports chosen the first time are kept, so restarted services keep their URLs.
+        """Start every service that is not running (all of them the first time), wait until each answers, and
+        register the pools, deployments and automations of prefect.yaml again (they follow the checkout, so a
+        changed automation on the server is put back). Ports chosen the first time are kept, so a restarted
+        service keeps its URL.
 
         Args:
             say: Called with a line per service started.
@@ -496,7 +498,8 @@ class Stack:
             binary, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-master.port={p['seaweedfs-master']}", f"-volume.port={p['seaweedfs-volume']}",
             f"-filer.port={p['seaweedfs-filer']}", "-s3", f"-s3.port={p['seaweedfs']}",
-            f"-s3.config={INFRA / 'seaweedfs' / 's3.json'}", "-master.volumeSizeLimitMB=256", "-volume.max=64",
+            f"-s3.config={INFRA / 'seaweedfs' / 's3.json'}", "-master.volumeSizeLimitMB=256",
+            *[a for a in self.compose.services["seaweedfs"]["command"] if a.startswith("-volume.")],
         ]  # fmt: skip
         self._spawn("seaweedfs", cmd, {"PATH": os.environ.get("PATH", "")})
         self._wait("seaweedfs", lambda: _http_answers(self.url("seaweedfs")))

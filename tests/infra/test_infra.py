@@ -158,6 +158,12 @@ def test_the_api_runs_the_cli_command_on_the_port_its_probes_and_settings_use(co
 # ---- compose and `nightrec stack` read one environment and run the same services --------------------------
 
 
+def test_seaweedfs_keeps_enough_volumes_for_both_buckets(compose):
+    # Its default (8) runs out with two buckets: PutObject answered 500 ("No writable volumes") on a real night.
+    flags = dict(a.split("=", 1) for a in compose["services"]["seaweedfs"]["command"] if "=" in a)
+    assert int(flags["-volume.max"]) >= 32
+
+
 def test_compose_and_the_local_stack_run_the_same_services(compose):
     # A service added to one and not the other fails here: the local stack is how compose is tested.
     assert set(compose["services"]) == set(local_stack.SERVICES)

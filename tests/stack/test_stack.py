@@ -14,9 +14,11 @@ The tests run in file order and share one stack (each night builds on the one be
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -78,6 +80,9 @@ def stack():
         apply_automations(stack.api_url, [spec])
         yield stack
     finally:
+        stack = Stack.open(
+            home
+        )  # the pids as recorded now (a test may have restarted services through the CLI)
         pids = [p for name in stack.process_names() if stack.alive(name) for p in _tree(stack.pids[name])]
         stack.down()
         left = [p for p in pids if Path(f"/proc/{p}").exists() and _state(p) not in ("Z", "X")]
@@ -326,7 +331,7 @@ def test_a_lost_batch_worker_is_resumed_by_the_next_trigger(stack, monkeypatch, 
     # Nothing of the half-done night is live; Prefect still thinks it runs (no process is left to say).
     live, _ = _live(stack, monkeypatch)
     assert live.manifest_key == before.manifest_key
-    stack.up()  # the machine is back: the worker restarts without the failpoint
+    stack.up(only=["worker-batch"])  # the machine is back: the worker restarts without the failpoint
     # The next trigger, from the stage that was lost, waits for the deployment's slot (the zombie automation
     # frees it), then resumes the night: precompute anew, then the rest of the chain.
     _trigger(stack, "precompute/precompute", {"data": raw3, "run_date": NIGHT_3.isoformat()})
@@ -347,6 +352,23 @@ def test_stack_status_reports_a_stopped_service(stack):
     stack.stop("api")
     rows = {name: state for name, state, _, _ in stack.status()}
     assert rows["api"] == "stopped" and rows["prefect-server"] == "running"
-    stack.up(only=["api"])
-    assert {state for _, state, _, _ in stack.status()} == {"running"}
-    assert json.loads((stack.home / "stack.json").read_text())["pids"]["api"] == stack.pids["api"]
+    status = _cli("stack", "status", "--home", str(stack.home))
+    assert status.returncode == 1 and re.search(r"api\s+.*stopped", status.stdout), status.stdout
+    up = _cli("stack", "up", "--home", str(stack.home))  # brings back what is down, leaves the rest
+    assert up.returncode == 0 and "api up in" in up.stdout and "postgres up" not in up.stdout, up.stdout
+    now = Stack.open(stack.home)
+    assert {state for _, state, _, _ in now.status()} == {"running"}
+    assert _cli("stack", "status", "--home", str(stack.home)).returncode == 0
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NIGHTREC_", "PREFECT_"))}
+    env |= {"COLUMNS": "200", "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "nightrec.cli", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
