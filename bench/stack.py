@@ -125,7 +125,7 @@ def main() -> None:
             from screenshots import shoot
 
             img = ROOT / "docs" / "img"
-            shoot(stack.url("prefect-server") + "/runs", img / "stack-modular-chain.png", size="1500,1100")
+            shoot(stack.url("prefect-server") + "/runs", img / "stack-modular-chain.png", size="1500,2250")
             shoot(stack.spark_ui, img / "stack-spark-master.png", size="1400,900", wait_ms=5000)
     finally:
         stack.down()

@@ -499,7 +499,7 @@ class Stack:
             f"-master.port={p['seaweedfs-master']}", f"-volume.port={p['seaweedfs-volume']}",
             f"-filer.port={p['seaweedfs-filer']}", "-s3", f"-s3.port={p['seaweedfs']}",
             f"-s3.config={INFRA / 'seaweedfs' / 's3.json'}", "-master.volumeSizeLimitMB=256",
-            *[a for a in self.compose.services["seaweedfs"]["command"] if a.startswith("-volume.")],
+            *[a for a in self.compose.services["seaweedfs"]["command"] if a.startswith(("-volume.", "-s3.port."))],
         ]  # fmt: skip
         self._spawn("seaweedfs", cmd, {"PATH": os.environ.get("PATH", "")})
         self._wait("seaweedfs", lambda: _http_answers(self.url("seaweedfs")))

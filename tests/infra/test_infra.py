@@ -162,6 +162,8 @@ def test_seaweedfs_keeps_enough_volumes_for_both_buckets(compose):
     # Its default (8) runs out with two buckets: PutObject answered 500 ("No writable volumes") on a real night.
     flags = dict(a.split("=", 1) for a in compose["services"]["seaweedfs"]["command"] if "=" in a)
     assert int(flags["-volume.max"]) >= 32
+    # and leaves no fixed port open besides its own (a second server on the machine fails on those)
+    assert flags["-s3.port.iceberg"] == flags["-s3.port.lance"] == "0"
 
 
 def test_compose_and_the_local_stack_run_the_same_services(compose):

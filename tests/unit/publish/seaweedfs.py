@@ -62,6 +62,9 @@ def seaweedfs_server(data_dir: Path, *, start_timeout_s: float = 60.0) -> Iterat
             f"-filer.port={ports['filer']}",
             "-s3",
             f"-s3.port={ports['s3']}",
+            # Its Iceberg catalog and Lance namespace listen on fixed ports (8181, 9101): a second server fails.
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
