@@ -30,11 +30,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from nightrec.ops.local_stack import _port_free as _free
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
@@ -726,16 +728,6 @@ def _bucket(url: str) -> str:
     return url.removeprefix("s3://").split("/", 1)[0]
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def _free_port(*, pair: bool = False, avoid: set[int] = frozenset()) -> int:
     for _ in range(500):
         with socket.socket() as s:
@@ -774,14 +766,7 @@ def _signal_group(pid: int, sig: int) -> None:
 
 def _group_alive(pgid: int) -> bool:
     """Whether any live (not zombie) process is still in process group ``pgid``."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
+    return bool(group_processes(pgid))
 
 
 def _reap(pid: int) -> None:
@@ -790,6 +775,16 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def _processes() -> Iterator[tuple[int, str, int, int]]:
+    """``(pid, state, parent pid, process group)`` of every process, from /proc."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        yield int(stat.parent.name), fields[0], int(fields[1]), int(fields[2])
 
 
 def _pid_alive(pid: int) -> bool:
@@ -802,13 +797,7 @@ def _pid_alive(pid: int) -> bool:
 
 def descendants(pid: int) -> set[int]:
     """Every live process below ``pid`` (children that started sessions of their own included)."""
-    parent_of = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parent_of[int(stat.parent.name)] = int(fields[1])
+    parent_of = {p: parent for p, _, parent, _ in _processes()}
     found, frontier = set(), {pid}
     while frontier:
         frontier = {p for p, parent in parent_of.items() if parent in frontier} - found
@@ -818,12 +807,4 @@ def descendants(pid: int) -> set[int]:
 
 def group_processes(pgid: int) -> list[int]:
     """The live pids of process group ``pgid`` (a service and every child it started)."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            out.append(int(stat.parent.name))
-    return out
+    return [p for p, state, _, group in _processes() if group == pgid and state not in ("Z", "X")]
