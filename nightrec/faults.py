@@ -1,9 +1,10 @@
 """Failpoints: named places on real code paths where a test can make the process fail (RELIABILITY.md).
 
 ``NIGHTREC_FAULT=<point>[:<arg>...]`` with arguments in any order: an action (``kill`` = SIGKILL this process,
-the default; ``exit`` = raise SystemExit; ``raise`` = raise InjectedFault; ``hang`` = stop here until killed from
-outside, as a lost machine is, after creating the file ``$NIGHTREC_FAULT_MARK`` names, if set), a number (fire only at that count,
-e.g. the epoch) and a name (fire only for that target, e.g. the table). Examples:
+the default; ``exit`` = raise SystemExit; ``raise`` = raise InjectedFault; ``hang`` = stop here until killed
+from outside, as on a lost machine, after writing this pid to the file ``$NIGHTREC_FAULT_MARK`` names, if set),
+a number (fire only at that count, e.g. the epoch) and a name (fire only for that target, e.g. the table).
+Examples:
 ``train.after_epoch:1:kill``, ``checkpoint.mid_write:exit``, ``features.during_write:raise:user_features``.
 
 The variable is read at the call, not through Settings, so a subprocess that is killed sees it without plumbing,

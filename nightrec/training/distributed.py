@@ -60,13 +60,13 @@ def train(
     launched = {"nightrec.launcher": "nightrec.training.distributed", "nightrec.world_size": str(world.size)}
     return {
         model: reuse.train_or_reuse(
-            settings, ds, _NAMES[model], {**launched, **(tags or {})}, force=force, world=world
+            settings, ds, MODEL_NAMES[model], {**launched, **(tags or {})}, force=force, world=world
         )
         for model in models
     }
 
 
-_NAMES = {"retrieval": stages.RETRIEVAL, "ranking": stages.RANKING}
+MODEL_NAMES = {"retrieval": stages.RETRIEVAL, "ranking": stages.RANKING}  # --model: registered name
 
 
 def run_in_world(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 import tempfile
@@ -22,11 +21,11 @@ from pathlib import Path
 
 from nightrec.errors import NightrecError
 from nightrec.settings import Settings
-from nightrec.training import stages
+from nightrec.training import distributed
 from schemas.results import ModelTrained
 
 log = logging.getLogger(__name__)
-_MODEL_ARG = {stages.RETRIEVAL: "retrieval", stages.RANKING: "ranking"}
+_MODEL_ARG = {name: arg for arg, name in distributed.MODEL_NAMES.items()}  # its --model choices
 
 
 class LaunchError(NightrecError):
@@ -60,11 +59,9 @@ def torchrun(settings: Settings, ds: date, model_name: str, tags: dict[str, str]
         settings_file.write_text(settings.model_dump_json())
         cmd = command(settings, ds, model_name, tags, settings_file, out)
         log.info("training %s in %d processes: %s", model_name, settings.train.processes, " ".join(cmd[2:8]))
-        # torchrun's workers use a thread each by default; on a small machine more contend for the cores.
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         tail: deque[str] = deque(maxlen=40)
         with subprocess.Popen(
-            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
         ) as proc:
             for line in proc.stdout:  # type: ignore[union-attr]
                 tail.append(line.rstrip())

