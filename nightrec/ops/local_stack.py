@@ -63,14 +63,15 @@ class LocalStack:
             )
         return proc.stdout
 
-    def run_deployment(self, name: str, params: dict, *, timeout: float = 180) -> str:
+    def run_deployment(self, name: str, params: dict, *, timeout: float = 180, **others) -> str:
         """Create a run of deployment ``name`` as the UI's Run button does (the server validates ``params``
-        against the flow's schema) and return the run's id."""
+        and the flow's ``others`` parameters against the flow's schema) and return the run's id."""
         started = time.time()
+        given = [
+            a for k, v in {"params": params, **others}.items() for a in ("--param", f"{k}={json.dumps(v)}")
+        ]
         try:
-            out = self.prefect(
-                "deployment", "run", name, "--param", f"params={json.dumps(params)}", timeout=timeout
-            )
+            out = self.prefect("deployment", "run", name, *given, timeout=timeout)
         except subprocess.TimeoutExpired:
             # On SQLite, workers' polls contend for the write lock (PrefectHQ/prefect#23051); on a loaded machine
             # the create call can outlast the CLI while the server still creates the run. Find it, or say why not.

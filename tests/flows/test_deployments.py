@@ -91,7 +91,10 @@ def test_modular_chain_runs_every_stage_once_in_dag_order_on_its_pool(deployment
         # Match the previous *deployment*, so stage subflows of `nightly` never start the chain.
         related = trigger["match_related"]
         assert related == {"prefect.resource.role": "deployment", "prefect.resource.name": previous}
-        assert trigger["parameters"] == {"params": "{{ flow_run.parameters['params'] }}"}
+        assert trigger["parameters"] == {
+            "params": "{{ flow_run.parameters['params'] }}",
+            "triggered_by": "{{ flow_run.id }}",
+        }
     for name in names:
         pools[deployments[name]["work_pool"]["name"]].add(name)
     assert "triggers" not in deployments[names[0]]

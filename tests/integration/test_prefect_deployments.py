@@ -2,7 +2,8 @@
 
 Monolith: `prefect deployment run nightly/nightly` (what the UI's Run button does) completes and publishes.
 Modular: triggering the first stage's deployment runs every stage deployment in DAG order on its own pool,
-each started by the previous one's completion event, and publishes the next snapshot generation.
+each started by the previous one's completion event, and publishes the next snapshot generation; a repeated
+trigger does nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from itertools import pairwise
 import pytest
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
+from flows.chain import DUPLICATE
 from nightrec.data import synthetic
 from nightrec.io.store import open_store
 from nightrec.ops.local_stack import local_stack
@@ -47,10 +49,10 @@ def stack(tmp_path_factory):
         yield s
 
 
-def _trigger(stack, deployment: str, *, run_date: str | None = RUN_DATE) -> str:
+def _trigger(stack, deployment: str, *, run_date: str | None = RUN_DATE, **others) -> str:
     """Start a run the way the UI does: the server validates the parameters against the flow's schema."""
     given = {"data": str(stack.raw)} | ({"run_date": run_date} if run_date else {})
-    return stack.run_deployment(deployment, given)
+    return stack.run_deployment(deployment, given, **others)
 
 
 def _runs_of(client, deployment: str):
@@ -116,10 +118,10 @@ def test_modular_chain_runs_each_stage_deployment_in_order_and_publishes(stack):
     assert publish_runs[0].state.is_completed(), publish_runs[0].state
 
     # Prefect's event triggers are at-least-once: on a busy SQLite server a completion event can fire its trigger
-    # several times, and each extra run adds load (a full-suite run saw four build-features runs from one
-    # validate-raw). A second run of a stage finds its outputs marked and skips, so it must end Completed,
-    # never fail. The extra runs queue behind the chain (one slot per deployment); they get 240 s to finish,
-    # and every one that did must have completed. The first run of each stage must have, always.
+    # twice (a CI run saw one build-features start four validate-features). A repeat finds the first run started
+    # by the same completion (the trigger's `triggered_by`) and ends `Duplicate` without working or triggering,
+    # so each stage has exactly one working run, started by the previous stage's working run. Repeats queue
+    # behind the chain (one slot per deployment); they get 240 s to finish.
     def all_final(client):
         runs = {name: _runs_of(client, name) for name in STAGE_DEPLOYMENTS}
         return runs if all(r.state.is_final() for rs in runs.values() for r in rs) else None
@@ -129,21 +131,37 @@ def test_modular_chain_runs_each_stage_deployment_in_order_and_publishes(stack):
     except AssertionError:
         with client_of(stack) as client:
             runs = {name: _runs_of(client, name) for name in STAGE_DEPLOYMENTS}
-    summary = {name: [(r.name, r.state_type.value, str(r.created)) for r in rs] for name, rs in runs.items()}
-    finished = {name: [r for r in rs if r.state.is_final()] for name, rs in runs.items()}
-    assert all(rs and all(r.state.is_completed() for r in rs) for rs in finished.values()), summary
-    runs = {name: sorted(rs, key=lambda r: r.created) for name, rs in finished.items()}
-    # DAG order: no stage starts before its predecessor has completed once. Compared on the first run to
-    # start, not the first created: of a duplicated trigger's two runs, the later-created may start first.
-    first_start = {name: min(r.start_time for r in rs) for name, rs in runs.items()}
-    first_end = {name: min(r.end_time for r in rs) for name, rs in runs.items()}
+    summary = {name: [(r.name, r.state_name, str(r.created)) for r in rs] for name, rs in runs.items()}
+    finished = [r for rs in runs.values() for r in rs if r.state.is_final()]
+    assert all(r.state.is_completed() for r in finished), summary
+    working = {name: [r for r in rs if r.state_name != DUPLICATE] for name, rs in runs.items()}
+    assert all(len(rs) == 1 for rs in working.values()), summary
+    runs = {name: rs[0] for name, rs in working.items()}
     for prev, stage in pairwise(STAGE_DEPLOYMENTS):
-        assert first_start[stage] >= first_end[prev], f"{stage} started before {prev} completed: {summary}"
+        assert runs[stage].start_time >= runs[prev].end_time, (
+            f"{stage} started before {prev} completed: {summary}"
+        )
+        assert runs[stage].parameters["triggered_by"] == str(runs[prev].id), summary
     # Each stage got the date the first one chose, from the previous one's completion event.
-    assert {runs[n][0].parameters["params"]["run_date"] for n in STAGE_DEPLOYMENTS} == {RUN_DATE}
+    assert {runs[n].parameters["params"]["run_date"] for n in STAGE_DEPLOYMENTS} == {RUN_DATE}
     live, _ = _live(stack)
-    # Each publish run is one more generation of the date (a duplicate would republish the same lists); a
-    # publish run still going may have flipped already.
-    n_publish = len(runs["publish"])
-    assert before_generation + n_publish <= live.generation <= before_generation + len(summary["publish"])
-    assert len(summary["publish"]) > 1 or live.previous == before_key
+    assert live.generation == before_generation + 1 and live.previous == before_key
+
+
+def test_a_repeated_trigger_does_nothing_and_starts_nothing(stack):
+    """Two runs of `publish` started by one completion (as a re-delivered event makes them): one publishes."""
+    before, _ = _live(stack)
+    upstream = "0f0f0f0f-0000-4000-8000-000000000001"  # the id of the completed run the trigger would pass
+    first = _trigger(stack, "publish/publish", run_date=RUN_DATE, triggered_by=upstream)
+    second = _trigger(stack, "publish/publish", run_date=RUN_DATE, triggered_by=upstream)
+
+    def both_final(client):
+        runs = [client.read_flow_run(r) for r in (first, second)]
+        return runs if all(r.state.is_final() for r in runs) else None
+
+    one, two = wait_for(stack, both_final, 300, "both publish runs to finish")
+    assert one.state.is_completed() and one.state_name == "Completed", one.state
+    assert two.state.is_completed() and two.state_name == DUPLICATE, two.state
+    assert str(one.id) in two.state.message
+    live, _ = _live(stack)
+    assert live.generation == before.generation + 1  # published once, not twice
