@@ -93,7 +93,7 @@ def test_modular_chain_runs_every_stage_once_in_dag_order_on_its_pool(deployment
         assert related == {"prefect.resource.role": "deployment", "prefect.resource.name": previous}
         assert trigger["parameters"] == {
             "params": "{{ flow_run.parameters['params'] }}",
-            "triggered_by": "{{ flow_run.id }}",
+            "triggered_by": "{{ flow_run.id | string }}",
         }
     for name in names:
         pools[deployments[name]["work_pool"]["name"]].add(name)
@@ -103,3 +103,24 @@ def test_modular_chain_runs_every_stage_once_in_dag_order_on_its_pool(deployment
         "gpu": {"train-retrieval", "train-ranking"},
         "batch": {"evaluate-and-promote", "precompute", "validate-recs", "publish"},
     }
+
+
+def test_the_chain_triggers_parameters_render_as_the_server_renders_them(deployments):
+    # The server wraps a one-expression template in `| tojson`: `{{ flow_run.id }}` (a UUID) failed to render
+    # and the chain stopped after its first stage ("Unable to create flow run from deployment: InvalidJinja").
+    from uuid import uuid4
+
+    from prefect.server.events.actions import RunDeployment
+    from prefect.server.schemas.core import FlowRun
+    from prefect.utilities.schema_tools.hydration import HydrationContext, hydrate
+
+    previous = FlowRun(
+        id=uuid4(), flow_id=uuid4(), parameters={"params": {"run_date": "2026-11-22", "data": "/d"}}
+    )
+    (trigger,) = deployments["validate-features"]["triggers"]
+    parameters = dict(trigger["parameters"])
+    RunDeployment._upgrade_v1_templates(parameters)
+    context = HydrationContext(raise_on_error=True, render_jinja=True, jinja_context={"flow_run": previous})
+    rendered = hydrate(parameters, context)
+    assert rendered == {"params": previous.parameters["params"], "triggered_by": str(previous.id)}
+    NightlyParams(**rendered["params"])
