@@ -57,6 +57,7 @@ def _stages(params: NightlyParams) -> NightResult:
         run(1, "validate_raw", validate_raw)
         run(2, "build_features", build_features)
         run(3, "validate_features", validate_features)
+        features.release_spark(params)  # the Spark stages are done: their JVM's memory goes back
         retrieval = run(4, "train_retrieval", train_retrieval)
         ranking = run(5, "train_ranking", train_ranking)
         promotion = run(6, "evaluate_and_promote", evaluate_and_promote, retrieval, ranking)

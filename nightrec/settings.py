@@ -156,8 +156,26 @@ class TrainSettings(BaseModel):
         "with torchrun (DistributedDataParallel: gloo on CPU, nccl with one GPU each) and the same reuse "
         "and checkpoints as one process (a checkpoint resumes with as many processes as wrote it).",
     )
-    max_train_rows: int | None = Field(
-        None, description="Cap on examples per model (newest kept); None = all."
+    max_examples: int | None = Field(
+        3_000_000,
+        ge=1,
+        description="The night's training budget in examples, per model: a split with more rows is read as "
+        "a seeded uniform sample of about this many (every day and user in proportion), streamed from the "
+        "Parquet files, so memory holds the sample and not the split. The serving twin and refits sample "
+        "their windows to the same total. None = every example (logged in MLflow as n_train of n_available).",
+    )
+    max_valid_examples: int | None = Field(
+        100_000,
+        ge=1,
+        description="Validation examples per model (a uniform sample): each epoch scores every one against "
+        "the whole catalog, which at 100K items costs about a second per 10K examples on 2 cores.",
+    )
+    max_minutes: float | None = Field(
+        30.0,
+        gt=0,
+        description="The night's training budget in minutes, per model and fit: training stops at the first "
+        "batch past it, validates that epoch and keeps the best epoch so far (stopped_by_budget = 1 in "
+        "MLflow). None = the epochs alone decide.",
     )
     checkpoint_dir: str | None = Field(
         None, description="Per-epoch training checkpoints (resume after a kill). Default: <home>/checkpoints"
@@ -168,6 +186,11 @@ class ScoringSettings(BaseModel):
     top_k: int = Field(20, ge=1, le=1000)
     n_candidates: int = Field(200, ge=1, le=5000)
     user_chunk_size: int = Field(4096, ge=1)
+    buffer_mb: int = Field(
+        1024,
+        ge=16,
+        description="The exact candidate search's score buffer (users x items, reused per chunk).",
+    )
     rerank_weight: float | None = Field(
         None,
         ge=0.0,
@@ -226,6 +249,14 @@ class PromotionSettings(BaseModel):
         0.95, gt=0.5, lt=1.0, description="Two-sided confidence of the paired interval."
     )
     bootstrap_samples: int = Field(2000, ge=100, le=100_000)
+    max_eval_users: int | None = Field(
+        100_000,
+        ge=1,
+        description="Every candidate is measured on the same evaluation users: a seeded uniform sample of this "
+        "many where the holdout has more (the paired interval over 100K users is a few thousandths of NDCG "
+        "wide, and each candidate's lists cost time per user). None = every one.",
+    )
+    eval_seed: int = Field(11, description="Seed of that sample.")
     min_eval_users: int = Field(
         50,
         ge=1,
@@ -236,7 +267,15 @@ class PromotionSettings(BaseModel):
         default_factory=lambda: [7, 30, 0],
         description="Candidate popularity baselines: engagement over the last N days (0 = all history).",
     )
-    ease: bool = Field(True, description="EASE is a candidate (catalogs up to 20,000 items).")
+    ease: bool = Field(True, description="EASE is a candidate.")
+    ease_max_items: int = Field(
+        5_000,
+        ge=2,
+        description="EASE inverts an items x items matrix and scores every user against it: a catalog with "
+        "more items gets EASE over its this-many most engaged (before the holdout), named in the policy's "
+        "params (max_items); the rest never appear in its lists. 5,000 keeps the inverse at seconds and a "
+        "million users' lists at minutes on 2 cores.",
+    )
     ease_l2_grid: list[float] = Field(
         default_factory=lambda: [50.0, 200.0, 500.0, 2000.0, 8000.0, 30000.0],
         description="EASE's L2 weights tried on the validation window; the best is measured on the holdout.",
@@ -357,6 +396,14 @@ class Settings(BaseSettings):
     gx_root: str | None = None
     prefect_home: str | None = None
     event_types: list[str] = Field(default_factory=lambda: list(EVENT_TYPES))
+    memory_gib: float | None = Field(
+        None,
+        ge=1.0,
+        description="The memory a night may use, every process of it together (NIGHTREC_MEMORY_GIB). It lowers "
+        "what would exceed its share: the Spark driver heap (2/5), the training samples "
+        "(train.max_examples, 1/10), the scoring buffer (1/16) and user chunks. The driver JVM ends after the "
+        "Spark stages, so its share returns for training and scoring. None = each setting as given.",
+    )
 
     spark: SparkSettings = Field(default_factory=SparkSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
@@ -398,6 +445,22 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _fit_memory(self) -> Settings:
+        """With ``memory_gib``, the night's big consumers get shares of it (each only ever lowered)."""
+        if self.memory_gib is None:
+            return self
+        mb = int(self.memory_gib * 1024)
+        self.spark.driver_memory = f"{min(_megabytes(self.spark.driver_memory), max(512, mb * 2 // 5))}m"
+        # As tensors an example is its history and ~8 more int64 fields; the model's and its twin's samples are
+        # in memory together. A tenth of the budget for them.
+        per_example = (self.features.history_len + 8) * 8 * 2
+        fit = max(10_000, (mb << 20) // 10 // per_example)
+        self.train.max_examples = min(self.train.max_examples or fit, fit)
+        self.scoring.buffer_mb = min(self.scoring.buffer_mb, max(16, mb // 16))
+        self.scoring.user_chunk_size = min(self.scoring.user_chunk_size, max(256, mb // 4))
+        return self
+
+    @model_validator(mode="after")
     def _spark_engine_needs_a_classic_session(self) -> Settings:
         if self.scoring.engine == "spark" and self.spark.remote:
             raise ValueError(
@@ -415,6 +478,13 @@ class Settings(BaseSettings):
     def recs_table(self) -> str:
         """The lake table of this channel's lists: ``recs`` (the default), else ``channels/<channel>/recs``."""
         return "recs" if self.channel == DEFAULT_CHANNEL else f"channels/{self.channel}/recs"
+
+
+def _megabytes(size: str) -> int:
+    """A JVM memory size (``4g``, ``512m``, ``1024k``, bytes) in megabytes."""
+    size = size.strip().lower()
+    unit = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1 << 20}.get(size[-1:])
+    return int(float(size[:-1]) * unit) if unit else int(size) >> 20
 
 
 def channel_url(store_url: str, channel: str) -> str:

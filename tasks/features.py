@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from nightrec.errors import ContractViolation
 from nightrec.features import build, run_date
+from nightrec.io import spark
 from nightrec.io.spark import get_spark
 from schemas.params import NightlyParams
 from schemas.results import FeaturesBuilt
@@ -71,3 +72,16 @@ def build_features(params: NightlyParams) -> FeaturesBuilt:
         description=f"Feature tables for {params.run_date} ({'reused' if summary.skipped else 'built'})",
     )
     return summary
+
+
+@task(name="release-spark", cache_policy=NO_CACHE)
+def release_spark(params: NightlyParams) -> bool:
+    """End the process's Spark driver JVM once the night's Spark stages are done (its heap returns to the
+    machine for training and scoring); kept where scoring runs on Spark (``scoring.engine``)."""
+    s = settings_for(params)
+    if s.spark.remote or s.scoring.engine == "spark":
+        return False
+    released = spark.release()
+    if released:
+        get_run_logger().info("Spark stages done: the driver JVM ended (its memory returned)")
+    return released

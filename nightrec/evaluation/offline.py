@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
+import pyarrow.compute as pc
 
 from nightrec.evaluation import metrics
 from nightrec.features.events import Cutoffs
@@ -26,14 +27,16 @@ class EvalData:
 
 
 def load_eval_data(settings: Settings, ds: date) -> EvalData:
-    """Users as of the holdout start, restricted to those who engage with unseen items in the holdout."""
+    """Users as of the holdout start, restricted to those who engage with unseen items in the holdout, and to
+    a seeded uniform sample of ``promotion.max_eval_users`` of them where there are more."""
     cfg = settings.features
     cut = Cutoffs.of_night(settings.lake, ds, cfg)
     users = inputs.load_users(settings.lake, ds, "eval", cfg.history_len)
     items = inputs.load_items(settings.lake, ds, "eval")
-    seen_pairs = inputs.load_interactions(settings.lake, ds, None, cut.eval_start, cfg)
-    future = inputs.load_interactions(settings.lake, ds, cut.eval_start, ds, cfg)
-    future = future[future["weight"] > 0]
+    # Arrow, not pandas: 100M events leave tens of millions of seen pairs, never Python strings.
+    seen_pairs = inputs.load_interactions(settings.lake, ds, None, cut.eval_start, cfg, arrow=True)
+    future = inputs.load_interactions(settings.lake, ds, cut.eval_start, ds, cfg, arrow=True)
+    future = future.filter(pc.greater(future["weight"], 0.0))
     seen_all = inputs.build_seen(seen_pairs, users, items)
     truth = inputs.build_seen(future, users, items)
     # Relevant = engaged in the holdout and not seen before it (seen items can never be recommended).
@@ -43,6 +46,10 @@ def load_eval_data(settings: Settings, ds: date) -> EvalData:
     fresh = ~np.isin(codes, s_rows.astype(np.int64) * len(items) + seen_all.indices)
     n_rel = np.bincount(t_rows[fresh], minlength=len(users))
     keep = np.flatnonzero(n_rel > 0)
+    cap = settings.promotion.max_eval_users
+    if cap is not None and len(keep) > cap:
+        keep = np.sort(np.random.default_rng(settings.promotion.eval_seed).choice(keep, cap, replace=False))
+        fresh &= np.isin(t_rows, keep)
     remap = np.full(len(users), -1)
     remap[keep] = np.arange(len(keep))
     sub_users = users.take(keep)
@@ -58,6 +65,9 @@ def score_lists(scorer: Scorer, data: EvalData, chunk: int) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, scorer.cfg.top_k), dtype=np.int64)
 
 
+TUNE_USERS = 20_000  # validation users EASE's grid is tuned on (a seeded sample where there are more)
+
+
 def tune_ease(
     settings: Settings,
     ds: date,
@@ -65,17 +75,17 @@ def tune_ease(
     recency_grid: list[float] = (0.0,),
     recency_days: int = 30,
     k: int = 10,
+    max_items: int | None = None,
 ) -> dict[tuple[float, float], float]:
     """NDCG@k of EASE for each (L2, recency weight) on the validation window (fit on engagement before it).
 
     The recency weight adds ``weight x`` each item's engagement over the last ``recency_days`` (scaled to
     [0, 1]) to the EASE scores: EASE knows what goes with what, not what is new, and on logs where taste
     follows releases the blend beats both. The holdout never sees the choice: everything is fit before
-    ``valid_start`` and scored on the validation window's fresh engagement. Returns an empty dict where that
-    window has no such users.
-
-    Raises:
-        ease.CatalogTooLarge: the catalog exceeds ``ease.MAX_ITEMS``.
+    ``valid_start`` and scored on the validation window's fresh engagement, for up to ``TUNE_USERS`` of its
+    users. A catalog past ``max_items`` is restricted to its ``max_items`` most engaged items before the
+    window (what ``baselines.build`` does for the holdout). Returns an empty dict where that window has no
+    such users.
     """
     cfg = settings.features
     cut = Cutoffs.of_night(settings.lake, ds, cfg)
@@ -83,7 +93,7 @@ def tune_ease(
     before = inputs.load_interactions(settings.lake, ds, None, cut.valid_start, cfg, arrow=True)
     window = inputs.load_interactions(settings.lake, ds, cut.valid_start, cut.eval_start, cfg, arrow=True)
     engaged = baselines.engaged_pairs(before)
-    users = np.unique(np.asarray(engaged["user_id"].to_pylist(), dtype=object))
+    users = np.sort(pc.unique(engaged["user_id"]).to_numpy(zero_copy_only=False).astype(object))
     if not len(users):
         return {}
 
@@ -102,19 +112,29 @@ def tune_ease(
     evaluated = np.flatnonzero(n_rel > 0)
     if not len(evaluated):
         return {}
+    if len(evaluated) > TUNE_USERS:
+        rng = np.random.default_rng(settings.promotion.eval_seed)
+        evaluated = np.sort(rng.choice(evaluated, TUNE_USERS, replace=False))
     remap = np.full(len(users), -1)
     remap[evaluated] = np.arange(len(evaluated))
-    mine = remap[er] >= 0
-    recent = baselines.recency_prior(settings, ds, cut.valid_start, recency_days, items)
-    g = ease.gram(er, ec, len(users), n)
+    columns = ease.top_columns(ec, n, max_items)
+    kept, cols = ease.restrict(ec, columns, n)
+    rows = er[kept]
+    mine = remap[rows] >= 0
+    sub = columns if columns is not None else np.arange(n)
+    recent = baselines.recency_prior(settings, ds, cut.valid_start, recency_days, items)[sub]
+    g = ease.gram(rows, cols, len(users), len(sub))
+    in_window = remap[tr] >= 0
     out = {}
     for l2 in l2_grid:
         weights = ease.weights_from_gram(g, l2)
-        for w in recency_grid:
-            lists = ease.recommend(
-                weights, remap[er[mine]], ec[mine], len(evaluated), k, items.available, bias=w * recent
-            )
-            hits = metrics.hits_matrix(lists, remap[tr], tc, n)
+        biases = [w * recent for w in recency_grid]
+        each = ease.recommend_each(
+            weights, remap[rows[mine]], cols[mine], len(evaluated), k, biases, items.available[sub]
+        )
+        for w, lists in zip(recency_grid, each, strict=True):
+            lists = np.where(lists >= 0, sub[np.maximum(lists, 0)], -1)
+            hits = metrics.hits_matrix(lists, remap[tr[in_window]], tc[in_window], n)
             out[(float(l2), float(w))] = metrics.list_metrics(hits, n_rel[evaluated], [k])[f"ndcg_at_{k}"]
     return out
 

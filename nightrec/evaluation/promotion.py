@@ -177,11 +177,16 @@ def measure_candidates(
         policy = Policy("popularity", {"window_days": int(w)})
         measured[policy.name] = offline.measure_baseline(settings, ds, data, policy)
         candidates[policy.name] = policy
-    if p.ease and len(data.items) <= ease.MAX_ITEMS:
-        curve = offline.tune_ease(settings, ds, p.ease_l2_grid, p.ease_recency_grid, p.ease_recency_days)
+    if p.ease:
+        # A catalog past ease_max_items: EASE over its most engaged items (named in the policy's params).
+        top = p.ease_max_items if len(data.items) > p.ease_max_items else None
+        curve = offline.tune_ease(
+            settings, ds, p.ease_l2_grid, p.ease_recency_grid, p.ease_recency_days, max_items=top
+        )
         l2, w = max(curve, key=curve.get) if curve else (ease.DEFAULT_L2, 0.0)
         info["ease_validation"] = {f"l2={a:g} recency={b:g}": v for (a, b), v in curve.items()}
         params = {"l2": l2} | ({"recency_weight": w, "recency_days": p.ease_recency_days} if w else {})
+        params |= {"max_items": top} if top else {}
         policy = Policy("ease", params)
         measured[policy.name] = offline.measure_baseline(settings, ds, data, policy)
         candidates[policy.name] = policy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 
 from pyspark.sql import SparkSession
 
@@ -63,3 +64,32 @@ def get_spark(cfg: SparkSettings, app_name: str = "nightrec") -> SparkSession:
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def release() -> bool:
+    """Stop this process's Spark session and end its driver JVM, so its heap goes back to the machine.
+
+    ``SparkSession.stop()`` alone leaves the JVM running with the heap it grew (ParallelGC keeps it): at
+    100M events that is most of ``driver_memory`` held through training and scoring. The JVM exits when the
+    pipe PySpark holds to its stdin closes. A later :func:`get_spark` starts a fresh one. Returns whether
+    there was a JVM to end (False in Spark Connect mode, or when none was started).
+    """
+    from pyspark import SparkContext
+
+    active = SparkSession.getActiveSession() if SparkContext._jvm is not None else None
+    if active is not None:
+        active.stop()
+    gateway = SparkContext._gateway
+    if gateway is None:
+        return False
+    proc = getattr(gateway, "proc", None)
+    gateway.shutdown()
+    if proc is not None:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+    return True

@@ -58,7 +58,11 @@ class PopularityBaseline(Baseline):
 
 class EaseBaseline(Baseline):
     """EASE (Steck, 2019): a user's scores are their binary engagement row times the item-item weights, plus
-    an optional per-item prior (recent popularity): one more column of the product, 1 for every user."""
+    an optional per-item prior (recent popularity): one more column of the product, 1 for every user.
+
+    With ``subset`` (item positions, sorted) the weights are over those items only (a large catalog's most
+    engaged); the scorer then searches only them (``subset``) and the vectors have one row per subset item.
+    """
 
     def __init__(
         self,
@@ -67,10 +71,16 @@ class EaseBaseline(Baseline):
         user_ids: np.ndarray,
         engaged: SeenIndex,
         prior: np.ndarray | None = None,
+        subset: np.ndarray | None = None,
     ):
         self.policy = policy
         self.weights = weights
-        self.user_ids, self.engaged = user_ids, engaged
+        self.user_ids, self.engaged, self.subset = user_ids, engaged, subset
+        if subset is not None:
+            size = max(int(engaged.indices.max(initial=-1)), int(subset.max(initial=-1))) + 1
+            self._column = np.full(size, -1, dtype=np.int64)  # item position -> weights column (-1: none)
+            self._column[subset] = np.arange(len(subset))
+            prior = prior[subset] if prior is not None else None
         self.prior = (
             None if prior is None or not np.any(prior) else torch.as_tensor(prior, dtype=torch.float32)
         )
@@ -90,6 +100,9 @@ class EaseBaseline(Baseline):
             n = hi - lo
             r = np.repeat(known, n)
             c = self.engaged.indices[np.repeat(lo - np.cumsum(n) + n, n) + np.arange(int(n.sum()))]
+            if self.subset is not None:
+                c = self._column[c]
+                r, c = r[c >= 0], c[c >= 0]
             x[torch.from_numpy(r), torch.from_numpy(c)] = 1.0
         if self.prior is not None:
             x = torch.cat([x, torch.ones((len(users), 1))], dim=1)
@@ -117,17 +130,19 @@ def engaged_pairs(pairs: pa.Table) -> pa.Table:
     return pairs.filter(pc.greater(pairs["weight"], 0.0))
 
 
-def fit_ease_gram(engaged: pa.Table, items: ItemTable) -> torch.Tensor:
-    """EASE's Gram matrix over the item table from every engaged (user_id, item_id) pair.
-
-    Raises:
-        ease.CatalogTooLarge: the catalog exceeds ``ease.MAX_ITEMS``.
-    """
+def fit_ease_gram(
+    engaged: pa.Table, items: ItemTable, max_items: int | None = None
+) -> tuple[torch.Tensor, np.ndarray | None]:
+    """EASE's Gram matrix from every engaged (user_id, item_id) pair, and the item positions it is over: the
+    whole item table, or (None returned as every item) its ``max_items`` most engaged items."""
     cols = inputs.positions(engaged["item_id"], items.item_id)
     users = pc.dictionary_encode(engaged["user_id"]).combine_chunks().indices.to_numpy()
     keep = cols >= 0
+    users, cols = users[keep], cols[keep]
     n_users = int(users.max(initial=-1)) + 1
-    return ease.gram(users[keep], cols[keep], n_users, len(items))
+    subset = ease.top_columns(cols, len(items), max_items)
+    kept, cols = ease.restrict(cols, subset, len(items))
+    return ease.gram(users[kept], cols, n_users, len(items) if subset is None else len(subset)), subset
 
 
 def build(
@@ -137,7 +152,6 @@ def build(
 
     Raises:
         ValueError: ``policy`` is the learned one (it comes from the registry, not from here).
-        ease.CatalogTooLarge: an EASE policy over a catalog past ``ease.MAX_ITEMS``.
     """
     cfg = settings.features
     if policy.kind == "popularity":
@@ -147,10 +161,12 @@ def build(
         return PopularityBaseline(policy, items, window_engagement(pairs, items))
     if policy.kind == "ease":
         pairs = engaged_pairs(inputs.load_interactions(settings.lake, ds, None, cutoff, cfg, arrow=True))
-        weights = ease.weights_from_gram(fit_ease_gram(pairs, items), float(policy.params["l2"]))
+        g, subset = fit_ease_gram(pairs, items, policy.params.get("max_items"))
+        weights = ease.weights_from_gram(g, float(policy.params["l2"]))
         w = float(policy.params.get("recency_weight", 0.0))
         prior = (
             w * recency_prior(settings, ds, cutoff, int(policy.params["recency_days"]), items) if w else None
         )
-        return EaseBaseline(policy, weights, users.user_id, inputs.build_seen(pairs, users, items), prior)
+        seen = inputs.build_seen(pairs, users, items)
+        return EaseBaseline(policy, weights, users.user_id, seen, prior, subset)
     raise ValueError(f"{policy.name} is not a baseline policy")

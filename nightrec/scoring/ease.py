@@ -2,23 +2,23 @@
 
 A closed-form item-item linear model: with the binary user-item matrix ``X`` and ``G = X'X + lambda I``,
 ``P = G^-1`` and ``B = -P / diag(P)`` with a zero diagonal; a user's scores are ``x_u B``. One
-``n_items x n_items`` inverse, so it is only offered where the catalog allows (``MAX_ITEMS``).
+``n x n`` inverse over the items it models: a large catalog is restricted to its most engaged items
+(``top_columns``; ``promotion.ease_max_items``), the others are never in its lists. ``X`` is built sparse, so
+a million users cost their engagement pairs, not a dense users x items matrix.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+import scipy.sparse as sp
 import torch
 
-MAX_ITEMS = 20_000  # a 20k x 20k float64 inverse is 3.2 GB and about a minute on 2 cores
 # Steck's value for the large public data sets. Small, sparse logs want far more shrinkage (toward popularity),
 # so the promotion gate chooses L2 from DEFAULT_L2_GRID on the validation window each night.
 DEFAULT_L2 = 500.0
 DEFAULT_L2_GRID = (50.0, 200.0, 500.0, 2000.0, 8000.0, 30000.0)
-
-
-class CatalogTooLarge(ValueError):
-    """The catalog is too large for EASE's dense item-item inverse."""
 
 
 def fit(rows: np.ndarray, cols: np.ndarray, n_users: int, n_items: int, l2: float) -> torch.Tensor:
@@ -34,9 +34,6 @@ def fit(rows: np.ndarray, cols: np.ndarray, n_users: int, n_items: int, l2: floa
     Returns:
         float32 weights with a zero diagonal.
 
-    Raises:
-        CatalogTooLarge: ``n_items > MAX_ITEMS``.
-
     Example::
 
         B = fit(np.array([0, 0, 1]), np.array([0, 1, 1]), n_users=2, n_items=3, l2=1.0)
@@ -46,15 +43,34 @@ def fit(rows: np.ndarray, cols: np.ndarray, n_users: int, n_items: int, l2: floa
 
 
 def gram(rows: np.ndarray, cols: np.ndarray, n_users: int, n_items: int) -> torch.Tensor:
-    """``X'X`` (float64) of the binary user-item matrix: computed once, shared by every L2 tried.
+    """``X'X`` (float64, dense ``n_items x n_items``) of the binary user-item matrix, from a sparse ``X``:
+    computed once, shared by every L2 tried."""
+    x = sp.csr_matrix(
+        (np.ones(len(rows), dtype=np.float64), (np.asarray(rows), np.asarray(cols))), shape=(n_users, n_items)
+    )
+    x.sum_duplicates()
+    x.data[:] = 1.0  # binary: a pair engaged twice counts once
+    return torch.from_numpy((x.T @ x).toarray())
 
-    Raises:
-        CatalogTooLarge: ``n_items > MAX_ITEMS``.
-    """
-    if n_items > MAX_ITEMS:
-        raise CatalogTooLarge(f"EASE needs an {n_items}x{n_items} inverse; the limit is {MAX_ITEMS} items")
-    x = _binary(rows, cols, n_users, n_items)
-    return (x.T @ x).double()
+
+def top_columns(cols: np.ndarray, n_items: int, max_items: int | None) -> np.ndarray | None:
+    """The ``max_items`` columns with the most pairs (ties: the lower column), sorted; None = keep all."""
+    if max_items is None or n_items <= max_items:
+        return None
+    counts = np.bincount(np.asarray(cols), minlength=n_items)
+    order = np.lexsort((np.arange(n_items), -counts))
+    return np.sort(order[:max_items])
+
+
+def restrict(cols: np.ndarray, columns: np.ndarray | None, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept pair mask, each kept pair's column among ``columns``); all kept where ``columns`` is None."""
+    if columns is None:
+        return np.ones(len(cols), dtype=bool), np.asarray(cols)
+    inverse = np.full(n_items, -1, dtype=np.int64)
+    inverse[columns] = np.arange(len(columns))
+    mapped = inverse[np.asarray(cols)]
+    keep = mapped >= 0
+    return keep, mapped[keep]
 
 
 def weights_from_gram(g: torch.Tensor, l2: float) -> torch.Tensor:
@@ -96,13 +112,26 @@ def recommend(
     Returns:
         int64 ``[n_users, k]``, -1 where fewer than ``k`` items were possible.
     """
+    return recommend_each(weights, rows, cols, n_users, k, [bias], allowed, chunk)[0]
+
+
+def recommend_each(
+    weights: torch.Tensor,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    n_users: int,
+    k: int,
+    biases: Sequence[np.ndarray | None],
+    allowed: np.ndarray | None = None,
+    chunk: int = 4096,
+) -> list[np.ndarray]:
+    """:func:`recommend` once per bias, from one product per user chunk (the product is the cost)."""
     n_items = weights.shape[0]
     col_mask = torch.zeros(n_items)
     if allowed is not None:
         col_mask[~torch.from_numpy(np.asarray(allowed, dtype=bool))] = -torch.inf
-    if bias is not None:
-        col_mask += torch.as_tensor(bias, dtype=torch.float32)
-    out = np.full((n_users, k), -1, dtype=np.int64)
+    masks = [col_mask if b is None else col_mask + torch.as_tensor(b, dtype=torch.float32) for b in biases]
+    outs = [np.full((n_users, k), -1, dtype=np.int64) for _ in biases]
     order = np.argsort(rows, kind="stable")
     rows, cols = np.asarray(rows)[order], np.asarray(cols)[order]
     bounds = np.searchsorted(rows, np.arange(0, n_users + chunk, chunk))
@@ -111,8 +140,9 @@ def recommend(
         hi = min(lo + chunk, n_users)
         r, c = rows[bounds[i] : bounds[i + 1]] - lo, cols[bounds[i] : bounds[i + 1]]
         x = _binary(r, c, hi - lo, n_items)
-        scores = x @ weights + col_mask
-        scores[x > 0] = -torch.inf
-        top_scores, top = torch.topk(scores, kk, dim=1)
-        out[lo:hi, :kk] = np.where(torch.isfinite(top_scores).numpy(), top.numpy(), -1)
-    return out
+        product = x @ weights
+        product[x > 0] = -torch.inf
+        for mask, out in zip(masks, outs, strict=True):
+            top_scores, top = torch.topk(product + mask, kk, dim=1)
+            out[lo:hi, :kk] = np.where(torch.isfinite(top_scores).numpy(), top.numpy(), -1)
+    return outs

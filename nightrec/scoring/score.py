@@ -31,6 +31,7 @@ class ScoringConfig:
     index: str = "exact"  # or "ivf": FAISS IndexIVFFlat (nightrec.scoring.ann)
     ivf_lists: int | None = None
     ivf_probe: int = 16
+    buffer_mb: int = 1024  # the exact search's score buffer (users x items), bounded by scoring.buffer_mb
 
     @classmethod
     def from_settings(cls, sc, top_k: int | None = None) -> ScoringConfig:
@@ -44,6 +45,7 @@ class ScoringConfig:
             sc.index,
             sc.ivf_lists,
             sc.ivf_probe,
+            sc.buffer_mb,
         )
 
 
@@ -78,13 +80,24 @@ class Scorer:
             ok &= ~self.rules.blocked
         self.boost = None if self.rules.boost is None else torch.from_numpy(self.rules.boost)
         self.allowed = torch.from_numpy(ok)
+        subset = getattr(
+            retrieval, "subset", None
+        )  # a baseline over some items only (EASE on a large catalog)
+        searched = ok if subset is None else ok[subset]
         if cfg.index == "ivf":
             from nightrec.scoring.ann import IvfTopN  # faiss is optional
 
-            self.index = IvfTopN(self.item_vecs, ok, cfg.ivf_lists, cfg.ivf_probe)
+            self.index = IvfTopN(self.item_vecs, searched, cfg.ivf_lists, cfg.ivf_probe)
         else:
             # A baseline's scores are ranks or EASE weights: bf16 would tie hundreds of them, so fp32 always.
-            self.index = ExactTopN(self.item_vecs, ok, "float32" if self.baseline else cfg.matmul_dtype)
+            self.index = ExactTopN(
+                self.item_vecs,
+                searched,
+                "float32" if self.baseline else cfg.matmul_dtype,
+                max_buffer_bytes=cfg.buffer_mb << 20,
+            )
+        if subset is not None:
+            self.index = SubsetIndex(self.index, subset, len(items))
         self.popular = popular_order(items, ok)
         self.item_fields = torch.from_numpy(
             np.stack([items.item_idx, items.category_idx, items.price_bucket, items.pop_bucket], axis=1)
@@ -216,3 +229,21 @@ class Scorer:
         over_ordered = torch.zeros_like(over_grouped).scatter(1, by_cat, over_grouped)
         over = torch.zeros_like(over_ordered).scatter(1, order, over_ordered)
         return final.masked_fill(over, float("-inf"))
+
+
+class SubsetIndex:
+    """An index over some items of the table (their vectors only), searched with and answering in the whole
+    table's item positions."""
+
+    def __init__(self, index, subset: np.ndarray, n_items: int):
+        self.index, self.subset = index, torch.from_numpy(np.asarray(subset, dtype=np.int64))
+        self.inverse = np.full(n_items, -1, dtype=np.int64)
+        self.inverse[subset] = np.arange(len(subset))
+
+    def search(
+        self, users: torch.Tensor, n: int, seen_rows: np.ndarray, seen_items: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cols = self.inverse[seen_items]
+        keep = cols >= 0
+        scores, items = self.index.search(users, n, seen_rows[keep], cols[keep])
+        return scores, torch.where(items >= 0, self.subset[items.clamp(min=0)], -1)

@@ -1,7 +1,10 @@
-"""Example tables from the lake -> tensors, loaded once; batches by a seeded shuffled index permutation.
+"""Example tables from the lake -> tensors; batches by a seeded shuffled index permutation.
 
-A whole night's examples fit in memory as a few int tensors (400k retrieval rows with a 20-item history are
-~70 MB), so there is no per-row Dataset/DataLoader: a batch is one ``index_select`` per column.
+A night's training examples are bounded by its budget (``train.max_examples`` per model): a split larger than
+that is read as a stream of Arrow record batches, each thinned by a seeded uniform draw, so memory holds the
+sample, never the split (100M events make tens of millions of examples; 3M rows with a 20-item history are
+~0.5 GB as tensors). The sample keeps every day and user in proportion, unlike the newest rows. What fits is
+a few int tensors, so there is no per-row Dataset/DataLoader: a batch is one ``index_select`` per column.
 """
 
 from __future__ import annotations
@@ -115,13 +118,57 @@ def _as_date(ds: date | str) -> date:
     return ds if isinstance(ds, date) else date.fromisoformat(ds)
 
 
-def _read_split(
-    lake_root: str | Path, table: str, ds: date | str, split: str, columns: list[str], extra=None
-) -> pa.Table:
+@dataclass(frozen=True)
+class Sample:
+    """At most ``max_rows`` rows of a split (None = all), drawn uniformly with ``seed``."""
+
+    max_rows: int | None = None
+    seed: int = 0
+
+
+_STREAM_BATCH = 131_072  # rows per record batch while sampling: bounds the memory of the read itself
+
+
+def count_rows(lake_root: str | Path, table: str, ds: date | str, split: str, extra=None) -> int:
+    """Rows of one split (and filter) of ``table/ds=<ds>``, from the files' metadata where possible.
+
+    Raises:
+        StageInputMissing: the partition is absent or incomplete.
+    """
+    dataset, flt = _split_dataset(lake_root, table, ds, split, extra)
+    return dataset.count_rows(filter=flt)
+
+
+def _split_dataset(lake_root, table, ds, split, extra):
     path = lake.require_partition(lake_root, table, _as_date(ds))
     dataset = pads.dataset(str(path), format="parquet", partitioning="hive")
     flt = pc.field("split") == split
-    return dataset.to_table(columns=columns, filter=flt if extra is None else flt & extra)
+    return dataset, flt if extra is None else flt & extra
+
+
+def _read_split(
+    lake_root: str | Path,
+    table: str,
+    ds: date | str,
+    split: str,
+    columns: list[str],
+    extra=None,
+    sample: Sample = Sample(),
+) -> pa.Table:
+    """The split's rows in file order; with ``sample.max_rows`` below its size, a seeded uniform sample of
+    about that many, read batch by batch (the scan is ordered, so the same files give the same sample)."""
+    dataset, flt = _split_dataset(lake_root, table, ds, split, extra)
+    total = dataset.count_rows(filter=flt) if sample.max_rows is not None else 0
+    if sample.max_rows is None or total <= sample.max_rows:
+        return dataset.to_table(columns=columns, filter=flt)
+    share = sample.max_rows / total
+    kept = []
+    batches = dataset.to_batches(columns=columns, filter=flt, batch_size=_STREAM_BATCH)
+    for i, batch in enumerate(batches):
+        draw = np.random.default_rng([sample.seed, i]).random(batch.num_rows)
+        kept.append(batch.filter(pa.array(draw < share)))
+    schema = dataset.schema
+    return pa.Table.from_batches(kept, schema=pa.schema([schema.field(c) for c in columns]))
 
 
 def _utc(d: date) -> pa.Scalar:
@@ -133,7 +180,12 @@ def _ints(t: pa.Table, name: str) -> torch.Tensor:
 
 
 def load_retrieval_examples(
-    lake_root: str | Path, ds: date | str, split: str, history_len: int, with_day: bool = False
+    lake_root: str | Path,
+    ds: date | str,
+    split: str,
+    history_len: int,
+    with_day: bool = False,
+    sample: Sample = Sample(),
 ) -> RetrievalTensors:
     """Load one split of ``retrieval_examples/ds=<ds>`` into tensors.
 
@@ -143,6 +195,7 @@ def load_retrieval_examples(
         split: ``train``, ``valid`` or ``holdout``.
         history_len: Width of the padded history (longer histories keep their most recent items).
         with_day: Also load each example's day (for inputs computed as of that day).
+        sample: At most this many rows, drawn uniformly (the night's budget); default all.
 
     Returns:
         The examples; empty tensors when the split has no rows.
@@ -151,7 +204,7 @@ def load_retrieval_examples(
         StageInputMissing: the partition is absent or incomplete.
     """
     cols = [c for c in RETRIEVAL_EXAMPLES.names if c not in ("split", *(() if with_day else ("ts",)))]
-    t = _read_split(lake_root, RETRIEVAL_EXAMPLES.name, ds, split, cols)
+    t = _read_split(lake_root, RETRIEVAL_EXAMPLES.name, ds, split, cols, sample=sample)
     return RetrievalTensors(
         user_idx=_ints(t, "user_idx"),
         segment_idx=_ints(t, "segment_idx"),
@@ -171,6 +224,8 @@ def load_ranking_examples(
     start: date | None = None,
     stop: date | None = None,
     with_day: bool = False,
+    positives_only: bool = False,
+    sample: Sample = Sample(),
 ) -> RankingTensors:
     """Load one split of ``ranking_examples/ds=<ds>`` into tensors (fields in ``RANKING_FIELDS`` order).
 
@@ -182,16 +237,16 @@ def load_ranking_examples(
         start: Only examples on or after this day (UTC); None = from the first.
         stop: Only examples before this day; None = to the last.
         with_day: Also load each example's day (for inputs computed as of that day).
+        positives_only: Only rows labelled 1.
+        sample: At most this many rows (after the filters), drawn uniformly; default all.
 
     Raises:
         StageInputMissing: the partition is absent or incomplete.
     """
     cols = [*RANKING_FIELDS, "label", *(["history"] if history_len else []), *(["ts"] if with_day else [])]
-    ts, days = pc.field("ts"), None
-    for bound in (ts >= _utc(start) if start else None, ts < _utc(stop) if stop else None):
-        if bound is not None:
-            days = bound if days is None else days & bound
-    t = _read_split(lake_root, RANKING_EXAMPLES.name, ds, split, cols, days)
+    t = _read_split(
+        lake_root, RANKING_EXAMPLES.name, ds, split, cols, ranking_filter(start, stop, positives_only), sample
+    )
     x = np.stack([t[f].to_numpy().astype(np.int64) for f in RANKING_FIELDS], axis=1) if t.num_rows else None
     return RankingTensors(
         x=torch.from_numpy(x) if x is not None else torch.zeros((0, len(RANKING_FIELDS)), dtype=torch.long),
@@ -199,6 +254,20 @@ def load_ranking_examples(
         history=torch.from_numpy(pad_lists(t["history"], history_len)) if history_len else None,
         day=_days(t["ts"]) if with_day else None,
     )
+
+
+def ranking_filter(start: date | None, stop: date | None, positives_only: bool = False):
+    """The Arrow filter of :func:`load_ranking_examples`'s days and labels (None = every row)."""
+    ts, out = pc.field("ts"), None
+    bounds = (
+        ts >= _utc(start) if start else None,
+        ts < _utc(stop) if stop else None,
+        pc.field("label") > 0.5 if positives_only else None,
+    )
+    for bound in bounds:
+        if bound is not None:
+            out = bound if out is None else out & bound
+    return out
 
 
 def _days(ts: pa.ChunkedArray) -> torch.Tensor:

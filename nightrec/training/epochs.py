@@ -87,16 +87,20 @@ def fit(
         state = world.broadcast(checkpoint.load(checkpoint_path) if world.is_main else None)
         s = checkpoint.restore_fit(state, checkpoint_path, ckpt_name, n_train, model, opt, gen, device) or s
     step = world.wrap(model, step_loss)  # after the resume: DDP starts from the weights it restored
+    deadline = time.perf_counter() + settings.max_minutes * 60 if settings.max_minutes else math.inf
+    out_of_time = False
     for epoch in range(s.epoch + 1, epochs + 1):
-        if early_stopping.exhausted(s, settings.patience):
-            break  # the checkpoint was written by the epoch that exhausted the patience
+        if early_stopping.exhausted(s, settings.patience) or out_of_time:
+            break  # the checkpoint was written by the epoch that exhausted the patience (or the time)
         model.train()
         start = time.perf_counter()
         if world.distributed:
             batches = world.batches(n_train, batch_size, gen)
         else:
             batches = iter_batches(n_train, batch_size, gen)
-        train_loss = _train_epoch(step, opt, batches, s, world, name=name, epoch=epoch, device=device)
+        train_loss, out_of_time = _train_epoch(
+            step, opt, batches, s, world, name=name, epoch=epoch, device=device, deadline=deadline
+        )
         seconds = time.perf_counter() - start
         model.eval()
         with torch.no_grad(), autocast(device):
@@ -117,7 +121,13 @@ def fit(
     model.load_state_dict(s.best_state)
     model.to("cpu").eval()
     metrics = {k: v for k, v in s.history[s.best_epoch - 1].items() if k != "epoch"}
-    metrics |= {"best_epoch": s.best_epoch, "epochs_run": len(s.history)}
+    metrics |= {
+        "best_epoch": s.best_epoch,
+        "epochs_run": len(s.history),
+        "stopped_by_budget": float(out_of_time),
+    }
+    if out_of_time and world.is_main:
+        PROGRESS.info("%s: stopped by the training budget (train.max_minutes=%s)", name, settings.max_minutes)
     return TrainResult(model=model, history=s.history, best_epoch=s.best_epoch, metrics=metrics)
 
 
@@ -131,8 +141,14 @@ def _train_epoch(
     name: str,
     epoch: int,
     device: torch.device,
-) -> float:
-    """One pass over the batches; the mean step loss (over the processes too)."""
+    deadline: float = math.inf,
+) -> tuple[float, bool]:
+    """One pass over the batches, or its part before ``deadline`` (``time.perf_counter()``); the mean step
+    loss (over the processes too) and whether the deadline cut it short.
+
+    Several processes agree on the step to stop at (a sum every ``_DEADLINE_EVERY`` steps), or the ones that
+    went on would wait forever in their next all-reduce.
+    """
     total, n_steps = 0.0, 0
     for n, idx in enumerate(batches, start=1):
         with autocast(device):
@@ -142,7 +158,16 @@ def _train_epoch(
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return total / n_steps if n_steps else math.nan
+        if deadline < math.inf and (not world.distributed or n % _DEADLINE_EVERY == 0):
+            late = time.perf_counter() > deadline
+            if world.distributed:
+                late = world.sum([int(late)])[0] > 0
+            if late:
+                return total / n_steps, True
+    return (total / n_steps if n_steps else math.nan), False
+
+
+_DEADLINE_EVERY = 16  # steps between the processes' agreement on the training budget's deadline
 
 
 # The training progress people watch: the CLI prints this logger's lines under the stage's own line, and a

@@ -29,7 +29,7 @@ from nightrec.training import (
     loop,
     ranker_examples,
 )
-from nightrec.training.datasets import RankingTensors, RetrievalTensors
+from nightrec.training.datasets import RankingTensors, RetrievalTensors, Sample
 from nightrec.training.process_group import World
 from schemas.results import CHALLENGER, RANKING, RETRIEVAL, ModelTrained
 from schemas.tables import RANKING_EXAMPLES, RETRIEVAL_EXAMPLES
@@ -38,11 +38,12 @@ BLEND_WEIGHTS = tuple(i / 10 for i in range(11))
 BLEND_POSITIVES = 5000  # about 1M ranker rows at 200 candidates: seconds on 2 cores
 
 
-def _newest(t, cap: int | None):
-    # Examples are written in time order per split; keep the newest rows when a cap is set.
-    if cap is None or len(t) <= cap:
-        return t
-    return t.take(torch.arange(len(t) - cap, len(t)))
+def _quotas(available: dict[str, int], budget: int | None) -> dict[str, int | None]:
+    """Each split's share of ``budget`` rows, in proportion to its size (None = every row of each)."""
+    total = sum(available.values())
+    if budget is None or total <= budget:
+        return dict.fromkeys(available)
+    return {name: -(-budget * n // total) for name, n in available.items()}
 
 
 def _checkpoint(settings: Settings, model_name: str, ds: date, *parts: object) -> Path:
@@ -134,7 +135,10 @@ def train_retrieval(
     trained_on = vocab_identity.digest(settings.lake, ds)  # what its indices mean, checked wherever it scores
     h, with_day = settings.features.history_len, t.retrieval_item_state
     load = partial(datasets.load_retrieval_examples, settings.lake, ds, history_len=h, with_day=with_day)
-    train, valid = _newest(load("train"), t.max_train_rows), load("valid")
+    count = partial(datasets.count_rows, settings.lake, RETRIEVAL_EXAMPLES.name, ds)
+    available = {split: count(split) for split in ("train", "valid", "holdout")}
+    train = load("train", sample=Sample(t.max_examples, t.seed))
+    valid = load("valid", sample=Sample(t.max_valid_examples, t.seed + 1))
     side = item_side.load_item_side(settings.lake, ds, sizes["item_id"])
     cfg = TwoTowerConfig.from_vocab(
         sizes,
@@ -150,7 +154,14 @@ def train_retrieval(
     cut = Cutoffs.of_night(settings.lake, ds, settings.features)
     sources, fingerprints = _inputs(settings, RETRIEVAL_EXAMPLES.name, ds)
     run_tags = {"nightrec.stage": "train_retrieval", "nightrec.ds": ds.isoformat(), **tags}
-    params = {**cfg.to_dict(), **_train_params(t, "retrieval"), "n_train": len(train), "n_valid": len(valid)}
+    params = {
+        **cfg.to_dict(),
+        **_train_params(t, "retrieval"),
+        "n_train": len(train),
+        "n_valid": len(valid),
+        "n_train_available": available["train"],
+        "n_valid_available": available["valid"],
+    }
     ckpt = _checkpoint(settings, RETRIEVAL, ds, fingerprints, params)
     twin_ckpt = ckpt.with_name(f"{ckpt.stem}-serving.pt")
     with _main_run(world, RETRIEVAL, run_tags) as run_id:
@@ -170,9 +181,10 @@ def train_retrieval(
         result.model.vocab_digest = trained_on
         twin = None
         if t.retrieval_refit:
-            full = _newest(
-                datasets.RetrievalTensors.concat([train, valid, load("holdout")]), t.max_train_rows
-            )
+            # Every window up to the run date, sampled to the same budget in proportion to each.
+            quota = _quotas(available, t.max_examples)
+            parts = [load(name, sample=Sample(quota[name], t.seed + 2)) for name in available]
+            full = datasets.RetrievalTensors.concat(parts)
             twin = _serving_twin(full, cfg, t, result, twin_ckpt, world, side, state, ds)
             twin.vocab_digest = trained_on
             result.metrics |= {"serving_refit_rows": len(full)}
@@ -254,6 +266,7 @@ def train_ranking(
         **_train_params(t, "ranking"),
         "n_train": len(data.train),
         "n_valid": len(data.valid),
+        "n_train_positives_available": data.positives_available,
         "retrieval_version": data.retrieval_version,
         "examples_from": data.examples_from,
         "valid_from": data.split_day,
@@ -293,6 +306,7 @@ class _RankingData:
     generator: torch.Generator  # one stream, drawn in a fixed order: train, valid, then the blend weight
     examples_from: date
     split_day: date
+    positives_available: int  # the training window's positives before the budget's sample
 
 
 def _ranking_data(settings: Settings, ds: date, world: World) -> _RankingData:
@@ -304,16 +318,27 @@ def _ranking_data(settings: Settings, ds: date, world: World) -> _RankingData:
     tail = min(t.ranking_valid_days, max(settings.features.valid_days // 2, 1))
     split_day = cut.eval_start - timedelta(days=tail)
     pit = t.ranking_point_in_time_popularity
-    train = datasets.load_ranking_examples(settings.lake, ds, "valid", h, stop=split_day, with_day=pit)
-    if t.ranking_examples_from == "train_and_valid":
-        early = datasets.load_ranking_examples(settings.lake, ds, "train", h, with_day=pit)
-        train = RankingTensors.concat([early, train])  # time order kept: _newest trims the oldest
-    train = _newest(train, t.max_train_rows)
-    valid = datasets.load_ranking_examples(settings.lake, ds, "valid", h, start=split_day, with_day=pit)
     # Positives only: their negatives are drawn from the retrieval candidates below. The lake's negatives
     # (impressions) are shown by the user's taste, so they teach that popularity does not matter, while
-    # among the candidates it does.
-    train, valid = (ex.take(torch.nonzero(ex.label > 0.5)[:, 0]) for ex in (train, valid))
+    # among the candidates it does. Each positive becomes 1 + negatives examples: the budget counts those.
+    per_positive = 1 + t.ranking_candidate_negatives
+    load = partial(datasets.load_ranking_examples, settings.lake, ds, history_len=h, with_day=pit)
+    windows = {"valid": (None, split_day)}
+    if t.ranking_examples_from == "train_and_valid":
+        windows = {"train": (None, None), **windows}  # time order: the train window first
+    count = partial(datasets.count_rows, settings.lake, RANKING_EXAMPLES.name, ds)
+    available = {
+        name: count(name, datasets.ranking_filter(*bounds, positives_only=True))
+        for name, bounds in windows.items()
+    }
+    quota = _quotas(available, t.max_examples // per_positive if t.max_examples else None)
+    parts = [
+        load(name, start=start, stop=stop, positives_only=True, sample=Sample(quota[name], t.seed))
+        for name, (start, stop) in windows.items()
+    ]
+    train = RankingTensors.concat(parts) if len(parts) > 1 else parts[0]
+    valid_budget = t.max_valid_examples // per_positive if t.max_valid_examples else None
+    valid = load("valid", start=split_day, positives_only=True, sample=Sample(valid_budget, t.seed + 1))
     item_fields = datasets.load_item_fields(settings.lake, ds, sizes["item_id"])
     found = world.broadcast(registry.load_model(RETRIEVAL, CHALLENGER) if world.is_main else None)
     retrieval, retrieval_version = (found[0], found[1]) if found else (None, None)
@@ -347,6 +372,7 @@ def _ranking_data(settings: Settings, ds: date, world: World) -> _RankingData:
         generator=gen,
         examples_from=cut.valid_start,
         split_day=split_day,
+        positives_available=sum(available.values()),
     )
 
 
@@ -396,5 +422,7 @@ def _train_params(t, prefix: str) -> dict:
     """The training settings of one model under names both models share (``epochs``, ``lr``, ``dim``...), so
     MLflow's compare view lines the two-tower and DeepFM runs up column by column."""
     common = {"model": prefix, "seed": t.seed, "device": t.device, "patience": t.patience}
+    common |= {"max_examples": t.max_examples, "max_valid_examples": t.max_valid_examples}
+    common |= {"max_minutes": t.max_minutes}
     own = {k.removeprefix(f"{prefix}_"): v for k, v in t.model_dump().items() if k.startswith(f"{prefix}_")}
     return common | own

@@ -11,6 +11,7 @@ from datetime import date
 
 import pytest
 from prefect import Flow
+from prefect.states import State
 from prefect.tasks import Task
 
 import flows
@@ -23,7 +24,8 @@ from nightrec.training import reuse, stages
 from nightrec.validation import gates
 
 ALLOWED_MODULES = ("schemas.params", "schemas.results", "schemas.tables")
-ALLOWED_TYPES = {date, str, int, float, bool, type(None)}
+# A chain stage may end with a Prefect state instead of its result: `Duplicate` (flows/chain.py).
+ALLOWED_TYPES = {date, str, int, float, bool, type(None), State}
 
 
 def _prefect_objects():

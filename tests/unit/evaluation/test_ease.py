@@ -52,6 +52,29 @@ def test_chunks_give_the_same_lists_and_users_without_pairs_get_a_list():
     assert sorted(whole[2].tolist()) == [0, 1]
 
 
-def test_catalog_too_large_is_refused():
-    with pytest.raises(ease.CatalogTooLarge, match="limit"):
-        ease.fit(ROWS, COLS, 4, ease.MAX_ITEMS + 1, 1.0)
+def test_a_large_catalog_is_restricted_to_its_most_engaged_items():
+    cols = np.array([5, 5, 5, 2, 2, 7, 7, 7, 7, 1])
+    assert ease.top_columns(cols, 10, None) is None and ease.top_columns(cols, 10, 10) is None
+    top = ease.top_columns(cols, 10, 3)
+    assert top.tolist() == [2, 5, 7]  # 4, 3 and 2 pairs; item 1 (one pair) is left out
+    kept, mapped = ease.restrict(cols, top, 10)
+    assert kept.tolist() == [True] * 9 + [False]
+    assert top[mapped].tolist() == cols[kept].tolist()
+
+
+def test_the_sparse_gram_is_the_dense_one_for_many_users():
+    rng = np.random.default_rng(0)
+    rows, cols = rng.integers(0, 5_000, 40_000), rng.integers(0, 300, 40_000)
+    x = np.zeros((5_000, 300))
+    x[rows, cols] = 1.0
+    np.testing.assert_array_equal(ease.gram(rows, cols, 5_000, 300).numpy(), x.T @ x)
+
+
+def test_one_product_serves_every_bias():
+    b = ease.fit(ROWS, COLS, 4, 4, 1.0)
+    rows, cols = np.array([0, 1, 2]), np.array([0, 2, 3])
+    biases = [None, np.array([0.0, 0.0, 0.0, 5.0]), np.array([0.0, 5.0, 0.0, 0.0])]
+    each = ease.recommend_each(b, rows, cols, 3, 2, biases)
+    for bias, lists in zip(biases, each, strict=True):
+        np.testing.assert_array_equal(lists, ease.recommend(b, rows, cols, 3, 2, bias=bias))
+    assert each[1][0, 0] == 3 and each[2][1, 0] == 1  # the prior lifts what it favours

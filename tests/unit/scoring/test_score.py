@@ -184,3 +184,32 @@ def test_an_ease_baseline_with_a_recency_prior_lifts_recent_items_for_everyone()
     assert Scorer(plain, None, items, cfg).score(users, engaged, 0).items[0, 0] == 4
     assert Scorer(blended, None, items, cfg).score(users, engaged, 0).items[:, 0].tolist() == [6, 6]
     assert policy.name == "ease_recent"
+
+
+def test_an_ease_baseline_over_some_items_only_returns_those_in_table_positions():
+    from nightrec.scoring import ease
+    from nightrec.scoring.baselines import EaseBaseline
+    from nightrec.scoring.policies import Policy
+
+    items = _items()
+    users = _users([1, 1, 1, 1], [1, 2, 2, 2])
+    pairs = pd.DataFrame(
+        {
+            "user_id": ["u0", "u1", "u1", "u2", "u2", "u3", "u3", "u3"],
+            "item_id": ["i0", "i0", "i4", "i0", "i4", "i1", "i2", "i6"],
+        }
+    )
+    engaged = inputs.build_seen(pairs, users, items)
+    rows = np.repeat(np.arange(4), np.diff(engaged.indptr))
+    subset = ease.top_columns(engaged.indices, len(items), 3)  # i0 and i4 (3 and 2 pairs), then i1
+    assert subset.tolist() == [0, 1, 4]
+    kept, cols = ease.restrict(engaged.indices, subset, len(items))
+    weights = ease.fit(rows[kept], cols, 4, len(subset), 0.5)
+    policy = EaseBaseline(
+        Policy("ease", {"l2": 0.5, "max_items": 3}), weights, users.user_id, engaged, None, subset
+    )
+    res = Scorer(policy, None, items, ScoringConfig(top_k=2, n_candidates=8)).score(users, engaged, 0)
+    assert res.items[0, 0] == 4  # co-occurs with u0's i0, in the table's positions
+    warm = res.items[~res.fallback]
+    assert set(warm[warm >= 0].tolist()) <= {0, 1, 4}  # nothing outside the subset
+    assert 0 not in res.items[0] and 4 not in res.items[1]  # seen

@@ -1,0 +1,355 @@
+"""One whole night, then the next, at a scale tier: raw data to a published snapshot, per stage.
+
+Usage: .venv/bin/python bench/night_scale.py --tier {S,M,L} [--data-root DIR] [--home DIR] [--keep]
+       .venv/bin/python bench/night_scale.py --table   (rebuild the S/M/L table from the saved tiers)
+
+Tiers (a 10x ladder; 90 days of events, about 100 events per active user):
+  S   10,000 users,   2,000 items,   ~1M events
+  M  100,000 users,  20,000 items,  ~10M events
+  L 1,000,000 users, 100,000 items, ~100M events
+
+The tier's raw data is generated once with the seeded generator (kept under --data-root for the next run).
+Night 1 runs `nightrec run --data` on it in a fresh home; night 2 runs on the same data plus one more day of
+events, in the same home (what a nightly deployment sees). For each stage the bench records its wall time,
+the peak resident memory of the whole process tree (the Spark JVM and any torchrun processes included;
+sampled every 0.25 s), and the rows it took in and gave out (from the night's typed results).
+
+Each tier's figures go to bench/results/night_scale_<tier>.json; the Markdown table of every tier measured so
+far, with each stage's growth exponent between tiers (log time ratio / log events ratio: 1 is linear), goes to
+bench/results/night_scale.md (and bench/RESULTS.md through bench/collect.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from schemas.params import STAGES  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+END = date(2026, 11, 22)  # night 1's run date (the day after the last generated day)
+DAYS = 90
+TIERS = {
+    "S": {"users": 10_000, "items": 2_000, "events_per_user": 100.0},
+    "M": {"users": 100_000, "items": 20_000, "events_per_user": 100.0},
+    "L": {"users": 1_000_000, "items": 100_000, "events_per_user": 100.0},
+}
+_STARTED = re.compile(r"▶ \[(\d+)/(\d+)\] (\w+)")
+_ENDED = re.compile(r"[✔✘] \[(\d+)/(\d+)\] (\w+)")
+
+
+def generate(tier: str, root: Path) -> dict:
+    """Night 1's raw data and night 2's (the same plus one more day of events); generated once per tier."""
+    from nightrec.data import synthetic
+
+    spec = TIERS[tier]
+    night1, night2, done = root / "night1", root / "night2", root / "generated.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    shutil.rmtree(root, ignore_errors=True)
+    t0 = time.perf_counter()
+    gen = synthetic.generate(
+        spec["users"],
+        spec["items"],
+        DAYS,
+        night1,
+        seed=19,
+        events_per_user=spec["events_per_user"],
+        end_date=END,
+    )
+    gen_s = time.perf_counter() - t0
+    # Night 2: the same catalog, users and events, and one more day of events: a day of activity from a second
+    # draw of the generator (its sessions renamed so they are new sessions), for a random share of the users
+    # that gives it the volume of an average day (a one-day draw makes every user active that day).
+    day = root / "next-day"
+    extra = synthetic.generate(
+        spec["users"],
+        spec["items"],
+        1,
+        day,
+        seed=20,
+        events_per_user=spec["events_per_user"] / DAYS,
+        end_date=END + timedelta(days=1),
+    )
+    for table in ("items", "users", "events"):
+        (night2 / table).mkdir(parents=True, exist_ok=True)
+        for part in sorted((night1 / table).glob("part-*")):
+            (night2 / table / part.name).symlink_to(part.resolve())
+    parts = sorted((night1 / "events").glob("part-*"))
+    share = gen.n_events / DAYS / max(extra.n_events, 1)
+    users = pq.read_table(night1 / "users", columns=["user_id"])["user_id"]
+    active = pc.filter(users, pa.array(np.random.default_rng(21).random(len(users)) < share))
+    n_extra = 0
+    for i, part in enumerate(sorted((day / "events").glob("part-*")), start=len(parts)):
+        t = pq.read_table(part)
+        t = t.filter(pc.is_in(t["user_id"], value_set=active))
+        n_extra += t.num_rows
+        renamed = pc.binary_join_element_wise(pa.scalar("next-"), t["session_id"], "")
+        t = t.set_column(t.schema.get_field_index("session_id"), "session_id", renamed)
+        pq.write_table(t, night2 / "events" / f"part-{i:05d}.parquet")
+    shutil.rmtree(day)
+    info = {
+        "tier": tier,
+        **spec,
+        "days": DAYS,
+        "events": gen.n_events,
+        "next_day_events": n_extra,
+        "generate_s": round(gen_s, 1),
+        "night1": str(night1),
+        "night2": str(night2),
+    }
+    done.write_text(json.dumps(info, indent=1))
+    return info
+
+
+class TreeMemory:
+    """Samples the resident memory of a process and all its descendants; keeps the peak per phase."""
+
+    def __init__(self, pid: int, every_s: float = 0.25):
+        self.root, self.every_s = psutil.Process(pid), every_s
+        self.phase, self.peaks, self.peak = "start", {}, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _rss(self) -> int:
+        total = 0
+        try:
+            procs = [self.root, *self.root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0
+        for p in procs:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss = self._rss()
+            self.peak = max(self.peak, rss)
+            self.peaks[self.phase] = max(self.peaks.get(self.phase, 0), rss)
+            time.sleep(self.every_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_night(data: Path, home: Path, env_extra: dict[str, str], log: Path) -> dict:
+    """`nightrec run --data` in a subprocess, its progress lines read live; per-stage time and peak memory."""
+    env = {**os.environ, "NIGHTREC_HOME": str(home), **env_extra}
+    cmd = [sys.executable, "-u", "-m", "nightrec.cli", "run", "--data", str(data)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    mem = TreeMemory(proc.pid)
+    starts: dict[str, float] = {}
+    ends: dict[str, float] = {}
+    with log.open("w") as out:
+        for line in proc.stdout:
+            out.write(line)
+            now = time.perf_counter() - t0
+            if m := _STARTED.search(line):
+                mem.phase, starts[m.group(3)] = m.group(3), now
+                print(f"  {now:7.1f}s  {m.group(3)} …", flush=True)
+            elif m := _ENDED.search(line):
+                ends[m.group(3)] = now
+                mem.phase = "between"
+                print(f"  {now:7.1f}s  {line.strip()}", flush=True)
+    rc = proc.wait()
+    wall = time.perf_counter() - t0
+    mem.stop()
+    if rc != 0:
+        sys.exit(
+            f"night failed ({rc}); its output is in {log}:\n"
+            + "".join(log.read_text().splitlines(True)[-40:])
+        )
+    result = json.loads((home / "last_run.json").read_text())
+    stages = {}
+    for name in STAGES:
+        if name in starts:
+            stages[name] = {
+                "seconds": round(result.get("seconds", {}).get(name, ends.get(name, wall) - starts[name]), 1),
+                "peak_rss_mb": round(mem.peaks.get(name, 0) / 2**20),
+                **rows_of(name, result.get(name) or {}),
+            }
+    return {
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": round(mem.peak / 2**20),
+        "start_s": round(min(starts.values(), default=0.0), 1),
+        "stages": stages,
+        "run_date": result.get("run_date"),
+        "promotion": _promotion(result.get("evaluate_and_promote") or {}),
+        "log": str(log),
+    }
+
+
+def rows_of(stage: str, r: dict) -> dict:
+    """What the stage read and wrote, from its typed result (schemas/results.py)."""
+    if stage == "validate_raw":
+        return {"rows_in": int(r.get("metrics", {}).get("events_rows", 0)) or None, "rows_out": None}
+    if stage == "build_features":
+        rows = r.get("rows", {})
+        return {"rows_in": rows.get("events"), "rows_out": sum(v for k, v in rows.items() if k != "events")}
+    if stage == "validate_features":
+        return {
+            "rows_in": int(sum(v for k, v in r.get("metrics", {}).items() if k.endswith("_rows"))) or None
+        }
+    if stage.startswith("train_"):
+        m = r.get("metrics", {})
+        return {"rows_in": m.get("n_train"), "rows_out": None, "reused": r.get("reused")}
+    if stage == "precompute" or stage == "publish":
+        c = r.get("counts", r)
+        return {"rows_in": c.get("users"), "rows_out": c.get("rows")}
+    if stage == "validate_recs":
+        return {"rows_in": int(r.get("metrics", {}).get("rows", 0)) or None}
+    return {}
+
+
+def _promotion(p: dict) -> dict:
+    metrics = p.get("metrics", {})
+    pop = max((m.get("ndcg_at_10", 0.0) for k, m in metrics.items() if k.startswith("popularity")), default=0)
+    live = p.get("policy", {}).get("candidate")
+    live_ndcg = metrics.get(live, {}).get("ndcg_at_10") if live else None
+    return {
+        "live": p.get("policy", {}).get("name"),
+        "candidate": live,
+        "ndcg_at_10": {k: round(m.get("ndcg_at_10", 0.0), 4) for k, m in metrics.items()},
+        "live_over_popularity": round(live_ndcg / pop, 2) if live_ndcg and pop else None,
+        "reason": p.get("reason"),
+    }
+
+
+def tier_env(tier: str) -> dict[str, str]:
+    """Settings the tier runs with: only what a user of that size would set (memory, partitions)."""
+    return {
+        "S": {"NIGHTREC_SPARK__DRIVER_MEMORY": "4g", "NIGHTREC_SPARK__SHUFFLE_PARTITIONS": "4"},
+        "M": {"NIGHTREC_SPARK__DRIVER_MEMORY": "6g", "NIGHTREC_SPARK__SHUFFLE_PARTITIONS": "8"},
+        "L": {"NIGHTREC_SPARK__DRIVER_MEMORY": "10g", "NIGHTREC_SPARK__SHUFFLE_PARTITIONS": "32"},
+    }[tier]
+
+
+def write_table() -> str:
+    """The Markdown of every tier saved so far, with growth exponents between consecutive tiers."""
+    saved = {t: json.loads(p.read_text()) for t in TIERS if (p := RESULTS / f"night_scale_{t}.json").exists()}
+    lines = [
+        "## One whole night at scale (`bench/night_scale.py`)",
+        "",
+        "Raw data to a published snapshot with `nightrec run --data`, one process (local Spark, MLflow on "
+        "SQLite, a local object store); night 2 is the same home on the same data plus one more day. Peak "
+        "memory is the resident memory of the whole process tree, the Spark JVM included. The exponent is "
+        "log(time ratio) / log(events ratio) against the tier before (1 = linear in events).",
+        "",
+    ]
+    for t, s in saved.items():
+        d = s["data"]
+        lines += [
+            f"- **{t}**: {d['users']:,} users, {d['items']:,} items, {d['events']:,} events over {d['days']} days "
+            f"(+{d['next_day_events']:,} on night 2); generated in {d['generate_s']} s. Measured {s['measured']} "
+            f"on `{s['commit']}`, {s['machine']}. Night 1 {s['night1']['wall_s']:.0f} s, peak "
+            f"{s['night1']['peak_rss_mb'] / 1024:.1f} GiB; night 2 {s['night2']['wall_s']:.0f} s "
+            f"({s['night2']['wall_s'] / s['night1']['wall_s']:.0%} of night 1), peak "
+            f"{s['night2']['peak_rss_mb'] / 1024:.1f} GiB. Live: {s['night1']['promotion']['live']} at "
+            f"{s['night1']['promotion']['live_over_popularity']}x popularity's NDCG@10 (night 1)."
+        ]
+    lines += [""]
+    tiers = list(saved)
+    head = ["stage"]
+    for t in tiers:
+        head += [f"{t} s", f"{t} peak GiB", f"{t} rows in"]
+    head += [f"exp {a}→{b}" for a, b in zip(tiers, tiers[1:], strict=False)]
+    head += [f"{t} night 2 s" for t in tiers]
+    lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for stage in [*STAGES, "whole night"]:
+        row = [stage]
+        secs = []
+        for t in tiers:
+            st = saved[t]["night1"]["stages"].get(stage, {}) if stage != "whole night" else saved[t]["night1"]
+            sec = st.get("seconds", st.get("wall_s"))
+            secs.append(sec)
+            peak = st.get("peak_rss_mb")
+            rows = st.get("rows_in")
+            row += [
+                f"{sec:.1f}" if sec else "",
+                f"{peak / 1024:.1f}" if peak else "",
+                f"{rows:,}" if rows else "",
+            ]
+        for (a, b), (sa, sb) in zip(
+            zip(tiers, tiers[1:], strict=False), zip(secs, secs[1:], strict=False), strict=True
+        ):
+            ea, eb = saved[a]["data"]["events"], saved[b]["data"]["events"]
+            row.append(f"{math.log(sb / sa) / math.log(eb / ea):.2f}" if sa and sb else "")
+        for t in tiers:
+            st = saved[t]["night2"]["stages"].get(stage, {}) if stage != "whole night" else saved[t]["night2"]
+            sec = st.get("seconds", st.get("wall_s"))
+            row.append(f"{sec:.1f}" if sec else "")
+        lines.append("| " + " | ".join(row) + " |")
+    text = "\n".join(lines) + "\n"
+    (RESULTS / "night_scale.md").write_text(text)
+    return text
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tier", choices=list(TIERS))
+    ap.add_argument("--data-root", type=Path, default=Path("/tmp/nightrec-scale-data"))
+    ap.add_argument("--home", type=Path, default=None, help="default /tmp/nightrec-scale-<tier>")
+    ap.add_argument("--table", action="store_true", help="only rebuild the table from the saved tiers")
+    ap.add_argument("--env", action="append", default=[], help="KEY=VALUE added to the nights' environment")
+    args = ap.parse_args()
+    if args.table or not args.tier:
+        print(write_table())
+        return
+    tier = args.tier
+    t0 = time.perf_counter()
+    data = generate(tier, args.data_root / tier)
+    print(
+        f"data: {data['events']:,} events (+{data['next_day_events']:,}) in {time.perf_counter() - t0:.0f} s"
+    )
+    home = args.home or Path(f"/tmp/nightrec-scale-{tier}")
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    env = tier_env(tier) | dict(kv.split("=", 1) for kv in args.env)
+    out = {
+        "tier": tier,
+        "data": data,
+        "env": env,
+        "measured": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
+        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB",
+    }
+    for night in ("night1", "night2"):
+        print(f"{tier} {night}:", flush=True)
+        out[night] = run_night(Path(data[night]), home, env, home / f"{night}.log")
+        print(f"  wall {out[night]['wall_s']} s, peak {out[night]['peak_rss_mb']} MB", flush=True)
+        (RESULTS / f"night_scale_{tier}.json").write_text(json.dumps(out, indent=1))
+    print(write_table())
+
+
+if __name__ == "__main__":
+    main()
