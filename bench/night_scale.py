@@ -194,7 +194,7 @@ def run_night(data: Path, home: Path, env_extra: dict[str, str], log: Path) -> d
             stages[name] = {
                 "seconds": round(result.get("seconds", {}).get(name, ends.get(name, wall) - starts[name]), 1),
                 "peak_rss_mb": round(mem.peaks.get(name, 0) / 2**20),
-                **rows_of(name, result.get(name) or {}),
+                **rows_of(name, result),
             }
     return {
         "wall_s": round(wall, 1),
@@ -207,25 +207,33 @@ def run_night(data: Path, home: Path, env_extra: dict[str, str], log: Path) -> d
     }
 
 
-def rows_of(stage: str, r: dict) -> dict:
-    """What the stage read and wrote, from its typed result (schemas/results.py)."""
+def rows_of(stage: str, night: dict) -> dict:
+    """What the stage read and wrote, from the night's typed results (schemas/results.py)."""
+    r = night.get(stage) or {}
+    built = (night.get("build_features") or {}).get("rows", {})
+    lists = night.get("precompute") or {}
     if stage == "validate_raw":
-        return {"rows_in": int(r.get("metrics", {}).get("events_rows", 0)) or None, "rows_out": None}
+        return {"rows_in": int(r.get("metrics", {}).get("events_total_high", 0)) or None}
     if stage == "build_features":
-        rows = r.get("rows", {})
-        return {"rows_in": rows.get("events"), "rows_out": sum(v for k, v in rows.items() if k != "events")}
+        raw = (night.get("validate_raw") or {}).get("metrics", {}).get("events_total_high")
+        return {"rows_in": int(raw) if raw else None, "rows_out": sum(built.values()) or None}
     if stage == "validate_features":
-        return {
-            "rows_in": int(sum(v for k, v in r.get("metrics", {}).items() if k.endswith("_rows"))) or None
-        }
+        return {"rows_in": sum(built.values()) or None}
     if stage.startswith("train_"):
         m = r.get("metrics", {})
-        return {"rows_in": m.get("n_train"), "rows_out": None, "reused": r.get("reused")}
-    if stage == "precompute" or stage == "publish":
-        c = r.get("counts", r)
-        return {"rows_in": c.get("users"), "rows_out": c.get("rows")}
-    if stage == "validate_recs":
-        return {"rows_in": int(r.get("metrics", {}).get("rows", 0)) or None}
+        return {
+            "rows_in": m.get("n_train"),
+            "rows_available": m.get("n_train_available"),
+            "reused": r.get("reused"),
+        }
+    if stage == "evaluate_and_promote":
+        users = [m.get("n_eval_users", 0) for m in r.get("metrics", {}).values()]
+        return {"rows_in": int(max(users, default=0)) or None}
+    if stage in ("precompute", "validate_recs"):
+        return {"rows_in": lists.get("users"), "rows_out": lists.get("rows")}
+    if stage == "publish":
+        c = r.get("counts", {})
+        return {"rows_in": c.get("rows"), "rows_out": c.get("users")}
     return {}
 
 

@@ -675,6 +675,17 @@ def versions(name: str) -> list[tuple[str, dict[str, str]]]:
     return [(str(mv.version), dict(mv.tags)) for mv in found]
 
 
+def latest_trained_before(name: str, ds: str) -> str | None:
+    """The newest version of ``name`` evaluated for a run date before ``ds`` (ISO dates compare as text); a
+    serving twin (tagged ``nightrec.serves_for``) never, nor a version without a run date."""
+    found = [
+        int(v)
+        for v, tags in versions(name)
+        if "" < tags.get("nightrec.ds", "") < ds and SERVES_FOR_TAG not in tags
+    ]
+    return str(max(found)) if found else None
+
+
 def versions_of_run(name: str, run_id: str) -> list[tuple[str, dict[str, str]]]:
     """The versions of ``name`` that run ``run_id`` registered, with their tags."""
     found = MlflowClient().search_model_versions(f"name = '{name}' and run_id = '{run_id}'")

@@ -156,6 +156,16 @@ class TrainSettings(BaseModel):
         "with torchrun (DistributedDataParallel: gloo on CPU, nccl with one GPU each) and the same reuse "
         "and checkpoints as one process (a checkpoint resumes with as many processes as wrote it).",
     )
+    warm_start: bool = Field(
+        True,
+        description="Start each model from the weights of the newest version evaluated for an earlier night "
+        "(never a serving twin) where its architecture is the same and tonight's vocabulary extends its own, "
+        "and train warm_epochs epochs instead of *_epochs (nightrec.training.warm). The source version is "
+        "logged as warm_from.",
+    )
+    warm_epochs: int = Field(
+        2, ge=1, le=200, description="Epochs of a warm-started fit (early stopping still on)."
+    )
     max_examples: int | None = Field(
         3_000_000,
         ge=1,

@@ -23,7 +23,7 @@ from nightrec.models.deepfm import DeepFM
 from nightrec.models.logistic import LogisticRegression
 from nightrec.models.two_tower import TwoTower, full_softmax_loss, in_batch_softmax_loss
 from nightrec.settings import TrainSettings
-from nightrec.training import devices, epochs, retrieval_loss, valid_metrics
+from nightrec.training import devices, epochs, retrieval_loss, valid_metrics, warm
 from nightrec.training.datasets import RankingTensors, RetrievalTensors, item_categories
 from nightrec.training.devices import select_device
 from nightrec.training.epochs import EpochCallback, TrainResult
@@ -82,6 +82,7 @@ def train_retrieval(
     item_side: ItemSide | None = None,
     item_state: ItemState | None = None,
     state_days: tuple[date, date] | None = None,
+    init: nn.Module | None = None,
 ) -> TrainResult:
     """Train the two-tower model with in-batch sampled softmax (or the full softmax, ``cfg.loss``); early-stop on
     valid ``recall_at_50``.
@@ -101,6 +102,7 @@ def train_retrieval(
         item_state: With ``cfg.item_state``: each item's popularity and age by day (``item_popularity``).
             Training reads them as of each example's ``day``; validation as of ``state_days[0]``, and the
             returned model scores as of ``state_days[1]`` (both installed with ``set_item_state``).
+        init: A model of the same architecture to start from (``warm.copy_overlap``); None = fresh weights.
 
     Returns:
         The model with its best epoch's weights; per-epoch rows hold ``train_loss``, ``valid_loss``,
@@ -112,7 +114,10 @@ def train_retrieval(
     world = world or World()
     device = devices.prepare(settings, world)
     cfg = _dense_under_nccl(cfg, world, device)
-    model = TwoTower(cfg).to(device)
+    model = TwoTower(cfg)
+    if init is not None:
+        warm.copy_overlap(model, init)
+    model = model.to(device)
     if item_side is not None:
         model.set_item_side(item_side.tags.to(device), item_side.dense.to(device))
         model.tag_index = item_side.tag_index
@@ -205,6 +210,7 @@ def train_ranking(
     on_epoch: EpochCallback | None = None,
     checkpoint_path: Path | None = None,
     world: World | None = None,
+    init: nn.Module | None = None,
 ) -> TrainResult:
     """Train DeepFM with binary cross-entropy; early-stop on valid ``auc``.
 
@@ -216,6 +222,7 @@ def train_ranking(
         on_epoch: Called as ``on_epoch(epoch, metrics)`` after each epoch; rank 0 only.
         checkpoint_path: Where to checkpoint after each epoch and resume from (see ``epochs.fit``); None = never.
         world: The training processes (every process passes the same examples); None = this process alone.
+        init: A DeepFM of the same architecture to start from (``warm.copy_overlap``); None = fresh weights.
 
     Returns:
         The model with its best epoch's weights; per-epoch rows hold ``train_loss``, ``logloss``, ``auc``,
@@ -226,8 +233,11 @@ def train_ranking(
     """
     world = world or World()
     device = devices.prepare(settings, world)
+    model = DeepFM(_dense_under_nccl(cfg, world, device))
+    if init is not None:
+        warm.copy_overlap(model, init)
     return _fit_binary(
-        DeepFM(_dense_under_nccl(cfg, world, device)).to(device),
+        model.to(device),
         train,
         valid,
         name="DeepFM ranking",

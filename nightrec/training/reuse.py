@@ -3,7 +3,8 @@
 A night that failed after training (say in precompute) is re-run without retraining, and so is a re-run of a
 night that succeeded: the registered version is reused and made `challenger` again. The key covers everything
 that shapes the model: the examples' fingerprint, the run date, the feature and training settings, the code
-version and, for the ranker, the two-tower version it learns from.
+version, the earlier night's version it warm-starts from and, for the ranker, the two-tower version it learns
+from.
 """
 
 from __future__ import annotations
@@ -55,10 +56,13 @@ def key_for(settings: Settings, ds: date, model_name: str) -> str:
     version is part of its key; it is read from the registry MLflow points at, so call this only after
     ``configure_mlflow`` (read earlier it came from MLflow's default store, and a new two-tower did not change
     the ranker's key)."""
-    extra = None
+    extra = {}
     if model_name == stages.RANKING:
-        extra = {"two_tower": registry.get_alias_version(stages.RETRIEVAL, CHALLENGER)}
-    return reuse_key(settings, ds, model_name, _EXAMPLES[model_name], extra)
+        extra["two_tower"] = registry.get_alias_version(stages.RETRIEVAL, CHALLENGER)
+    # The weights it starts from: an earlier night's version, so a re-run of tonight finds the same one.
+    if settings.train.warm_start and (source := registry.latest_trained_before(model_name, ds.isoformat())):
+        extra["warm_from"] = source
+    return reuse_key(settings, ds, model_name, _EXAMPLES[model_name], extra or None)
 
 
 def train_or_reuse(

@@ -7,6 +7,7 @@ the others wait for it at the end of the stage.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -28,6 +29,7 @@ from nightrec.training import (
     item_side,
     loop,
     ranker_examples,
+    warm,
 )
 from nightrec.training.datasets import RankingTensors, RetrievalTensors, Sample
 from nightrec.training.process_group import World
@@ -35,7 +37,33 @@ from schemas.results import CHALLENGER, RANKING, RETRIEVAL, ModelTrained
 from schemas.tables import RANKING_EXAMPLES, RETRIEVAL_EXAMPLES
 
 BLEND_WEIGHTS = tuple(i / 10 for i in range(11))
+_PROGRESS = logging.getLogger("nightrec.progress")  # the lines the CLI shows under the stage
 BLEND_POSITIVES = 5000  # about 1M ranker rows at 200 candidates: seconds on 2 cores
+
+
+def _warm_source(
+    settings: Settings, ds: date, model_name: str, cfg, world: World
+) -> tuple[torch.nn.Module | None, str | None]:
+    """The model tonight's fit starts from, and its version (``nightrec.training.warm``); (None, None) = fresh.
+
+    Rank 0 reads the registry and hands the model to the others: every process must start from the same.
+    """
+    found, version = None, None
+    if world.is_main and settings.train.warm_start:
+        version = registry.latest_trained_before(model_name, ds.isoformat())
+    if version is not None:
+        model = registry.load_version(model_name, version)
+        try:
+            vocab_identity.check_model(model, settings.lake, ds, f"{model_name} version {version}")
+        except vocab_identity.VocabularyMismatch as e:
+            _PROGRESS.info("%s: training from scratch, not from version %s: %s", model_name, version, e)
+        else:
+            if warm.same_architecture(getattr(model, "config", None), cfg):
+                found = (model, version)
+                _PROGRESS.info("%s: starting from version %s (warm start)", model_name, version)
+            else:
+                _PROGRESS.info("%s: version %s has another architecture; from scratch", model_name, version)
+    return world.broadcast(found) or (None, None)
 
 
 def _quotas(available: dict[str, int], budget: int | None) -> dict[str, int | None]:
@@ -154,9 +182,13 @@ def train_retrieval(
     cut = Cutoffs.of_night(settings.lake, ds, settings.features)
     sources, fingerprints = _inputs(settings, RETRIEVAL_EXAMPLES.name, ds)
     run_tags = {"nightrec.stage": "train_retrieval", "nightrec.ds": ds.isoformat(), **tags}
+    init, warm_from = _warm_source(settings, ds, RETRIEVAL, cfg, world)
+    if init is not None:
+        t = t.model_copy(update={"retrieval_epochs": min(t.warm_epochs, t.retrieval_epochs)})
     params = {
         **cfg.to_dict(),
         **_train_params(t, "retrieval"),
+        "warm_from": warm_from or "",
         "n_train": len(train),
         "n_valid": len(valid),
         "n_train_available": available["train"],
@@ -177,6 +209,7 @@ def train_retrieval(
             item_side=side,
             item_state=state,
             state_days=(cut.valid_start, cut.eval_start),
+            init=init,
         )
         result.model.vocab_digest = trained_on
         twin = None
@@ -185,9 +218,10 @@ def train_retrieval(
             quota = _quotas(available, t.max_examples)
             parts = [load(name, sample=Sample(quota[name], t.seed + 2)) for name in available]
             full = datasets.RetrievalTensors.concat(parts)
-            twin = _serving_twin(full, cfg, t, result, twin_ckpt, world, side, state, ds)
+            twin = _serving_twin(full, cfg, t, result, twin_ckpt, world, side, state, ds, init)
             twin.vocab_digest = trained_on
             result.metrics |= {"serving_refit_rows": len(full)}
+        result.metrics |= {"n_train": len(train), "n_train_available": available["train"]}
         example = train.packed_users()[:5].numpy()
         columns = ["user_idx", "segment_idx", *(f"history_{i}" for i in range(example.shape[1] - 2))]
         ref = _log_training_run(
@@ -208,7 +242,7 @@ def train_retrieval(
 
 
 def _serving_twin(
-    full, cfg, t, result: loop.TrainResult, ckpt: Path, world: World, side, state, ds: date
+    full, cfg, t, result: loop.TrainResult, ckpt: Path, world: World, side, state, ds: date, init=None
 ) -> torch.nn.Module:
     """The two-tower that serves: the evaluated model's recipe, refit on every window up to the run date.
 
@@ -228,6 +262,7 @@ def _serving_twin(
         item_side=side,
         item_state=state,
         state_days=(ds, ds),  # it serves lists made on the run date
+        init=init,  # the evaluated model's starting point, when it was warm-started
     ).model
 
 
@@ -261,9 +296,14 @@ def train_ranking(
     cfg = DeepFMConfig.from_vocab(data.sizes, embed_dim=t.ranking_dim)
     sources, fingerprints = _inputs(settings, RANKING_EXAMPLES.name, ds)
     run_tags = {"nightrec.stage": "train_ranking", "nightrec.ds": ds.isoformat(), **tags}
+    init, warm_from = _warm_source(settings, ds, RANKING, cfg, world)
+    if init is not None:
+        t = t.model_copy(update={"ranking_epochs": min(t.warm_epochs, t.ranking_epochs)})
+        settings = settings.model_copy(update={"train": t})
     params = {
         **cfg.to_dict(),
         **_train_params(t, "ranking"),
+        "warm_from": warm_from or "",
         "n_train": len(data.train),
         "n_valid": len(data.valid),
         "n_train_positives_available": data.positives_available,
@@ -275,7 +315,11 @@ def train_ranking(
     refit_ckpt = ckpt.with_name(f"{ckpt.stem}-refit.pt")
     with _main_run(world, RANKING, run_tags) as run_id:
         _adopt(ckpt, run_id)
-        result = _fit_ranker(settings, data, cfg, world, ckpt, refit_ckpt)
+        result = _fit_ranker(settings, data, cfg, world, ckpt, refit_ckpt, init)
+        result.metrics |= {
+            "n_train": len(data.train),
+            "n_train_positives_available": data.positives_available,
+        }
         result.model.vocab_digest = vocab_identity.digest(settings.lake, ds)
         ref = _log_training_run(
             world,
@@ -383,11 +427,12 @@ def _fit_ranker(
     world: World,
     ckpt: Path,
     refit_ckpt: Path,
+    init: torch.nn.Module | None = None,
 ) -> loop.TrainResult:
     """Train DeepFM, the logistic bar it must clear, choose its blend weight, then refit on the whole window."""
     t = settings.train
     train, valid = data.train, data.valid
-    result = loop.train_ranking(train, valid, cfg, t, checkpoint_path=ckpt, world=world)
+    result = loop.train_ranking(train, valid, cfg, t, checkpoint_path=ckpt, world=world, init=init)
     # The bar DeepFM must clear: a logistic regression on the same fields, examples and validation days.
     baseline = loop.train_logistic_baseline(train, valid, cfg.field_dims, t, world=world)
     # Chosen on the validation window (never the holdout), then carried by the model to the scorer.
@@ -409,7 +454,7 @@ def _fit_ranker(
         full = RankingTensors(torch.cat([train.x, valid.x]), torch.cat([train.label, valid.label]))
         empty = full.take(torch.zeros(0, dtype=torch.long))
         result.model = loop.train_ranking(
-            full, empty, cfg, refit, checkpoint_path=refit_ckpt, world=world
+            full, empty, cfg, refit, checkpoint_path=refit_ckpt, world=world, init=init
         ).model
     result.model.blend_weight = weight
     result.metrics |= {"blend_weight": weight, "lr_auc": baseline.metrics["auc"]} | {

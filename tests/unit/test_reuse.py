@@ -15,6 +15,7 @@ import torch
 from nightrec import registry
 from nightrec.io import lake
 from nightrec.training import reuse
+from schemas.results import RETRIEVAL
 
 DS = date(2026, 11, 22)
 
@@ -65,6 +66,7 @@ import json
 from datetime import date
 from nightrec.settings import Settings
 from nightrec.training import reuse
+from schemas.results import RETRIEVAL
 
 
 def stop(settings, ds, model, examples, extra):  # the key's inputs are what this test is about
@@ -93,3 +95,28 @@ def test_a_fresh_stage_process_keys_the_ranker_by_the_registered_two_tower(setti
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"two_tower": version}
     assert not (cwd / "mlflow.db").exists(), "MLflow's default store was opened in the working directory"
+
+
+def test_the_warm_source_is_the_newest_evaluated_version_of_an_earlier_night(settings):
+    registry.configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, "warm-test")
+    name = RETRIEVAL
+    assert registry.latest_trained_before(name, "2026-11-22") is None
+    path = lake.partition_path(settings.lake, "retrieval_examples", DS)
+    path.mkdir(parents=True)
+    lake.write_marker(path, "fp-1")
+    on, off = settings.model_copy(deep=True), settings.model_copy(deep=True)
+    off.train.warm_start = False
+    first_night = reuse.key_for(on, DS, name)
+    v_old, v_mid, v_twin, v_tonight = (_register(name, f"k{i}") for i in range(4))
+    dates = {v_old: "2026-11-20", v_mid: "2026-11-21", v_twin: "2026-11-21", v_tonight: "2026-11-22"}
+    for v, ds in dates.items():
+        registry.set_version_tag(name, v, "nightrec.ds", ds)
+    registry.set_version_tag(name, v_twin, registry.SERVES_FOR_TAG, v_mid)  # a serving twin: never a source
+    assert registry.latest_trained_before(name, "2026-11-22") == v_mid  # not tonight's, not the twin
+    assert registry.latest_trained_before(name, "2026-11-21") == v_old
+    # The reuse key names the source: a night that would start from other weights does not reuse; tonight's
+    # own versions are never the source, so a re-run of tonight keys the same.
+    assert reuse.key_for(on, DS, name) != first_night
+    assert reuse.key_for(off, DS, name) != reuse.key_for(on, DS, name)
+    registry.set_version_tag(name, _register(name, "k4"), "nightrec.ds", "2026-11-22")
+    assert registry.latest_trained_before(name, "2026-11-22") == v_mid
