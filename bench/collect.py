@@ -20,6 +20,7 @@ ORDER = [
     "validation",
     "etl",
     "etl_100m",
+    "night_scale",
     "stack",
 ]
 HEADER = """# Benchmark results

@@ -301,6 +301,12 @@ class PromotionSettings(BaseModel):
 class PublishSettings(BaseModel):
     retention: int = Field(5, ge=1, description="Snapshots kept besides the live one.")
     shard_count: int = Field(4, ge=1, description="Parquet parts per snapshot (users hashed into them).")
+    multipart_mb: int = Field(
+        64,
+        ge=5,
+        description="S3: a part file from this size up goes up as a multipart upload (parts of a quarter of it, "
+        "several in flight, each retried alone); 1M users' lists are ~100 MB per part at 4 parts.",
+    )
     redis_url: str | None = Field(
         None,
         description="Also load the live lists into Redis (redis://host:6379/0): versioned keys, then one "

@@ -76,7 +76,9 @@ class ObjectStore(Protocol):
     ) -> str: ...
 
 
-def open_store(url: str, *, max_attempts: int = 5, retry_mode: str = "standard") -> ObjectStore:
+def open_store(
+    url: str, *, max_attempts: int = 5, retry_mode: str = "standard", multipart_mb: int = 64
+) -> ObjectStore:
     """Open the store a URL names.
 
     Args:
@@ -84,6 +86,8 @@ def open_store(url: str, *, max_attempts: int = 5, retry_mode: str = "standard")
         max_attempts: S3 only: retries after the first attempt (botocore's ``max_attempts``), with exponential
             backoff and jitter.
         retry_mode: S3 only: ``standard`` or ``adaptive`` (adds client-side rate limiting on throttling).
+        multipart_mb: S3 only: files from this size up are uploaded as a multipart upload, in parts of a
+            quarter of it (at least S3's 5 MiB minimum), several at once, each retried on its own.
 
     Returns:
         An ``S3Store`` or a ``LocalStore``.
@@ -91,7 +95,11 @@ def open_store(url: str, *, max_attempts: int = 5, retry_mode: str = "standard")
     parsed = urlparse(url)
     if parsed.scheme == "s3":
         return S3Store(
-            parsed.netloc, parsed.path.strip("/"), max_attempts=max_attempts, retry_mode=retry_mode
+            parsed.netloc,
+            parsed.path.strip("/"),
+            max_attempts=max_attempts,
+            retry_mode=retry_mode,
+            multipart_mb=multipart_mb,
         )
     if parsed.scheme == "file":
         return LocalStore(Path(unquote(parsed.netloc + parsed.path)))
@@ -220,7 +228,15 @@ class LocalStore:
 class S3Store:
     """S3 or an S3-compatible endpoint via boto3's standard config chain (``AWS_ENDPOINT_URL`` included)."""
 
-    def __init__(self, bucket: str, prefix: str = "", *, max_attempts: int = 5, retry_mode: str = "standard"):
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        max_attempts: int = 5,
+        retry_mode: str = "standard",
+        multipart_mb: int = 64,
+    ):
         import boto3
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
@@ -231,7 +247,8 @@ class S3Store:
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
         config = Config(retries={"max_attempts": max_attempts, "mode": retry_mode})
         self.client = boto3.session.Session().client("s3", config=config)
-        self.transfer = TransferConfig(multipart_threshold=64 * 2**20, multipart_chunksize=16 * 2**20)
+        part = max(multipart_mb * 2**20 // 4, 5 * 2**20)  # S3 refuses parts under 5 MiB (but the last)
+        self.transfer = TransferConfig(multipart_threshold=multipart_mb * 2**20, multipart_chunksize=part)
 
     def _key(self, key: str) -> str:
         return self._full(check_key(key))

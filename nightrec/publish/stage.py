@@ -73,7 +73,7 @@ def publish_recs(
     process made it) is kept in the manifest's ``extra``.
     """
     verdict, meta = validated_recs(settings, ds)
-    store = open_store(settings.store)
+    store = open_store(settings.store, multipart_mb=settings.publish.multipart_mb)
     probe_conditional_writes(store)
     models = meta.get("models", {})
     report_key = _upload_report(store, settings, ds, run_id)

@@ -7,6 +7,7 @@ without reaching the server, ``after-call`` raises after the server applied a wr
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -376,3 +377,22 @@ def test_probe_refuses_a_store_that_ignores_conditional_writes(tmp_path):
 
     with pytest.raises(StoreError, match="ignores conditional writes"):
         probe_conditional_writes(IgnoresConditions(tmp_path))
+
+
+@pytest.mark.parametrize("endpoint", ["moto", pytest.param("seaweedfs", marks=pytest.mark.slow)])
+def test_a_part_past_the_multipart_size_goes_up_in_parts_and_reads_back_whole(
+    endpoint, request, monkeypatch, tmp_path
+):
+    url = request.getfixturevalue("moto_endpoint" if endpoint == "moto" else "seaweedfs_endpoint")
+    plain = _bucket_store(url, monkeypatch, tmp_path, shared_bucket="nightrec-multipart")
+    store = open_store(plain.url, max_attempts=3, multipart_mb=5)
+    body = os.urandom(12 * 2**20)  # 12 MiB: three parts of 5, 5 and 2
+    (tmp_path / "part.parquet").write_bytes(body)
+    store.put_file("snapshots/part-00000.parquet", tmp_path / "part.parquet")
+    head = store.client.head_object(Bucket=store.bucket, Key=store._key("snapshots/part-00000.parquet"))
+    assert head["ETag"].strip('"').endswith("-3")  # a multipart object's ETag counts its parts
+    assert store.get_bytes("snapshots/part-00000.parquet") == body
+    small = open_store(plain.url, max_attempts=3)  # the default size: the same file in one request
+    small.put_file("snapshots/part-00001.parquet", tmp_path / "part.parquet")
+    one = small.client.head_object(Bucket=small.bucket, Key=small._key("snapshots/part-00001.parquet"))
+    assert "-" not in one["ETag"].strip('"')
