@@ -39,6 +39,11 @@ class SparkSettings(BaseModel):
         "(nightrec.io.spark_archive, built by nightrec.ops.spark_archive), where there is one: about a second less start-up per stage.",
     )
     extra_conf: dict[str, str] = Field(default_factory=dict)
+    release_after_stages: bool = Field(
+        True,
+        description="A night in one process ends its Spark driver JVM once the Spark stages are done, so the "
+        "heap it grew goes back for training and scoring (kept when scoring runs on Spark).",
+    )
 
 
 class FeatureSettings(BaseModel):

@@ -79,7 +79,7 @@ def release_spark(params: NightlyParams) -> bool:
     """End the process's Spark driver JVM once the night's Spark stages are done (its heap returns to the
     machine for training and scoring); kept where scoring runs on Spark (``scoring.engine``)."""
     s = settings_for(params)
-    if s.spark.remote or s.scoring.engine == "spark":
+    if s.spark.remote or s.scoring.engine == "spark" or not s.spark.release_after_stages:
         return False
     released = spark.release()
     if released:

@@ -23,7 +23,14 @@ import pytest  # noqa: E402
 
 from nightrec.settings import Settings, SparkSettings  # noqa: E402
 
-TEST_SPARK = SparkSettings(master="local[2]", driver_memory="2g", shuffle_partitions=2, max_result_size="32m")
+# Nights run in this process keep the JVM: the suite's one Spark session serves every test after them.
+TEST_SPARK = SparkSettings(
+    master="local[2]",
+    driver_memory="2g",
+    shuffle_partitions=2,
+    max_result_size="32m",
+    release_after_stages=False,
+)
 
 
 @pytest.fixture(scope="session")
@@ -78,6 +85,7 @@ def nightrec_env(tmp_path, monkeypatch):
         "NIGHTREC_SPARK__DRIVER_MEMORY": TEST_SPARK.driver_memory,
         "NIGHTREC_SPARK__SHUFFLE_PARTITIONS": str(TEST_SPARK.shuffle_partitions),
         "NIGHTREC_SPARK__MAX_RESULT_SIZE": TEST_SPARK.max_result_size,
+        "NIGHTREC_SPARK__RELEASE_AFTER_STAGES": str(TEST_SPARK.release_after_stages).lower(),
         "NIGHTREC_TRAIN__RETRIEVAL_EPOCHS": "2",
         "NIGHTREC_TRAIN__RANKING_EPOCHS": "1",
         "NIGHTREC_FEATURES__HOLDOUT_DAYS": "5",

@@ -48,6 +48,7 @@ def live_night(prefect_harness, tmp_path_factory):
         "NIGHTREC_SPARK__DRIVER_MEMORY": TEST_SPARK.driver_memory,
         "NIGHTREC_SPARK__SHUFFLE_PARTITIONS": str(TEST_SPARK.shuffle_partitions),
         "NIGHTREC_SPARK__MAX_RESULT_SIZE": TEST_SPARK.max_result_size,
+        "NIGHTREC_SPARK__RELEASE_AFTER_STAGES": "false",
         "NIGHTREC_TRAIN__RETRIEVAL_EPOCHS": "4",
         "NIGHTREC_TRAIN__RANKING_EPOCHS": "2",
         "NIGHTREC_FEATURES__HOLDOUT_DAYS": "5",
