@@ -157,7 +157,9 @@ class TreeMemory:
         self._thread.join()
 
 
-def run_night(data: Path, home: Path, env_extra: dict[str, str], log: Path) -> dict:
+def run_night(
+    data: Path, home: Path, env_extra: dict[str, str], log: Path, events: int | None = None
+) -> dict:
     """`nightrec run --data` in a subprocess, its progress lines read live; per-stage time and peak memory."""
     env = {**os.environ, "NIGHTREC_HOME": str(home), **env_extra}
     cmd = [sys.executable, "-u", "-m", "nightrec.cli", "run", "--data", str(data)]
@@ -194,7 +196,7 @@ def run_night(data: Path, home: Path, env_extra: dict[str, str], log: Path) -> d
             stages[name] = {
                 "seconds": round(result.get("seconds", {}).get(name, ends.get(name, wall) - starts[name]), 1),
                 "peak_rss_mb": round(mem.peaks.get(name, 0) / 2**20),
-                **rows_of(name, result),
+                **rows_of(name, result, events),
             }
     return {
         "wall_s": round(wall, 1),
@@ -207,15 +209,16 @@ def run_night(data: Path, home: Path, env_extra: dict[str, str], log: Path) -> d
     }
 
 
-def rows_of(stage: str, night: dict) -> dict:
-    """What the stage read and wrote, from the night's typed results (schemas/results.py)."""
+def rows_of(stage: str, night: dict, events: int | None = None) -> dict:
+    """What the stage read and wrote, from the night's typed results (schemas/results.py); ``events``: the raw
+    events given to the night (a first night's raw gate has no volume history to report them in)."""
     r = night.get(stage) or {}
     built = (night.get("build_features") or {}).get("rows", {})
     lists = night.get("precompute") or {}
+    raw = (night.get("validate_raw") or {}).get("metrics", {}).get("events_total_high") or events
     if stage == "validate_raw":
-        return {"rows_in": int(r.get("metrics", {}).get("events_total_high", 0)) or None}
+        return {"rows_in": int(raw) if raw else None}
     if stage == "build_features":
-        raw = (night.get("validate_raw") or {}).get("metrics", {}).get("events_total_high")
         return {"rows_in": int(raw) if raw else None, "rows_out": sum(built.values()) or None}
     if stage == "validate_features":
         return {"rows_in": sum(built.values()) or None}
@@ -303,7 +306,7 @@ def write_table() -> str:
             row += [
                 f"{sec:.1f}" if sec else "",
                 f"{peak / 1024:.1f}" if peak else "",
-                f"{rows:,}" if rows else "",
+                f"{int(rows):,}" if rows else "",
             ]
         for (a, b), (sa, sb) in zip(
             zip(tiers, tiers[1:], strict=False), zip(secs, secs[1:], strict=False), strict=True
@@ -346,14 +349,17 @@ def main() -> None:
         "data": data,
         "env": env,
         "measured": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        # A copy of the tree (run apart from a checkout being edited) names its commit in the environment.
         "commit": subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
+        ).stdout.strip()
+        or os.environ.get("NIGHTREC_BENCH_COMMIT", "?"),
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB",
     }
     for night in ("night1", "night2"):
         print(f"{tier} {night}:", flush=True)
-        out[night] = run_night(Path(data[night]), home, env, home / f"{night}.log")
+        events = data["events"] + (data["next_day_events"] if night == "night2" else 0)
+        out[night] = run_night(Path(data[night]), home, env, home / f"{night}.log", events)
         print(f"  wall {out[night]['wall_s']} s, peak {out[night]['peak_rss_mb']} MB", flush=True)
         (RESULTS / f"night_scale_{tier}.json").write_text(json.dumps(out, indent=1))
     print(write_table())
