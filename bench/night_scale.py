@@ -259,7 +259,12 @@ def tier_env(tier: str) -> dict[str, str]:
     return {
         "S": {"NIGHTREC_SPARK__DRIVER_MEMORY": "4g", "NIGHTREC_SPARK__SHUFFLE_PARTITIONS": "4"},
         "M": {"NIGHTREC_SPARK__DRIVER_MEMORY": "6g", "NIGHTREC_SPARK__SHUFFLE_PARTITIONS": "8"},
-        "L": {"NIGHTREC_SPARK__DRIVER_MEMORY": "10g", "NIGHTREC_SPARK__SHUFFLE_PARTITIONS": "32"},
+        # The bound: the whole night within 20 GiB; memory_gib lowers the 10g asked to 2/5 of it (8g).
+        "L": {
+            "NIGHTREC_MEMORY_GIB": "20",
+            "NIGHTREC_SPARK__DRIVER_MEMORY": "10g",
+            "NIGHTREC_SPARK__SHUFFLE_PARTITIONS": "32",
+        },
     }[tier]
 
 
