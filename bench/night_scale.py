@@ -281,15 +281,19 @@ def write_table() -> str:
         "",
     ]
     for t, s in saved.items():
-        d = s["data"]
+        d, n1, n2 = s["data"], s["night1"], s.get("night2")
+        second = (
+            f"night 2 {n2['wall_s']:.0f} s ({n2['wall_s'] / n1['wall_s']:.0%} of night 1), peak "
+            f"{n2['peak_rss_mb'] / 1024:.1f} GiB"
+            if n2
+            else "night 2 not measured"
+        )
         lines += [
             f"- **{t}**: {d['users']:,} users, {d['items']:,} items, {d['events']:,} events over {d['days']} days "
             f"(+{d['next_day_events']:,} on night 2); generated in {d['generate_s']} s. Measured {s['measured']} "
-            f"on `{s['commit']}`, {s['machine']}. Night 1 {s['night1']['wall_s']:.0f} s, peak "
-            f"{s['night1']['peak_rss_mb'] / 1024:.1f} GiB; night 2 {s['night2']['wall_s']:.0f} s "
-            f"({s['night2']['wall_s'] / s['night1']['wall_s']:.0%} of night 1), peak "
-            f"{s['night2']['peak_rss_mb'] / 1024:.1f} GiB. Live: {s['night1']['promotion']['live']} at "
-            f"{s['night1']['promotion']['live_over_popularity']}x popularity's NDCG@10 (night 1)."
+            f"on `{s['commit']}`, {s['machine']}. Night 1 {n1['wall_s']:.0f} s, peak "
+            f"{n1['peak_rss_mb'] / 1024:.1f} GiB; {second}. Live: {n1['promotion']['live']} at "
+            f"{n1['promotion']['live_over_popularity']}x popularity's NDCG@10 (night 1)."
         ]
     lines += [""]
     tiers = list(saved)
@@ -319,7 +323,8 @@ def write_table() -> str:
             ea, eb = saved[a]["data"]["events"], saved[b]["data"]["events"]
             row.append(f"{math.log(sb / sa) / math.log(eb / ea):.2f}" if sa and sb else "")
         for t in tiers:
-            st = saved[t]["night2"]["stages"].get(stage, {}) if stage != "whole night" else saved[t]["night2"]
+            n2 = saved[t].get("night2") or {"stages": {}}
+            st = n2["stages"].get(stage, {}) if stage != "whole night" else n2
             sec = st.get("seconds", st.get("wall_s"))
             row.append(f"{sec:.1f}" if sec else "")
         lines.append("| " + " | ".join(row) + " |")
