@@ -184,12 +184,11 @@ def run_night(
     rc = proc.wait()
     wall = time.perf_counter() - t0
     mem.stop()
+    # A failed night keeps its figures (time and memory of the stages it ran, and why it stopped).
+    result = json.loads((home / "last_run.json").read_text()) if rc == 0 else {}
     if rc != 0:
-        sys.exit(
-            f"night failed ({rc}); its output is in {log}:\n"
-            + "".join(log.read_text().splitlines(True)[-40:])
-        )
-    result = json.loads((home / "last_run.json").read_text())
+        tail = log.read_text().splitlines()[-12:]
+        print(f"night failed ({rc}); its output is in {log}:\n" + "\n".join(tail), flush=True)
     stages = {}
     for name in STAGES:
         if name in starts:
@@ -206,6 +205,9 @@ def run_night(
         "run_date": result.get("run_date"),
         "promotion": _promotion(result.get("evaluate_and_promote") or {}),
         "log": str(log),
+        "failed": None
+        if rc == 0
+        else next((ln for ln in log.read_text().splitlines() if "failed:" in ln), "?"),
     }
 
 
