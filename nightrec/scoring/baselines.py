@@ -78,8 +78,7 @@ class EaseBaseline(Baseline):
         self.user_ids, self.engaged, self.subset = user_ids, engaged, subset
         if subset is not None:
             size = max(int(engaged.indices.max(initial=-1)), int(subset.max(initial=-1))) + 1
-            self._column = np.full(size, -1, dtype=np.int64)  # item position -> weights column (-1: none)
-            self._column[subset] = np.arange(len(subset))
+            self._column = ease.column_of(subset, size)  # item position -> weights column (-1: none)
             prior = prior[subset] if prior is not None else None
         self.prior = (
             None if prior is None or not np.any(prior) else torch.as_tensor(prior, dtype=torch.float32)

@@ -66,11 +66,16 @@ def restrict(cols: np.ndarray, columns: np.ndarray | None, n_items: int) -> tupl
     """(kept pair mask, each kept pair's column among ``columns``); all kept where ``columns`` is None."""
     if columns is None:
         return np.ones(len(cols), dtype=bool), np.asarray(cols)
-    inverse = np.full(n_items, -1, dtype=np.int64)
-    inverse[columns] = np.arange(len(columns))
-    mapped = inverse[np.asarray(cols)]
+    mapped = column_of(columns, n_items)[np.asarray(cols)]
     keep = mapped >= 0
     return keep, mapped[keep]
+
+
+def column_of(columns: np.ndarray, n_items: int) -> np.ndarray:
+    """int64 ``[n_items]``: each item position's place among ``columns`` (-1 where it is not one of them)."""
+    inverse = np.full(n_items, -1, dtype=np.int64)
+    inverse[columns] = np.arange(len(columns))
+    return inverse
 
 
 def weights_from_gram(g: torch.Tensor, l2: float) -> torch.Tensor:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from nightrec.models import ranker_inputs
+from nightrec.scoring import ease
 from nightrec.scoring.baselines import Baseline
 from nightrec.scoring.inputs import ItemTable, SeenIndex, UserTable
 from nightrec.scoring.retrieve import ExactTopN, MatmulDtype
@@ -237,8 +238,7 @@ class SubsetIndex:
 
     def __init__(self, index, subset: np.ndarray, n_items: int):
         self.index, self.subset = index, torch.from_numpy(np.asarray(subset, dtype=np.int64))
-        self.inverse = np.full(n_items, -1, dtype=np.int64)
-        self.inverse[subset] = np.arange(len(subset))
+        self.inverse = ease.column_of(subset, n_items)
 
     def search(
         self, users: torch.Tensor, n: int, seen_rows: np.ndarray, seen_items: np.ndarray

@@ -120,10 +120,12 @@ def _as_date(ds: date | str) -> date:
 
 @dataclass(frozen=True)
 class Sample:
-    """At most ``max_rows`` rows of a split (None = all), drawn uniformly with ``seed``."""
+    """At most ``max_rows`` rows of a split (None = all), drawn uniformly with ``seed``; ``rows``: how many the
+    split (and filter) holds, where the caller has counted them already (None = counted here)."""
 
     max_rows: int | None = None
     seed: int = 0
+    rows: int | None = None
 
 
 _STREAM_BATCH = 131_072  # rows per record batch while sampling: bounds the memory of the read itself
@@ -158,7 +160,9 @@ def _read_split(
     """The split's rows in file order; with ``sample.max_rows`` below its size, a seeded uniform sample of
     about that many, read batch by batch (the scan is ordered, so the same files give the same sample)."""
     dataset, flt = _split_dataset(lake_root, table, ds, split, extra)
-    total = dataset.count_rows(filter=flt) if sample.max_rows is not None else 0
+    total = 0
+    if sample.max_rows is not None:
+        total = sample.rows if sample.rows is not None else dataset.count_rows(filter=flt)
     if sample.max_rows is None or total <= sample.max_rows:
         return dataset.to_table(columns=columns, filter=flt)
     share = sample.max_rows / total

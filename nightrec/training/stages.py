@@ -165,8 +165,8 @@ def train_retrieval(
     load = partial(datasets.load_retrieval_examples, settings.lake, ds, history_len=h, with_day=with_day)
     count = partial(datasets.count_rows, settings.lake, RETRIEVAL_EXAMPLES.name, ds)
     available = {split: count(split) for split in ("train", "valid", "holdout")}
-    train = load("train", sample=Sample(t.max_examples, t.seed))
-    valid = load("valid", sample=Sample(t.max_valid_examples, t.seed + 1))
+    train = load("train", sample=Sample(t.max_examples, t.seed, available["train"]))
+    valid = load("valid", sample=Sample(t.max_valid_examples, t.seed + 1, available["valid"]))
     side = item_side.load_item_side(settings.lake, ds, sizes["item_id"])
     cfg = TwoTowerConfig.from_vocab(
         sizes,
@@ -216,7 +216,7 @@ def train_retrieval(
         if t.retrieval_refit:
             # Every window up to the run date, sampled to the same budget in proportion to each.
             quota = _quotas(available, t.max_examples)
-            parts = [load(name, sample=Sample(quota[name], t.seed + 2)) for name in available]
+            parts = [load(name, sample=Sample(quota[name], t.seed + 2, n)) for name, n in available.items()]
             full = datasets.RetrievalTensors.concat(parts)
             twin = _serving_twin(full, cfg, t, result, twin_ckpt, world, side, state, ds, init)
             twin.vocab_digest = trained_on
@@ -377,7 +377,13 @@ def _ranking_data(settings: Settings, ds: date, world: World) -> _RankingData:
     }
     quota = _quotas(available, t.max_examples // per_positive if t.max_examples else None)
     parts = [
-        load(name, start=start, stop=stop, positives_only=True, sample=Sample(quota[name], t.seed))
+        load(
+            name,
+            start=start,
+            stop=stop,
+            positives_only=True,
+            sample=Sample(quota[name], t.seed, available[name]),
+        )
         for name, (start, stop) in windows.items()
     ]
     train = RankingTensors.concat(parts) if len(parts) > 1 else parts[0]

@@ -68,9 +68,9 @@ def recs_audit(settings: Settings, ds: date) -> tuple[pd.DataFrame, pd.DataFrame
     known = i >= 0
     blocked = np.isin(items.item_id, np.asarray(settings.scoring.blocklist, dtype=object))
     allowed = items.available.astype(bool) & ~blocked
-    seen_codes = (
-        np.repeat(np.arange(len(users), dtype=np.int64), np.diff(seen.indptr)) * n_items + seen.indices
-    )
+    seen_rows, _ = seen.rows(0, len(users))
+    seen_codes = seen_rows.astype(np.int64) * n_items + seen.indices
+    n_allowed = int(allowed.sum())
     codes = np.where((u >= 0) & known, u.astype(np.int64) * n_items + i, -1)
     ii = np.where(known, i, 0)
     flags = {
@@ -91,13 +91,11 @@ def recs_audit(settings: Settings, ds: date) -> tuple[pd.DataFrame, pd.DataFrame
     for name, flag in flags.items():
         audit[name] = np.bincount(u[mine], weights=flag[mine], minlength=len(users)).astype(np.int64)
     audit = audit[["user_id", "n_recs", *flags]]
-    seen_rows = np.repeat(np.arange(len(users)), np.diff(seen.indptr))
     seen_allowed = np.bincount(seen_rows, weights=allowed[seen.indices], minlength=len(users))
-    can_get = np.clip(int(allowed.sum()) - seen_allowed, 0, None)
+    can_get = np.clip(n_allowed - seen_allowed, 0, None)
     expected = np.minimum(settings.scoring.top_k, can_get)
     audit["n_short"] = np.clip(expected - audit["n_recs"].to_numpy(), 0, None)
     recs = recs_arrow.to_pandas()
-    n_allowed = int(allowed.sum())
     return recs, audit.astype({c: np.int64 for c in audit.columns if c != "user_id"}), n_allowed
 
 
