@@ -342,6 +342,12 @@ def main() -> None:
     ap.add_argument("--home", type=Path, default=None, help="default /tmp/nightrec-scale-<tier>")
     ap.add_argument("--table", action="store_true", help="only rebuild the table from the saved tiers")
     ap.add_argument("--env", action="append", default=[], help="KEY=VALUE added to the nights' environment")
+    ap.add_argument(
+        "--night",
+        choices=["1", "2", "both"],
+        default="both",
+        help="2: only night 2, in the home night 1 left (its figures are kept from the saved tier)",
+    )
     args = ap.parse_args()
     if args.table or not args.tier:
         print(write_table())
@@ -353,10 +359,13 @@ def main() -> None:
         f"data: {data['events']:,} events (+{data['next_day_events']:,}) in {time.perf_counter() - t0:.0f} s"
     )
     home = args.home or Path(f"/tmp/nightrec-scale-{tier}")
-    shutil.rmtree(home, ignore_errors=True)
-    home.mkdir(parents=True)
+    saved = RESULTS / f"night_scale_{tier}.json"
+    if args.night != "2":
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir(parents=True)
     env = tier_env(tier) | dict(kv.split("=", 1) for kv in args.env)
-    out = {
+    out = json.loads(saved.read_text()) if args.night == "2" else {}
+    out |= {
         "tier": tier,
         "data": data,
         "env": env,
@@ -368,12 +377,17 @@ def main() -> None:
         or os.environ.get("NIGHTREC_BENCH_COMMIT", "?"),
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB",
     }
-    for night in ("night1", "night2"):
+    nights = {"1": ("night1",), "2": ("night2",), "both": ("night1", "night2")}[args.night]
+    for night in nights:
         print(f"{tier} {night}:", flush=True)
         events = data["events"] + (data["next_day_events"] if night == "night2" else 0)
         out[night] = run_night(Path(data[night]), home, env, home / f"{night}.log", events)
+        out[night] |= {
+            "commit": out["commit"],
+            "measured": out["measured"],
+        }  # with --night 2, night 1's differ
         print(f"  wall {out[night]['wall_s']} s, peak {out[night]['peak_rss_mb']} MB", flush=True)
-        (RESULTS / f"night_scale_{tier}.json").write_text(json.dumps(out, indent=1))
+        saved.write_text(json.dumps(out, indent=1))
     print(write_table())
 
 

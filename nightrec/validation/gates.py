@@ -30,7 +30,7 @@ from nightrec.validation.raw_gate import validate_raw
 from nightrec.validation.report import GateReport, docs_dir, make_report
 from schemas import expectations
 from schemas.manifest import DEFAULT_CHANNEL
-from schemas.tables import RECS
+from schemas.tables import ITEM_FEATURES, RECS
 
 __all__ = [
     "GateReport",
@@ -99,6 +99,42 @@ def recs_audit(settings: Settings, ds: date) -> tuple[pd.DataFrame, pd.DataFrame
     return recs, audit.astype({c: np.int64 for c in audit.columns if c != "user_id"}), n_allowed
 
 
+def coverage_floor(settings: Settings, ds: date, n_allowed: int) -> tuple[float, str]:
+    """The least catalog coverage the night's lists need, as a share of the recommendable items, and why.
+
+    ``gates.min_catalog_coverage`` of the catalog, or, where that is more than the recent engagement can
+    support, ``coverage_head.min_coverage`` x the recommendable items that carry ``coverage_head.share`` of
+    the last 7 days' engagement (the serve features' ``popularity_7d``).
+    """
+    g, head_rule = settings.gates, settings.gates.coverage_head
+    flat = (g.min_catalog_coverage, f"{g.min_catalog_coverage:.0%} of the catalog")
+    if n_allowed <= 0:
+        return flat
+    head = engaged_head(settings, ds, head_rule.share)
+    floor = head_rule.min_coverage * head / n_allowed
+    if head == 0 or floor >= g.min_catalog_coverage:
+        return flat
+    return floor, (
+        f"{head_rule.min_coverage:g} x the {head} items that carry {head_rule.share:.0%} of the last 7 days' "
+        f"engagement; {g.min_catalog_coverage:.0%} of the catalog where engagement is spread wider"
+    )
+
+
+def engaged_head(settings: Settings, ds: date, share: float) -> int:
+    """How many recommendable items (available, not blocked) carry ``share`` of the recent engagement."""
+    path = lake.require_partition(settings.lake, ITEM_FEATURES.name, ds)
+    t = pads.dataset(str(path), format="parquet", partitioning="hive").to_table(
+        columns=["item_id", "available", "popularity_7d"], filter=pc.field("role") == "serve"
+    )
+    blocked = pc.is_in(t["item_id"], value_set=pa.array(settings.scoring.blocklist, pa.string()))
+    ok = pc.and_(pc.fill_null(t["available"], False), pc.invert(blocked)).to_numpy(zero_copy_only=False)
+    engagement = np.sort(t["popularity_7d"].to_numpy(zero_copy_only=False)[ok.astype(bool)])[::-1]
+    total = float(engagement.sum())
+    if total <= 0:
+        return 0
+    return int(np.searchsorted(np.cumsum(engagement), share * total * (1 - 1e-12)) + 1)
+
+
 def _duplicated(recs: pa.Table) -> np.ndarray:
     """True for each (user_id, item_id) row that repeats an earlier one (the first stays False)."""
     if recs.num_rows == 0:
@@ -142,10 +178,11 @@ def validate_recs(settings: Settings, ds: date) -> GateReport:
     n_items = int(recs["item_id"].nunique())
     coverage = profile.safe_ratio(n_items, n_allowed)
     g = settings.gates
+    floor, why = coverage_floor(settings, ds, n_allowed)
     cov = Check(
-        "catalog_coverage", min(coverage, 1.0), g.min_catalog_coverage, None, "fail", "recs", "item_id",
+        "catalog_coverage", min(coverage, 1.0), floor, None, "fail", "recs", "item_id",
         f"{n_items} distinct items recommended out of {n_allowed} recommendable ({coverage:.2%}); "
-        f"required >= {g.min_catalog_coverage:.2%}",
+        f"required >= {floor:.2%} ({why})",
     )  # fmt: skip
     lists = list_figures(settings, ds)
     tonight, policy = lists.new.metrics(), _policy_name(settings, ds)

@@ -33,6 +33,19 @@ def test_rank_among_leaves_out_masked_items_and_unknown_targets():
     assert got.tolist() == [2, 0]
 
 
+def test_rank_among_counts_every_block_of_rows_as_a_plain_comparison_would():
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 50, (301, 97), generator=g).float()  # many ties, several 64-row blocks
+    scores[torch.rand(scores.shape, generator=g) < 0.2] = -torch.inf
+    target = scores[:, 3].clone()
+    want = [
+        0 if not torch.isfinite(t) else int(((row > t) & torch.isfinite(row)).sum()) + 1
+        for row, t in zip(scores, target, strict=True)
+    ]
+    assert ranker_inputs.rank_among(scores, target).tolist() == want
+    assert 0 in want and max(want) > 1
+
+
 class Recorder(Ranker):
     """A ranker that remembers its inputs (and prefers nothing)."""
 

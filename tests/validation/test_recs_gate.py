@@ -36,7 +36,13 @@ def _write(settings, table, rows: dict, role: str | None = None) -> None:
     lake.write_marker(path, "fp", table=table.name, rows=len(next(iter(rows.values()))))
 
 
-def _lake(settings, recs: dict, available: list[bool] | None = None, oov: str | None = None) -> None:
+def _lake(
+    settings,
+    recs: dict,
+    available: list[bool] | None = None,
+    oov: str | None = None,
+    recent: list[float] | None = None,
+) -> None:
     n = len(ITEMS)
     _write(
         settings,
@@ -50,7 +56,7 @@ def _lake(settings, recs: dict, available: list[bool] | None = None, oov: str | 
         ITEM_FEATURES,
         {"item_id": ITEMS, "item_idx": [0 if i == oov else k + 1 for k, i in enumerate(ITEMS)],
          "category_idx": [1] * n, "price_bucket": [0] * n, "popularity": [1.0] * n, "pop_bucket": [1] * n,
-         "available": available or [True] * n},
+         "available": available or [True] * n, "popularity_7d": recent or [0.0] * n},
         role="serve",
     )  # fmt: skip
     seen = [("u1", "a"), ("u2", "a"), ("u2", "b"), ("u2", "c"), ("u2", "d")]
@@ -114,3 +120,30 @@ def test_all_items_unavailable_gives_empty_lists_and_fails(s):
     msg = str(e.value)
     assert "column 'n_recs' of recs (2 rows)" in msg
     assert "catalog_coverage column 'item_id' of recs" in msg and "out of 0 recommendable" in msg
+
+
+def test_coverage_floor_follows_the_engaged_head_where_recent_engagement_is_concentrated(s):
+    # Lists over 3 of 6 items. Asked for 90% of the catalog, they pass only because the last week's
+    # engagement sat on e and f: half of that 2-item head is the floor.
+    s.gates.min_catalog_coverage = 0.9
+    lists = {"u1": ["e", "f", "b"], "u2": ["e", "f"]}
+    _lake(s, lists, recent=[0.0, 1.0, 0.0, 0.0, 10.0, 10.0])
+    report = gates.validate_recs(s, RUN_DATE)
+    assert report.success, report.summary()
+    assert gates.engaged_head(s, RUN_DATE, 0.8) == 2
+    floor, why = gates.coverage_floor(s, RUN_DATE, 6)
+    assert floor == pytest.approx(1 / 6) and "the 2 items that carry 80%" in why
+
+
+def test_coverage_floor_stays_the_catalog_share_where_engagement_is_spread(s):
+    s.gates.min_catalog_coverage = 0.9
+    s.gates.coverage_head.min_coverage = 1.0
+    _lake(s, {"u1": ["e", "f", "b"], "u2": ["e", "f"]}, recent=[1.0] * len(ITEMS))
+    with pytest.raises(GateFailed) as e:
+        gates.validate_recs(s, RUN_DATE).raise_if_failed()
+    msg = str(e.value)
+    assert "3 distinct items recommended out of 6 recommendable (50.00%)" in msg
+    assert "required >= 83.33% (1 x the 5 items that carry 80% of the last 7 days' engagement" in msg
+    # Engagement on unavailable items does not make a head: then the catalog share holds.
+    _lake(s, {"u1": ["b"]}, available=[True] * 4 + [False] * 2, recent=[0.0] * 4 + [10.0] * 2)
+    assert gates.coverage_floor(s, RUN_DATE, 4) == (0.9, "90% of the catalog")
