@@ -179,6 +179,14 @@ class TrainSettings(BaseModel):
         "Parquet files, so memory holds the sample and not the split. The serving twin and refits sample "
         "their windows to the same total. None = every example (logged in MLflow as n_train of n_available).",
     )
+    warm_max_examples: int | None = Field(
+        1_000_000,
+        ge=1,
+        description="The training budget of a warm-started fit, per model (the lower of this and "
+        "max_examples): the source already fit every earlier night's sample, so a fine-tune on a fresh "
+        "third of the budget keeps night 2 well under night 1 (bench/results/night_scale.md). None = "
+        "max_examples.",
+    )
     max_valid_examples: int | None = Field(
         100_000,
         ge=1,

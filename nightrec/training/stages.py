@@ -66,6 +66,14 @@ def _warm_source(
     return world.broadcast(found) or (None, None)
 
 
+def _warm_settings(t, model: str):
+    """The training settings of a warm-started fit of ``model`` (``retrieval`` or ``ranking``):
+    ``warm_epochs`` and the warm budget (``warm_max_examples``), each only ever lower than a cold fit's."""
+    budget = min((b for b in (t.max_examples, t.warm_max_examples) if b is not None), default=None)
+    epochs = min(t.warm_epochs, getattr(t, f"{model}_epochs"))
+    return t.model_copy(update={f"{model}_epochs": epochs, "max_examples": budget})
+
+
 def _quotas(available: dict[str, int], budget: int | None) -> dict[str, int | None]:
     """Each split's share of ``budget`` rows, in proportion to its size (None = every row of each)."""
     total = sum(available.values())
@@ -162,11 +170,6 @@ def train_retrieval(
     sizes = datasets.vocab_sizes(settings.lake, ds)
     trained_on = vocab_identity.digest(settings.lake, ds)  # what its indices mean, checked wherever it scores
     h, with_day = settings.features.history_len, t.retrieval_item_state
-    load = partial(datasets.load_retrieval_examples, settings.lake, ds, history_len=h, with_day=with_day)
-    count = partial(datasets.count_rows, settings.lake, RETRIEVAL_EXAMPLES.name, ds)
-    available = {split: count(split) for split in ("train", "valid", "holdout")}
-    train = load("train", sample=Sample(t.max_examples, t.seed, available["train"]))
-    valid = load("valid", sample=Sample(t.max_valid_examples, t.seed + 1, available["valid"]))
     side = item_side.load_item_side(settings.lake, ds, sizes["item_id"])
     cfg = TwoTowerConfig.from_vocab(
         sizes,
@@ -178,13 +181,18 @@ def train_retrieval(
         loss=t.retrieval_loss,
         item_state=t.retrieval_item_state,
     )
+    init, warm_from = _warm_source(settings, ds, RETRIEVAL, cfg, world)
+    if init is not None:
+        t = _warm_settings(t, "retrieval")
+    load = partial(datasets.load_retrieval_examples, settings.lake, ds, history_len=h, with_day=with_day)
+    count = partial(datasets.count_rows, settings.lake, RETRIEVAL_EXAMPLES.name, ds)
+    available = {split: count(split) for split in ("train", "valid", "holdout")}
+    train = load("train", sample=Sample(t.max_examples, t.seed, available["train"]))
+    valid = load("valid", sample=Sample(t.max_valid_examples, t.seed + 1, available["valid"]))
     state = _item_state(settings, ds, train, sizes["item_id"]) if t.retrieval_item_state else None
     cut = Cutoffs.of_night(settings.lake, ds, settings.features)
     sources, fingerprints = _inputs(settings, RETRIEVAL_EXAMPLES.name, ds)
     run_tags = {"nightrec.stage": "train_retrieval", "nightrec.ds": ds.isoformat(), **tags}
-    init, warm_from = _warm_source(settings, ds, RETRIEVAL, cfg, world)
-    if init is not None:
-        t = t.model_copy(update={"retrieval_epochs": min(t.warm_epochs, t.retrieval_epochs)})
     params = {
         **cfg.to_dict(),
         **_train_params(t, "retrieval"),
@@ -292,14 +300,14 @@ def train_ranking(
     world = world or World()
     t = settings.train
     _configure_mlflow(settings, world)
-    data = _ranking_data(settings, ds, world)
-    cfg = DeepFMConfig.from_vocab(data.sizes, embed_dim=t.ranking_dim)
-    sources, fingerprints = _inputs(settings, RANKING_EXAMPLES.name, ds)
-    run_tags = {"nightrec.stage": "train_ranking", "nightrec.ds": ds.isoformat(), **tags}
+    cfg = DeepFMConfig.from_vocab(datasets.vocab_sizes(settings.lake, ds), embed_dim=t.ranking_dim)
     init, warm_from = _warm_source(settings, ds, RANKING, cfg, world)
     if init is not None:
-        t = t.model_copy(update={"ranking_epochs": min(t.warm_epochs, t.ranking_epochs)})
+        t = _warm_settings(t, "ranking")
         settings = settings.model_copy(update={"train": t})
+    data = _ranking_data(settings, ds, world)
+    sources, fingerprints = _inputs(settings, RANKING_EXAMPLES.name, ds)
+    run_tags = {"nightrec.stage": "train_ranking", "nightrec.ds": ds.isoformat(), **tags}
     params = {
         **cfg.to_dict(),
         **_train_params(t, "ranking"),
@@ -474,6 +482,7 @@ def _train_params(t, prefix: str) -> dict:
     MLflow's compare view lines the two-tower and DeepFM runs up column by column."""
     common = {"model": prefix, "seed": t.seed, "device": t.device, "patience": t.patience}
     common |= {"max_examples": t.max_examples, "max_valid_examples": t.max_valid_examples}
+    common |= {"warm_max_examples": t.warm_max_examples}
     common |= {"max_minutes": t.max_minutes}
     own = {k.removeprefix(f"{prefix}_"): v for k, v in t.model_dump().items() if k.startswith(f"{prefix}_")}
     return common | own

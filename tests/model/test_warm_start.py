@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
 
+import mlflow
+import pytest
 import torch
 
 from nightrec.models.deepfm import DeepFM
 from nightrec.models.two_tower import TwoTower
-from nightrec.training import loop, warm
+from nightrec.training import loop, reuse, stages, warm
+from tests.conftest import make_settings
 from tests.model.test_training import FAST, FM, TT, _ranking, _retrieval
+from tests.unit.features.conftest import CFG, RUN_DATE, clean_build, lake_copy  # noqa: F401
 
 
 def test_grown_id_tables_keep_their_old_rows_and_new_rows_start_fresh():
@@ -55,3 +60,29 @@ def test_a_warm_start_begins_where_the_last_night_ended():
     warm_r = loop.train_ranking(_ranking(4000, 2), _ranking(800, 1), FM, one_epoch, init=ranker)
     assert isinstance(warm_r.model, DeepFM)
     assert warm_r.history[0]["train_loss"] < cold_r.history[0]["train_loss"]
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+def test_a_warm_started_stage_trains_on_the_warm_budget_and_logs_it(clean_build, tmp_path):  # noqa: F811
+    s = make_settings(tmp_path / "home", lake=lake_copy(clean_build.lake, tmp_path / "lake"))
+    s.features = CFG
+    s.train = s.train.model_copy(
+        update={"device": "cpu", "retrieval_epochs": 1, "ranking_epochs": 1, "max_examples": None}
+    )
+    s.train.warm_max_examples = 300
+    cold = {name: reuse.train_or_reuse(s, RUN_DATE, name, {}) for name in (stages.RETRIEVAL, stages.RANKING)}
+    client = mlflow.MlflowClient()  # on the registry the stages connected to
+    for name, ref in cold.items():
+        # As if trained for the night before: tonight's fit starts from it.
+        client.set_model_version_tag(
+            name, ref.version, "nightrec.ds", (RUN_DATE - timedelta(days=1)).isoformat()
+        )
+    for name, ref in cold.items():
+        warm_ref = reuse.train_or_reuse(s, RUN_DATE, name, {}, force=True)
+        cold_params = client.get_run(ref.run_id).data.params
+        params = client.get_run(warm_ref.run_id).data.params
+        assert params["warm_from"] == ref.version and cold_params["warm_from"] == "", name
+        assert params["max_examples"] == "300" and cold_params["max_examples"] == "None", name
+        # The ranker's budget counts each positive with its candidate negatives.
+        assert int(params["n_train"]) <= 300 * 1.2 < int(cold_params["n_train"]), name
