@@ -270,6 +270,11 @@ def tier_env(tier: str) -> dict[str, str]:
     }[tier]
 
 
+def _measured(night: dict, tier: dict) -> str:
+    """When and on which commit a night ran (a night 2 run with --night 2 has its own)."""
+    return f" (measured {night.get('measured', tier['measured'])} on `{night.get('commit', tier['commit'])}`)"
+
+
 def write_table() -> str:
     """The Markdown of every tier saved so far, with growth exponents between consecutive tiers."""
     saved = {t: json.loads(p.read_text()) for t in TIERS if (p := RESULTS / f"night_scale_{t}.json").exists()}
@@ -286,16 +291,21 @@ def write_table() -> str:
         d, n1, n2 = s["data"], s["night1"], s.get("night2")
         second = (
             f"night 2 {n2['wall_s']:.0f} s ({n2['wall_s'] / n1['wall_s']:.0%} of night 1), peak "
-            f"{n2['peak_rss_mb'] / 1024:.1f} GiB"
+            f"{n2['peak_rss_mb'] / 1024:.1f} GiB{_measured(n2, s)}"
             if n2
             else "night 2 not measured"
         )
         lines += [
             f"- **{t}**: {d['users']:,} users, {d['items']:,} items, {d['events']:,} events over {d['days']} days "
-            f"(+{d['next_day_events']:,} on night 2); generated in {d['generate_s']} s. Measured {s['measured']} "
-            f"on `{s['commit']}`, {s['machine']}. Night 1 {n1['wall_s']:.0f} s, peak "
-            f"{n1['peak_rss_mb'] / 1024:.1f} GiB; {second}. Live: {n1['promotion']['live']} at "
-            f"{n1['promotion']['live_over_popularity']}x popularity's NDCG@10 (night 1)."
+            f"(+{d['next_day_events']:,} on night 2); generated in {d['generate_s']} s. {s['machine']}. "
+            f"Night 1 {n1['wall_s']:.0f} s, peak {n1['peak_rss_mb'] / 1024:.1f} GiB{_measured(n1, s)}; "
+            f"{second}. Live: {n1['promotion']['live']} at {n1['promotion']['live_over_popularity']}x "
+            "popularity's NDCG@10 (night 1)"
+            + (
+                f", {n2['promotion']['live']} at {n2['promotion']['live_over_popularity']}x (night 2)."
+                if n2 and n2.get("promotion")
+                else "."
+            )
         ]
     lines += [""]
     tiers = list(saved)

@@ -74,7 +74,7 @@ def recs_audit(settings: Settings, ds: date) -> tuple[pd.DataFrame, pd.DataFrame
     codes = np.where((u >= 0) & known, u.astype(np.int64) * n_items + i, -1)
     ii = np.where(known, i, 0)
     flags = {
-        "n_seen": (codes >= 0) & np.isin(codes, seen_codes),
+        "n_seen": _in_sorted(codes, seen_codes),
         "n_unavailable": (known & ~allowed[ii])
         | pc.is_in(recs_arrow["item_id"], value_set=pa.array(settings.scoring.blocklist, pa.string()))
         .to_numpy(zero_copy_only=False)
@@ -133,6 +133,16 @@ def engaged_head(settings: Settings, ds: date, share: float) -> int:
     if total <= 0:
         return 0
     return int(np.searchsorted(np.cumsum(engagement), share * total * (1 - 1e-12)) + 1)
+
+
+def _in_sorted(values: np.ndarray, ascending: np.ndarray) -> np.ndarray:
+    """``np.isin(values, ascending)`` for a sorted ``ascending`` (a SeenIndex's codes are): a binary search per
+    value, where np.isin hashed or sorted both sides (the L tier's whole audit, 20M list rows against 24M seen
+    pairs: 94 s with np.isin and a hashed seen index, 28 s with this and a sorted one; bench/recs_audit.py)."""
+    if not len(ascending):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(ascending, values), len(ascending) - 1)
+    return ascending[at] == values
 
 
 def _duplicated(recs: pa.Table) -> np.ndarray:

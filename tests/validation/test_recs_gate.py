@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -147,3 +148,11 @@ def test_coverage_floor_stays_the_catalog_share_where_engagement_is_spread(s):
     # Engagement on unavailable items does not make a head: then the catalog share holds.
     _lake(s, {"u1": ["b"]}, available=[True] * 4 + [False] * 2, recent=[0.0] * 4 + [10.0] * 2)
     assert gates.coverage_floor(s, RUN_DATE, 4) == (0.9, "90% of the catalog")
+
+
+def test_membership_in_sorted_codes_matches_isin():
+    rng = np.random.default_rng(1)
+    ascending = np.unique(rng.integers(0, 1000, 400))
+    values = np.concatenate([rng.integers(-5, 1100, 500), [-1, 999, 1000, 5000]])
+    assert (gates._in_sorted(values, ascending) == np.isin(values, ascending)).all()
+    assert not gates._in_sorted(values, ascending[:0]).any()

@@ -213,3 +213,26 @@ def test_an_ease_baseline_over_some_items_only_returns_those_in_table_positions(
     warm = res.items[~res.fallback]
     assert set(warm[warm >= 0].tolist()) <= {0, 1, 4}  # nothing outside the subset
     assert 0 not in res.items[0] and 4 not in res.items[1]  # seen
+
+
+def test_the_seen_index_holds_each_known_pair_once_in_ascending_order():
+    rng = np.random.default_rng(0)
+    users, items = _users([0] * 6, [1] * 6), _items()
+    # Repeats, users and items the tables do not know, and a user with nothing seen.
+    pairs = pd.DataFrame(
+        {
+            "user_id": [f"u{u}" for u in rng.integers(0, 7, 300)],
+            "item_id": [f"i{i}" for i in rng.integers(0, 10, 300)],
+        }
+    )
+    pairs = pairs[pairs["user_id"] != "u2"]
+    seen = inputs.build_seen(pairs, users, items)
+    want = {
+        int(u[1:]): sorted({int(i[1:]) for i in g["item_id"] if int(i[1:]) < 8})
+        for u, g in pairs.groupby("user_id")
+        if int(u[1:]) < 6
+    }
+    got = {u: seen.indices[seen.indptr[u] : seen.indptr[u + 1]].tolist() for u in range(6)}
+    assert got == {u: want.get(u, []) for u in range(6)} and got[2] == []
+    codes = np.repeat(np.arange(6), np.diff(seen.indptr)) * len(items) + seen.indices
+    assert (np.diff(codes) > 0).all()  # sorted and unique: the recs audit searches them
