@@ -35,7 +35,7 @@ def main() -> None:
         seen = inputs.build_seen(pairs, users, items)
         best["build_seen"] = min(best["build_seen"], time.perf_counter() - t)
         t = time.perf_counter()
-        _, audit, _ = gates.recs_audit(s, args.date)
+        _, audit, _, _ = gates.recs_audit(s, args.date)
         best["recs_audit"] = min(best["recs_audit"], time.perf_counter() - t)
     print(
         f"{len(users):,} users, {len(items):,} items, {pairs.num_rows:,} pairs, {len(seen.indices):,} distinct"

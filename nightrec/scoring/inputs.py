@@ -44,6 +44,7 @@ class ItemTable:
     pop_bucket: np.ndarray
     popularity: np.ndarray
     available: np.ndarray  # bool
+    recent: np.ndarray | None = None  # popularity_7d: weighted engagement of the last 7 days (the recs gate)
 
     def __len__(self) -> int:
         return len(self.item_id)
@@ -93,6 +94,7 @@ def load_items(lake_root: str, ds: date, role: str) -> ItemTable:
         pop_bucket=t["pop_bucket"].to_numpy().astype(np.int64),
         popularity=t["popularity"].to_numpy().astype(np.float64),
         available=t["available"].to_numpy(zero_copy_only=False).astype(bool),
+        recent=t["popularity_7d"].to_numpy().astype(np.float64),
     )
 
 

@@ -30,7 +30,7 @@ from nightrec.validation.raw_gate import validate_raw
 from nightrec.validation.report import GateReport, docs_dir, make_report
 from schemas import expectations
 from schemas.manifest import DEFAULT_CHANNEL
-from schemas.tables import ITEM_FEATURES, RECS
+from schemas.tables import RECS
 
 __all__ = [
     "GateReport",
@@ -45,8 +45,9 @@ __all__ = [
 ]
 
 
-def recs_audit(settings: Settings, ds: date) -> tuple[pd.DataFrame, pd.DataFrame, int]:
-    """The recs table, a per-user audit and the number of recommendable items.
+def recs_audit(settings: Settings, ds: date) -> tuple[pd.DataFrame, pd.DataFrame, int, int]:
+    """The recs table, a per-user audit, the number of recommendable items and how many of them carry
+    ``gates.coverage_head.share`` of the last week's engagement (:func:`engaged_head`).
 
     The audit has list length, duplicates, seen, unavailable, unknown and out-of-vocabulary items, and
     ``n_short``: how many items short of K the list is, beyond what the user could be given. A list may be
@@ -96,23 +97,24 @@ def recs_audit(settings: Settings, ds: date) -> tuple[pd.DataFrame, pd.DataFrame
     expected = np.minimum(settings.scoring.top_k, can_get)
     audit["n_short"] = np.clip(expected - audit["n_recs"].to_numpy(), 0, None)
     recs = recs_arrow.to_pandas()
-    return recs, audit.astype({c: np.int64 for c in audit.columns if c != "user_id"}), n_allowed
+    head = engaged_head(items.recent[allowed], settings.gates.coverage_head.share)
+    return recs, audit.astype({c: np.int64 for c in audit.columns if c != "user_id"}), n_allowed, head
 
 
-def coverage_floor(settings: Settings, ds: date, n_allowed: int) -> tuple[float, str]:
-    """The least catalog coverage the night's lists need, as a share of the recommendable items, and why.
+def coverage_floor(settings: Settings, n_allowed: int, head: int) -> tuple[float, str]:
+    """The least catalog coverage the night's lists need, as a share of the ``n_allowed`` recommendable items,
+    and why.
 
     ``gates.min_catalog_coverage`` of the catalog, or, where that is more than the recent engagement can
-    support, ``coverage_head.min_coverage`` x the recommendable items that carry ``coverage_head.share`` of
-    the last 7 days' engagement (the serve features' ``popularity_7d``).
+    support, ``coverage_head.min_coverage`` x the ``head`` recommendable items that carry
+    ``coverage_head.share`` of the last 7 days' engagement.
     """
     g, head_rule = settings.gates, settings.gates.coverage_head
     flat = (g.min_catalog_coverage, f"{g.min_catalog_coverage:.0%} of the catalog")
-    if n_allowed <= 0:
+    if n_allowed <= 0 or head == 0:
         return flat
-    head = engaged_head(settings, ds, head_rule.share)
     floor = head_rule.min_coverage * head / n_allowed
-    if head == 0 or floor >= g.min_catalog_coverage:
+    if floor >= g.min_catalog_coverage:
         return flat
     return floor, (
         f"{head_rule.min_coverage:g} x the {head} items that carry {head_rule.share:.0%} of the last 7 days' "
@@ -120,18 +122,13 @@ def coverage_floor(settings: Settings, ds: date, n_allowed: int) -> tuple[float,
     )
 
 
-def engaged_head(settings: Settings, ds: date, share: float) -> int:
-    """How many recommendable items (available, not blocked) carry ``share`` of the recent engagement."""
-    path = lake.require_partition(settings.lake, ITEM_FEATURES.name, ds)
-    t = pads.dataset(str(path), format="parquet", partitioning="hive").to_table(
-        columns=["item_id", "available", "popularity_7d"], filter=pc.field("role") == "serve"
-    )
-    blocked = pc.is_in(t["item_id"], value_set=pa.array(settings.scoring.blocklist, pa.string()))
-    ok = pc.and_(pc.fill_null(t["available"], False), pc.invert(blocked)).to_numpy(zero_copy_only=False)
-    engagement = np.sort(t["popularity_7d"].to_numpy(zero_copy_only=False)[ok.astype(bool)])[::-1]
+def engaged_head(engagement: np.ndarray, share: float) -> int:
+    """How many of these items (their recent engagement) carry ``share`` of its total; 0 where there is none."""
+    engagement = np.sort(engagement)[::-1]
     total = float(engagement.sum())
     if total <= 0:
         return 0
+    # The tolerance keeps a cumulative sum that reaches the share only up to rounding on the item that reaches it.
     return int(np.searchsorted(np.cumsum(engagement), share * total * (1 - 1e-12)) + 1)
 
 
@@ -169,7 +166,7 @@ def validate_recs(settings: Settings, ds: date) -> GateReport:
     docs = docs_dir(settings, ds)
     ctx = runner.get_context(settings.gx_root, docs)
     runner.name_runs(f"{ds.isoformat()}-recommendations" + ("" if default else f"-{settings.channel}"))
-    recs, audit, n_allowed = recs_audit(settings, ds)
+    recs, audit, n_allowed, head = recs_audit(settings, ds)
     path = str(lake.partition_path(settings.lake, settings.recs_table, ds))
     results = [
         runner.run_suite(ctx, expectations.to_suite(RECS), recs, engine="pandas", asset="recs"),
@@ -188,7 +185,7 @@ def validate_recs(settings: Settings, ds: date) -> GateReport:
     n_items = int(recs["item_id"].nunique())
     coverage = profile.safe_ratio(n_items, n_allowed)
     g = settings.gates
-    floor, why = coverage_floor(settings, ds, n_allowed)
+    floor, why = coverage_floor(settings, n_allowed, head)
     cov = Check(
         "catalog_coverage", min(coverage, 1.0), floor, None, "fail", "recs", "item_id",
         f"{n_items} distinct items recommended out of {n_allowed} recommendable ({coverage:.2%}); "

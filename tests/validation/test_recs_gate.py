@@ -131,8 +131,8 @@ def test_coverage_floor_follows_the_engaged_head_where_recent_engagement_is_conc
     _lake(s, lists, recent=[0.0, 1.0, 0.0, 0.0, 10.0, 10.0])
     report = gates.validate_recs(s, RUN_DATE)
     assert report.success, report.summary()
-    assert gates.engaged_head(s, RUN_DATE, 0.8) == 2
-    floor, why = gates.coverage_floor(s, RUN_DATE, 6)
+    assert gates.recs_audit(s, RUN_DATE)[3] == 2
+    floor, why = gates.coverage_floor(s, 6, 2)
     assert floor == pytest.approx(1 / 6) and "the 2 items that carry 80%" in why
 
 
@@ -147,7 +147,8 @@ def test_coverage_floor_stays_the_catalog_share_where_engagement_is_spread(s):
     assert "required >= 83.33% (1 x the 5 items that carry 80% of the last 7 days' engagement" in msg
     # Engagement on unavailable items does not make a head: then the catalog share holds.
     _lake(s, {"u1": ["b"]}, available=[True] * 4 + [False] * 2, recent=[0.0] * 4 + [10.0] * 2)
-    assert gates.coverage_floor(s, RUN_DATE, 4) == (0.9, "90% of the catalog")
+    _, _, n_allowed, head = gates.recs_audit(s, RUN_DATE)
+    assert gates.coverage_floor(s, n_allowed, head) == (0.9, "90% of the catalog")
 
 
 def test_membership_in_sorted_codes_matches_isin():
