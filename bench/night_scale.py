@@ -10,7 +10,8 @@ Tiers (a 10x ladder; 90 days of events, about 100 events per active user):
 
 The tier's raw data is generated once with the seeded generator (kept under --data-root for the next run).
 Night 1 runs `nightrec run --data` on it in a fresh home; night 2 runs on the same data plus one more day of
-events, in the same home (what a nightly deployment sees). For each stage the bench records its wall time,
+events, in the same home (what a nightly deployment sees); night 1's published lists are then measured on that
+day, which night 1 never saw (bench/published_holdout.py). For each stage the bench records its wall time,
 the peak resident memory of the whole process tree (the Spark JVM and any torchrun processes included;
 sampled every 0.25 s), and the rows it took in and gave out (from the night's typed results).
 
@@ -35,7 +36,6 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -58,65 +58,56 @@ _STARTED = re.compile(r"▶ \[(\d+)/(\d+)\] (\w+)")
 _ENDED = re.compile(r"[✔✘] \[(\d+)/(\d+)\] (\w+)")
 
 
+LAYOUT = 2  # night 2's extra day is the generator's own last day (layout 1 drew it from another world)
+
+
 def generate(tier: str, root: Path) -> dict:
-    """Night 1's raw data and night 2's (the same plus one more day of events); generated once per tier."""
+    """Night 2's raw data (DAYS + 1 days) and night 1's (the same log a day earlier); generated once per tier.
+
+    One draw of the generator covers both nights: night 2's one more day comes from the same users, catalog
+    and tastes as the days before it, so night 1's published lists can be measured on it (a day night 1
+    never saw; ``published_holdout.py``).
+    """
     from nightrec.data import synthetic
 
     spec = TIERS[tier]
     night1, night2, done = root / "night1", root / "night2", root / "generated.json"
-    if done.exists():
-        return json.loads(done.read_text())
+    if done.exists() and (info := json.loads(done.read_text())).get("layout") == LAYOUT:
+        return info
     shutil.rmtree(root, ignore_errors=True)
     t0 = time.perf_counter()
-    gen = synthetic.generate(
+    synthetic.generate(
         spec["users"],
         spec["items"],
-        DAYS,
-        night1,
+        DAYS + 1,
+        night2,
         seed=19,
-        events_per_user=spec["events_per_user"],
-        end_date=END,
-    )
-    gen_s = time.perf_counter() - t0
-    # Night 2: the same catalog, users and events, and one more day of events: a day of activity from a second
-    # draw of the generator (its sessions renamed so they are new sessions), for a random share of the users
-    # that gives it the volume of an average day (a one-day draw makes every user active that day).
-    day = root / "next-day"
-    extra = synthetic.generate(
-        spec["users"],
-        spec["items"],
-        1,
-        day,
-        seed=20,
-        events_per_user=spec["events_per_user"] / DAYS,
+        events_per_user=spec["events_per_user"] * (DAYS + 1) / DAYS,  # the same events per day
         end_date=END + timedelta(days=1),
     )
-    for table in ("items", "users", "events"):
-        (night2 / table).mkdir(parents=True, exist_ok=True)
-        for part in sorted((night1 / table).glob("part-*")):
-            (night2 / table / part.name).symlink_to(part.resolve())
-    parts = sorted((night1 / "events").glob("part-*"))
-    share = gen.n_events / DAYS / max(extra.n_events, 1)
-    users = pq.read_table(night1 / "users", columns=["user_id"])["user_id"]
-    active = pc.filter(users, pa.array(np.random.default_rng(21).random(len(users)) < share))
-    n_extra = 0
-    for i, part in enumerate(sorted((day / "events").glob("part-*")), start=len(parts)):
+    for table in ("items", "users"):
+        (night1 / table).mkdir(parents=True, exist_ok=True)
+        for part in sorted((night2 / table).glob("part-*")):
+            (night1 / table / part.name).symlink_to(part.resolve())
+    (night1 / "events").mkdir(parents=True)
+    cut = pa.scalar(datetime(END.year, END.month, END.day, tzinfo=UTC), pa.timestamp("us", tz="UTC"))
+    n1 = n2 = 0
+    for part in sorted((night2 / "events").glob("part-*")):
         t = pq.read_table(part)
-        t = t.filter(pc.is_in(t["user_id"], value_set=active))
-        n_extra += t.num_rows
-        renamed = pc.binary_join_element_wise(pa.scalar("next-"), t["session_id"], "")
-        t = t.set_column(t.schema.get_field_index("session_id"), "session_id", renamed)
-        pq.write_table(t, night2 / "events" / f"part-{i:05d}.parquet")
-    shutil.rmtree(day)
+        n2 += t.num_rows
+        t = t.filter(pc.less(t["ts"], cut))
+        n1 += t.num_rows
+        pq.write_table(t, night1 / "events" / part.name)
     info = {
         "tier": tier,
         **spec,
         "days": DAYS,
-        "events": gen.n_events,
-        "next_day_events": n_extra,
-        "generate_s": round(gen_s, 1),
+        "events": n1,
+        "next_day_events": n2 - n1,
+        "generate_s": round(time.perf_counter() - t0, 1),
         "night1": str(night1),
         "night2": str(night2),
+        "layout": LAYOUT,
     }
     done.write_text(json.dumps(info, indent=1))
     return info
@@ -307,6 +298,19 @@ def write_table() -> str:
                 else "."
             )
         ]
+    for t, s in saved.items():
+        if r := s.get("published_holdout"):
+            pops = ", ".join(
+                f"{name} {b['ndcg_at_10']:.4f} ({b['published_over']}x, paired {b['diff_ci'][0]:+.4f} "
+                f"[{b['diff_ci'][1]:+.4f}, {b['diff_ci'][2]:+.4f}])"
+                for name, b in r["baselines"].items()
+            )
+            lines.append(
+                f"- **{t}, night 1's published lists on the day night 2 added** ({r['policy']}, "
+                f"{r['users']:,} users with unseen engagement that day, bench/published_holdout.py): NDCG@10 "
+                f"{r['published_lists']['ndcg_at_10']:.4f}; popularity refit on night 1's data and scored by the "
+                f"production scorer: {pops}."
+            )
     lines += [""]
     tiers = list(saved)
     head = ["stage"]
@@ -397,6 +401,14 @@ def main() -> None:
             "measured": out["measured"],
         }  # with --night 2, night 1's differ
         print(f"  wall {out[night]['wall_s']} s, peak {out[night]['peak_rss_mb']} MB", flush=True)
+        saved.write_text(json.dumps(out, indent=1))
+    n1, n2 = (out.get(n, {}).get("run_date") for n in ("night1", "night2"))
+    if "night2" in nights and n1 and n2:
+        # Night 1's live lists on the day night 2 added: the lists' own held-out quality.
+        from published_holdout import describe, measure
+
+        out["published_holdout"] = measure(home, date.fromisoformat(n1), date.fromisoformat(n2))
+        print(describe(out["published_holdout"]), flush=True)
         saved.write_text(json.dumps(out, indent=1))
     print(write_table())
 
