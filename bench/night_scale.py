@@ -273,7 +273,8 @@ def write_table() -> str:
         "## One whole night at scale (`bench/night_scale.py`)",
         "",
         "Raw data to a published snapshot with `nightrec run --data`, one process (local Spark, MLflow on "
-        "SQLite, a local object store); night 2 is the same home on the same data plus one more day. Peak "
+        "SQLite, a local object store); night 2 is the same home on the same data plus one more day (the "
+        "generator's own next day: the same users, catalog and tastes). Peak "
         "memory is the resident memory of the whole process tree, the Spark JVM included. The exponent is "
         "log(time ratio) / log(events ratio) against the tier before (1 = linear in events).",
         "",
