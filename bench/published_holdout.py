@@ -48,37 +48,13 @@ RESULTS = ROOT / "bench" / "results"
 
 def next_day_truth(s: Settings, published: date, nxt: date) -> EvalData:
     """Night ``published``'s users and items, with the engagement of [published, nxt) on items they had not
-    seen before ``published`` as the relevant pairs (the same rule as ``offline.load_eval_data``)."""
+    seen before ``published`` as the relevant pairs (the gate's rule, ``offline.eval_data``)."""
     cfg = s.features
     users = inputs.load_users(s.lake, published, "serve", cfg.history_len)
     items = inputs.load_items(s.lake, published, "serve")
     seen_pairs = inputs.load_interactions(s.lake, published, None, published, cfg, arrow=True)
     future = inputs.load_interactions(s.lake, nxt, published, nxt, cfg, arrow=True)
-    future = future.filter(pc.greater(future["weight"], 0.0))
-    seen_all = inputs.build_seen(seen_pairs, users, items)
-    truth = inputs.build_seen(future, users, items)
-    n = max(len(items), 1)
-    t_rows = np.repeat(np.arange(len(users)), np.diff(truth.indptr))
-    s_rows = np.repeat(np.arange(len(users)), np.diff(seen_all.indptr))
-    codes = t_rows.astype(np.int64) * n + truth.indices
-    fresh = ~np.isin(codes, s_rows.astype(np.int64) * n + seen_all.indices)
-    n_rel = np.bincount(t_rows[fresh], minlength=len(users))
-    keep = np.flatnonzero(n_rel > 0)
-    cap = s.promotion.max_eval_users
-    if cap is not None and len(keep) > cap:
-        keep = np.sort(np.random.default_rng(s.promotion.eval_seed).choice(keep, cap, replace=False))
-        fresh &= np.isin(t_rows, keep)
-    remap = np.full(len(users), -1)
-    remap[keep] = np.arange(len(keep))
-    sub = users.take(keep)
-    return EvalData(
-        sub,
-        items,
-        inputs.build_seen(seen_pairs, sub, items),
-        remap[t_rows[fresh]],
-        truth.indices[fresh],
-        n_rel[keep],
-    )
+    return offline.eval_data(s, users, items, seen_pairs, future)
 
 
 def published_lists(store: Path, published: date, data: EvalData, k: int) -> tuple[np.ndarray, dict]:

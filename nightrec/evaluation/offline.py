@@ -36,10 +36,19 @@ def load_eval_data(settings: Settings, ds: date) -> EvalData:
     # Arrow, not pandas: 100M events leave tens of millions of seen pairs, never Python strings.
     seen_pairs = inputs.load_interactions(settings.lake, ds, None, cut.eval_start, cfg, arrow=True)
     future = inputs.load_interactions(settings.lake, ds, cut.eval_start, ds, cfg, arrow=True)
+    return eval_data(settings, users, items, seen_pairs, future)
+
+
+def eval_data(
+    settings: Settings, users: inputs.UserTable, items: inputs.ItemTable, seen_pairs, future
+) -> EvalData:
+    """The evaluation set of ``users``: relevant = engaged in ``future`` (weight > 0) with an item not among
+    their ``seen_pairs`` (seen items can never be recommended); users with at least one, a seeded sample of
+    ``promotion.max_eval_users`` of them where there are more. Pairs are Arrow tables (user_id, item_id,
+    weight) as ``inputs.load_interactions`` returns them."""
     future = future.filter(pc.greater(future["weight"], 0.0))
     seen_all = inputs.build_seen(seen_pairs, users, items)
     truth = inputs.build_seen(future, users, items)
-    # Relevant = engaged in the holdout and not seen before it (seen items can never be recommended).
     t_rows = np.repeat(np.arange(len(users)), np.diff(truth.indptr))
     codes = t_rows.astype(np.int64) * len(items) + truth.indices
     s_rows = np.repeat(np.arange(len(users)), np.diff(seen_all.indptr))
