@@ -212,7 +212,13 @@ def rows_of(stage: str, night: dict, events: int | None = None) -> dict:
     if stage == "validate_raw":
         return {"rows_in": int(raw) if raw else None}
     if stage == "build_features":
-        return {"rows_in": int(raw) if raw else None, "rows_out": sum(built.values()) or None}
+        # Per table written: where the feature build's time goes (a shared frame counts for its first user).
+        tables = (night.get("build_features") or {}).get("seconds") or None
+        return {
+            "rows_in": int(raw) if raw else None,
+            "rows_out": sum(built.values()) or None,
+            "tables_s": tables,
+        }
     if stage == "validate_features":
         return {"rows_in": sum(built.values()) or None}
     if stage.startswith("train_"):

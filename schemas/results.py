@@ -76,6 +76,11 @@ class FeaturesBuilt(_Result):
     cutoffs: dict[str, str]
     written: tuple[str, ...] = ()
     duplicates_dropped: int | None = None
+    seconds: dict[str, float] = Field(
+        default_factory=dict,
+        description="wall time of each table written; a frame several tables share (the cleaned events, "
+        "the interactions) is computed by the first one that needs it and counted there",
+    )
 
 
 class ModelTrained(_Result):

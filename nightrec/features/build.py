@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -115,6 +116,7 @@ class _Writer:
         self.lake_root, self.ds, self.fp, self.force = lake_root, ds, fp, force
         self.rows: dict[str, int] = {}
         self.written: list[str] = []
+        self.seconds: dict[str, float] = {}
 
     def done(self, table: Table) -> bool:
         """Whether ``table`` is complete for this run's fingerprint and will not be rewritten."""
@@ -125,9 +127,11 @@ class _Writer:
             marker = lake.read_marker(lake.partition_path(self.lake_root, table.name, self.ds)) or {}
             self.rows[table.name] = marker["rows"]
             return
+        start = time.perf_counter()
         values = {k: f() for k, f in meta.items()}
         self.rows[table.name] = write_table(make(), table, self.lake_root, self.ds, self.fp, **values)
         self.written.append(table.name)
+        self.seconds[table.name] = round(time.perf_counter() - start, 1)
 
 
 def build_features(
@@ -243,6 +247,7 @@ def _build(night: _Night, raw_root: str | Path, fp: str) -> FeaturesBuilt:
         cutoffs=_cut_info(cut),
         written=tuple(out.written),
         duplicates_dropped=dups,
+        seconds=out.seconds,
     )
 
 

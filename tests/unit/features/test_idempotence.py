@@ -34,10 +34,13 @@ def _assert_equals_clean(lake_root: str, clean_lake: str) -> None:
 
 def test_rerun_with_the_same_inputs_skips_and_reports_the_marked_rows(spark, tiny_raw, clean_build):
     assert set(clean_build.summary.written) == set(ALL)
+    # Each table's write is timed, and only the tables written (a reused build times nothing).
+    assert set(clean_build.summary.seconds) == set(ALL)
+    assert all(s >= 0 for s in clean_build.summary.seconds.values())
     assert clean_build.summary.duplicates_dropped > 0  # the synthetic data replays ~0.5% of its rows
     stamps = _marker_times(clean_build.lake, ALL)
     again = build.build_features(spark, tiny_raw, clean_build.lake, RUN_DATE, CFG)
-    assert again.skipped and again.written == ()
+    assert again.skipped and again.written == () and again.seconds == {}
     assert again.rows == clean_build.summary.rows
     assert again.duplicates_dropped == clean_build.summary.duplicates_dropped
     assert _marker_times(clean_build.lake, ALL) == stamps
@@ -68,6 +71,7 @@ def test_failed_write_leaves_no_marker_and_rerun_completes_only_the_rest(
     stamps = _marker_times(lake_root, BEFORE_USER_FEATURES)
     resumed = build.build_features(spark, tiny_raw, lake_root, RUN_DATE, CFG)
     assert resumed.written == ("user_features", "retrieval_examples", "ranking_examples")
+    assert tuple(resumed.seconds) == resumed.written
     assert _marker_times(lake_root, BEFORE_USER_FEATURES) == stamps
     assert resumed.rows == clean_build.summary.rows
     _assert_equals_clean(lake_root, clean_build.lake)
