@@ -5,7 +5,7 @@ Usage: .venv/bin/python bench/published_holdout.py --home /tmp/nightrec-scale-L 
 
 The promotion gate measures the evaluated pair on the night's own holdout; the lists that go live are made by
 its serving twin (refit on every window, the holdout included), which that holdout cannot measure. Here night
-``--published``'s live snapshot is read from the home's local store and measured on the engagement of the days
+``--published``'s snapshot is read from the home's store and measured on the engagement of the days
 [published, next), which the night never saw, taken from night ``--next``'s lake (cleaned and weighted by the
 pipeline itself):
 
@@ -23,6 +23,7 @@ pipeline itself):
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
@@ -38,9 +39,10 @@ sys.path.insert(0, str(ROOT))
 
 from nightrec.evaluation import offline, paired  # noqa: E402
 from nightrec.evaluation.offline import EvalData  # noqa: E402
+from nightrec.io.store import ObjectStore, open_store  # noqa: E402
+from nightrec.publish import snapshot  # noqa: E402
 from nightrec.scoring import baselines, inputs  # noqa: E402
 from nightrec.scoring.policies import Policy  # noqa: E402
-from nightrec.scoring.score import Scorer, ScoringConfig  # noqa: E402
 from nightrec.settings import Settings  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -57,25 +59,23 @@ def next_day_truth(s: Settings, published: date, nxt: date) -> EvalData:
     return offline.eval_data(s, users, items, seen_pairs, future)
 
 
-def published_lists(store: Path, published: date, data: EvalData, k: int) -> tuple[np.ndarray, dict]:
+def published_lists(store: ObjectStore, published: date, data: EvalData, k: int) -> tuple[np.ndarray, str]:
     """The snapshot night ``published`` made live, as item positions [users, k] (-1 where a list is short or
-    a user is missing), and its manifest's policy."""
-    manifests = sorted((store / "recs" / f"ds={published.isoformat()}").glob("run=*/manifest.json"))
-    if len(manifests) != 1:
-        raise SystemExit(
-            f"expected one published snapshot for {published} under {store}, found {len(manifests)}"
-        )
-    manifest = json.loads(manifests[0].read_text())
+    a user is missing), and its policy's name."""
+    keys = snapshot.list_manifests(store, snapshot.ds_prefix(published))
+    if len(keys) != 1:
+        raise SystemExit(f"expected one published snapshot for {published} in {store.url}, found {len(keys)}")
+    manifest = snapshot.load_manifest(store, keys[0])
     lists = np.full((len(data.users), k), -1, dtype=np.int64)
-    for part in manifest["parts"]:
-        t = pq.read_table(store / part["key"], columns=["user_id", "rank", "item_id"])
+    for part in manifest.parts:
+        t = pq.read_table(io.BytesIO(store.get_bytes(part.key)), columns=["user_id", "rank", "item_id"])
         t = t.filter(pc.less_equal(t["rank"], k))
         row = inputs.positions(t["user_id"], data.users.user_id)
         col = inputs.positions(t["item_id"], data.items.item_id)
         rank = t["rank"].to_numpy() - 1
         ok = row >= 0
         lists[row[ok], rank[ok]] = col[ok]
-    return lists, {"policy": manifest["policy"]["name"], "manifest": str(manifests[0])}
+    return lists, manifest.policy["name"]
 
 
 def measure(home: Path, published: date, nxt: date) -> dict:
@@ -83,13 +83,12 @@ def measure(home: Path, published: date, nxt: date) -> dict:
     t0 = time.perf_counter()
     data = next_day_truth(s, published, nxt)
     ks = s.promotion.k_eval
-    lists, info = published_lists(Path(s.store.removeprefix("file://")), published, data, max(ks))
+    lists, policy = published_lists(open_store(s.store), published, data, max(ks))
     live = offline.measure_lists(lists, data, ks)
-    cfg = ScoringConfig.from_settings(s.scoring, top_k=max(ks))
     out = {
         "published": published.isoformat(),
         "next": nxt.isoformat(),
-        "policy": info["policy"],
+        "policy": policy,
         "users": len(data.users),
         "relevant_pairs": len(data.rel_items),
         "users_missing": int((lists[:, 0] < 0).sum()),
@@ -98,12 +97,9 @@ def measure(home: Path, published: date, nxt: date) -> dict:
     }
     for w in s.promotion.popularity_windows:
         policy = Policy("popularity", {"window_days": w})
+        # Refit on what night ``published`` knew, scored like the gate scores its baselines.
         model = baselines.build(policy, s, published, published, data.users, data.items)
-        base = offline.measure_lists(
-            offline.score_lists(Scorer(model, None, data.items, cfg), data, s.scoring.user_chunk_size),
-            data,
-            ks,
-        )
+        base = offline.measure(s, published, data, model, None)
         c = paired.paired_bootstrap(live.per_user["ndcg_at_10"], base.per_user["ndcg_at_10"])
         out["baselines"][policy.name] = {
             "ndcg_at_10": round(base.metrics["ndcg_at_10"], 4),

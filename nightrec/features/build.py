@@ -115,8 +115,7 @@ class _Writer:
     def __init__(self, lake_root: str, ds: date, fp: str, force: bool) -> None:
         self.lake_root, self.ds, self.fp, self.force = lake_root, ds, fp, force
         self.rows: dict[str, int] = {}
-        self.written: list[str] = []
-        self.seconds: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}  # per table written, in the order written
 
     def done(self, table: Table) -> bool:
         """Whether ``table`` is complete for this run's fingerprint and will not be rewritten."""
@@ -130,7 +129,6 @@ class _Writer:
         start = time.perf_counter()
         values = {k: f() for k, f in meta.items()}
         self.rows[table.name] = write_table(make(), table, self.lake_root, self.ds, self.fp, **values)
-        self.written.append(table.name)
         self.seconds[table.name] = round(time.perf_counter() - start, 1)
 
 
@@ -245,7 +243,7 @@ def _build(night: _Night, raw_root: str | Path, fp: str) -> FeaturesBuilt:
         skipped=False,
         rows=out.rows,
         cutoffs=_cut_info(cut),
-        written=tuple(out.written),
+        written=tuple(out.seconds),
         duplicates_dropped=dups,
         seconds=out.seconds,
     )
