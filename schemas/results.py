@@ -81,6 +81,11 @@ class FeaturesBuilt(_Result):
         description="wall time of each table written; a frame several tables share (the cleaned events, "
         "the interactions) is computed by the first one that needs it and counted there",
     )
+    ranking_days: dict[str, int] = Field(
+        default_factory=dict,
+        description="the ranking examples' days: 'days' covered, 'built' tonight (the rest were kept from "
+        "earlier nights, features.ranking_days)",
+    )
 
 
 class ModelTrained(_Result):

@@ -290,7 +290,7 @@ RANKING_FIELDS = ("user_idx", "segment_idx", "item_idx", "category_idx", "price_
 
 RANKING_EXAMPLES = Table(
     "ranking_examples",
-    "Labelled examples for DeepFM: engaged (1), shown without engagement or sampled by popularity (0).",
+    "Labelled examples for DeepFM: engaged (1), shown without engagement or drawn from the same day's engaged items (0).",
     (
         _c("split", "string", "train or valid (temporal).", allowed=("train", "valid")),
         _c("label", "float", "1 engaged, 0 not.", min_value=0.0, max_value=1.0),

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from nightrec import faults
 from nightrec.features import events as ev
-from nightrec.features import examples, point_in_time, vocab
+from nightrec.features import examples, point_in_time, ranking_days, vocab
 from nightrec.io import lake, raw
 from nightrec.settings import FeatureSettings
 from schemas.results import FeaturesBuilt
@@ -29,6 +29,10 @@ from schemas.tables import (
     VOCAB,
     Table,
 )
+
+# Up to this many users, the ranking examples join them by broadcast (the examples read back from the kept
+# days are not partitioned by user, and shuffling 100M rows with their histories costs more than a broadcast).
+BROADCAST_USERS = 5_000_000
 
 OUTPUTS = (VOCAB, INTERACTIONS, USER_FEATURES, ITEM_FEATURES, RETRIEVAL_EXAMPLES, RANKING_EXAMPLES)
 
@@ -127,8 +131,9 @@ class _Writer:
             self.rows[table.name] = marker["rows"]
             return
         start = time.perf_counter()
+        df = make()  # may do eager work the marker's metadata reports (the ranking examples' kept days)
         values = {k: f() for k, f in meta.items()}
-        self.rows[table.name] = write_table(make(), table, self.lake_root, self.ds, self.fp, **values)
+        self.rows[table.name] = write_table(df, table, self.lake_root, self.ds, self.fp, **values)
         self.seconds[table.name] = round(time.perf_counter() - start, 1)
 
 
@@ -232,7 +237,7 @@ def _build(night: _Night, raw_root: str | Path, fp: str) -> FeaturesBuilt:
     roles = (("eval", cut.eval_start), ("serve", night.run_date))
     item_static = _item_features(night, inter, cat, maps, roles)
     user_static = _user_features(night, inter, cat, maps, roles, item_static)
-    _examples(night, inter, user_static, item_static, cut)
+    days = _examples(night, inter, user_static, item_static, cut)
     out, lake_root, run_date = night.out, night.lake_root, night.run_date
     dups = (lake.read_marker(lake.partition_path(lake_root, INTERACTIONS.name, run_date)) or {}).get(
         "duplicates_dropped"
@@ -246,6 +251,7 @@ def _build(night: _Night, raw_root: str | Path, fp: str) -> FeaturesBuilt:
         written=tuple(out.seconds),
         duplicates_dropped=dups,
         seconds=out.seconds,
+        ranking_days=days,
     )
 
 
@@ -370,18 +376,29 @@ def _user_features(
     )
 
 
-def _examples(night: _Night, inter: DataFrame, user_static: DataFrame, item_static: DataFrame, cut) -> None:
+def _examples(night: _Night, inter: DataFrame, user_static: DataFrame, item_static: DataFrame, cut) -> dict:
+    """Write both example tables; returns the ranking examples' days covered and built tonight."""
     cfg = night.cfg
     night.out.ensure(
         RETRIEVAL_EXAMPLES,
         lambda: examples.build_retrieval_examples(inter, user_static, item_static, cut, cfg.history_len),
     )
+    users = night.out.rows[USER_FEATURES.name] // 2  # one row per user and role
+    kept: list[ranking_days.DayRows] = []
+
+    def make_ranking() -> DataFrame:
+        days = ranking_days.load(
+            night.spark, night.lake_root, inter, cut, cfg, code_fingerprint(), force=night.out.force
+        )
+        kept.append(days)
+        return examples.finish_ranking_examples(
+            days.rows, user_static, item_static, cut, broadcast_users=users <= BROADCAST_USERS
+        )
+
     night.out.ensure(
-        RANKING_EXAMPLES,
-        lambda: examples.build_ranking_examples(
-            inter, user_static, item_static, cut, cfg.negatives_per_positive, cfg.seed, cfg.history_len
-        ),
+        RANKING_EXAMPLES, make_ranking, ranking_days=lambda: {"days": kept[0].days, "built": kept[0].built}
     )
+    return {"days": kept[0].days, "built": kept[0].built} if kept else {}  # empty: the table was complete
 
 
 def _cut_info(cut: ev.Cutoffs) -> dict[str, str]:

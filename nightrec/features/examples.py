@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from nightrec.features.events import Cutoffs, ts_of
-
-_SAMPLING_TABLE = 100_000
 
 
 def _split(cut: Cutoffs) -> F.Column:
@@ -82,59 +82,88 @@ def _history_before_day(engaged: DataFrame, days: DataFrame, history_len: int) -
     )
 
 
-def build_ranking_examples(
+RANKING_BASE_COLUMNS = ("user_id", "item_idx", "day", "label", "ts", "history")
+
+
+def ranking_base(
     interactions: DataFrame,
-    user_static: DataFrame,
-    item_static: DataFrame,
     cut: Cutoffs,
     negatives_per_positive: int,
     seed: int,
     history_len: int = 20,
+    days: list[date] | None = None,
 ) -> DataFrame:
-    """Labelled (user, item, day) pairs: engaged = 1, shown without engagement = 0, plus sampled negatives.
+    """The rows of the ranking examples that no later night changes: (user, item, day) pairs with their label,
+    time and the user's history as of the start of the day (``RANKING_BASE_COLUMNS``).
 
-    Negatives are drawn in proportion to popularity (a unigram table joined on a seeded hash slot), so the ranker
-    learns more than "popular vs not". ``item_static``: item_idx, category_idx, price_bucket, pop_bucket.
-    Each example carries the user's history as of the start of its day (only events before that day), which
-    is what the scorer sees for the days after its cutoff: the ranker derives its user-context inputs from it.
+    Labelled pairs: engaged = 1, shown without engagement = 0, plus ``negatives_per_positive`` sampled
+    negatives per positive, drawn from the same day's positives: an item is drawn in proportion to its
+    engagement that day (so the ranker learns more than "popular vs not"), and only from items the log had
+    reached by then. Every row of a day depends on the events before the end of that day alone, never on the
+    night's cutoffs or catalog statistics, so a day's rows can be kept across nights (``ranking_days``).
+    ``days``: build only these days (all days before the evaluation window when None).
     """
     window = interactions.where(F.col("ts") < F.lit(ts_of(cut.eval_start)))
     pairs = window.groupBy("user_id", "item_idx", F.to_date("ts").alias("day")).agg(
         F.max((F.col("weight") > 0).cast("float")).alias("label"), F.max("ts").alias("ts")
     )
-    positives = pairs.where(F.col("label") > 0)
+    engaged = window.where(F.col("weight") > 0)
+    if days is not None:
+        pairs = pairs.where(F.col("day").isin(list(days)))
+        # Only the users with rows on those days need their history: one user's events stay on one partition.
+        engaged = engaged.join(pairs.select("user_id").distinct(), "user_id", "left_semi")
     examples = pairs
-    pop = item_static.where(F.col("pop_bucket") > 0).select("item_idx", "pop_bucket")
-    # No item engaged in the popularity window before the cutoff (a sparse log): no table to sample from.
-    if negatives_per_positive > 0 and not pop.isEmpty():
-        total = F.sum(F.pow(F.lit(2.0), "pop_bucket")).over(Window.partitionBy())
-        # Each item gets slots in proportion to 2**pop_bucket: a unigram table of about _SAMPLING_TABLE slots.
-        table = (
-            pop.withColumn(
-                "n", F.greatest(F.lit(1), F.round(F.pow(F.lit(2.0), "pop_bucket") / total * _SAMPLING_TABLE))
-            )
-            .withColumn("slot", F.explode(F.sequence(F.lit(1), F.col("n").cast("int"))))
-            .withColumn("slot", (F.row_number().over(Window.orderBy("item_idx", "slot")) - 1).cast("long"))
-            .select("slot", F.col("item_idx").alias("neg_item"))
+    if negatives_per_positive > 0:
+        positives = pairs.where(F.col("label") > 0)
+        # Each day's positives numbered 0..n-1 (ordered, so the draw is reproducible): a negative draws a slot.
+        by_day = Window.partitionBy("day").orderBy("user_id", "item_idx")
+        slots = positives.select(
+            "day",
+            (F.row_number().over(by_day) - 1).cast("long").alias("slot"),
+            F.col("item_idx").alias("neg"),
         )
-        n_slots = table.count()
+        sizes = positives.groupBy("day").agg(F.count("*").alias("n"))
         sampled = (
             positives.withColumn("k", F.explode(F.sequence(F.lit(1), F.lit(negatives_per_positive))))
-            # A hash of the pair, not rand(): rand depends on partitioning and row order, which change when
-            # events outside the training window change, and the examples must not.
+            .join(F.broadcast(sizes), "day")
+            # A hash of the pair, not rand(): rand depends on partitioning and row order, and a day's rows must
+            # come out the same whichever night builds them.
             .withColumn(
-                "slot", F.pmod(F.xxhash64("user_id", "item_idx", "day", "k", F.lit(seed)), F.lit(n_slots))
+                "slot", F.pmod(F.xxhash64("user_id", "item_idx", "day", "k", F.lit(seed)), F.col("n"))
             )
-            .join(F.broadcast(table), "slot", "inner")
-            .select("user_id", F.col("neg_item").alias("item_idx"), "day", F.lit(0.0).alias("label"), "ts")
+            .join(slots, ["day", "slot"])
+            .select("user_id", F.col("neg").alias("item_idx"), "day", F.lit(0.0).alias("label"), "ts")
+            # A draw of one of the user's own pairs that day (engaged or shown) is no negative.
             .join(pairs.select("user_id", "item_idx", "day"), ["user_id", "item_idx", "day"], "left_anti")
         )
         examples = pairs.unionByName(sampled)
-    engaged = window.where(F.col("weight") > 0)
     history = _history_before_day(engaged, examples.select("user_id", "day").distinct(), history_len)
+    return examples.join(history, ["user_id", "day"], "left").select(
+        "user_id",
+        "item_idx",
+        "day",
+        "label",
+        "ts",
+        F.coalesce("history", F.array().cast("array<int>")).alias("history"),
+    )
+
+
+def finish_ranking_examples(
+    base: DataFrame,
+    user_static: DataFrame,
+    item_static: DataFrame,
+    cut: Cutoffs,
+    broadcast_users: bool = False,
+) -> DataFrame:
+    """The night's ranking examples from their base rows: the split and tonight's user and item attributes.
+
+    ``user_static``: user_id, user_idx, segment_idx; ``item_static``: item_idx, category_idx, price_bucket,
+    pop_bucket (as of the evaluation cutoff). ``broadcast_users``: join the users without a shuffle (the base
+    read back from the lake is not partitioned by user; a few million users broadcast cheaply).
+    """
+    users = F.broadcast(user_static) if broadcast_users else user_static
     return (
-        examples.join(history, ["user_id", "day"], "left")
-        .join(user_static, "user_id", "left")
+        base.join(users, "user_id", "left")
         .join(F.broadcast(item_static), "item_idx", "left")
         .select(
             _split(cut).alias("split"),
@@ -145,7 +174,26 @@ def build_ranking_examples(
             F.coalesce("category_idx", F.lit(0)).alias("category_idx"),
             F.coalesce("price_bucket", F.lit(0)).alias("price_bucket"),
             F.coalesce("pop_bucket", F.lit(0)).alias("pop_bucket"),
-            F.coalesce("history", F.array().cast("array<int>")).alias("history"),
+            "history",
             "ts",
         )
     )
+
+
+def build_ranking_examples(
+    interactions: DataFrame,
+    user_static: DataFrame,
+    item_static: DataFrame,
+    cut: Cutoffs,
+    negatives_per_positive: int,
+    seed: int,
+    history_len: int = 20,
+) -> DataFrame:
+    """Labelled (user, item, day) examples of every day before the evaluation window, in one pass.
+
+    The base rows (``ranking_base``) with the night's split and attributes (``finish_ranking_examples``).
+    Each example carries the user's history as of the start of its day (only events before that day), which
+    is what the scorer sees for the days after its cutoff: the ranker derives its user-context inputs from it.
+    """
+    base = ranking_base(interactions, cut, negatives_per_positive, seed, history_len)
+    return finish_ranking_examples(base, user_static, item_static, cut)
