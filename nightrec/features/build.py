@@ -395,10 +395,11 @@ def _examples(night: _Night, inter: DataFrame, user_static: DataFrame, item_stat
             days.rows, user_static, item_static, cut, broadcast_users=users <= BROADCAST_USERS
         )
 
-    night.out.ensure(
-        RANKING_EXAMPLES, make_ranking, ranking_days=lambda: {"days": kept[0].days, "built": kept[0].built}
-    )
-    return {"days": kept[0].days, "built": kept[0].built} if kept else {}  # empty: the table was complete
+    def counts() -> dict[str, int]:  # empty: the table was complete, nothing was loaded
+        return {"days": kept[0].days, "built": kept[0].built} if kept else {}
+
+    night.out.ensure(RANKING_EXAMPLES, make_ranking, ranking_days=counts)
+    return counts()
 
 
 def _cut_info(cut: ev.Cutoffs) -> dict[str, str]:

@@ -82,9 +82,6 @@ def _history_before_day(engaged: DataFrame, days: DataFrame, history_len: int) -
     )
 
 
-RANKING_BASE_COLUMNS = ("user_id", "item_idx", "day", "label", "ts", "history")
-
-
 def ranking_base(
     interactions: DataFrame,
     cut: Cutoffs,
@@ -94,7 +91,7 @@ def ranking_base(
     days: list[date] | None = None,
 ) -> DataFrame:
     """The rows of the ranking examples that no later night changes: (user, item, day) pairs with their label,
-    time and the user's history as of the start of the day (``RANKING_BASE_COLUMNS``).
+    time and the user's history as of the start of the day (``ranking_days.SCHEMA``).
 
     Labelled pairs: engaged = 1, shown without engagement = 0, plus ``negatives_per_positive`` sampled
     negatives per positive, drawn from the same day's positives: an item is drawn in proportion to its
@@ -178,22 +175,3 @@ def finish_ranking_examples(
             "ts",
         )
     )
-
-
-def build_ranking_examples(
-    interactions: DataFrame,
-    user_static: DataFrame,
-    item_static: DataFrame,
-    cut: Cutoffs,
-    negatives_per_positive: int,
-    seed: int,
-    history_len: int = 20,
-) -> DataFrame:
-    """Labelled (user, item, day) examples of every day before the evaluation window, in one pass.
-
-    The base rows (``ranking_base``) with the night's split and attributes (``finish_ranking_examples``).
-    Each example carries the user's history as of the start of its day (only events before that day), which
-    is what the scorer sees for the days after its cutoff: the ranker derives its user-context inputs from it.
-    """
-    base = ranking_base(interactions, cut, negatives_per_positive, seed, history_len)
-    return finish_ranking_examples(base, user_static, item_static, cut)

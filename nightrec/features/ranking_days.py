@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -109,7 +108,7 @@ def load(
     _prune(lake_root, keys)
     paths = [str(day_path(lake_root, d, k)) for d, k in sorted(keys.items())]
     rows = spark.read.schema(SCHEMA).parquet(*paths) if paths else spark.createDataFrame([], SCHEMA)
-    return DayRows(rows.select(*examples.RANKING_BASE_COLUMNS), len(keys), len(missing))
+    return DayRows(rows, len(keys), len(missing))
 
 
 def _build(
@@ -125,32 +124,11 @@ def _build(
     rows = rows.select(*[F.col(f.name).cast(f.dataType) for f in SCHEMA.fields])
     rows.withColumn("_day", F.col("day")).write.mode("overwrite").partitionBy("_day").parquet(str(staging))
     for d, key in keys.items():
+        # Every day of ``keys`` has events, and every event makes a pair: no day's folder is missing.
         part, final = staging / f"_day={d.isoformat()}", day_path(lake_root, d, key)
-        part.mkdir(
-            parents=True, exist_ok=True
-        )  # a day whose every row was dropped still gets its (empty) folder
-        if not any(part.glob("*.parquet")):
-            _empty_part(part)
         lake.commit_staging(part, final)
         lake.write_marker(final, key, day=d.isoformat(), built_by=cut.run_date.isoformat())
     shutil.rmtree(staging, ignore_errors=True)
-
-
-def _empty_part(folder: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = pa.schema(
-        [
-            ("user_id", pa.string()),
-            ("item_idx", pa.int32()),
-            ("day", pa.date32()),
-            ("label", pa.float32()),
-            ("ts", pa.timestamp("us", tz="UTC")),
-            ("history", pa.list_(pa.int32())),
-        ]
-    )
-    pq.write_table(schema.empty_table(), folder / f"part-empty-{uuid.uuid4().hex[:8]}.parquet")
 
 
 def _prune(lake_root: str, keys: dict[date, str]) -> None:
