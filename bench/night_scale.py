@@ -272,6 +272,17 @@ def _measured(night: dict, tier: dict) -> str:
     return f" (measured {night.get('measured', tier['measured'])} on `{night.get('commit', tier['commit'])}`)"
 
 
+def growth_exponent(sizes: list[float], seconds: list[float | None]) -> float | None:
+    """The least-squares slope of log(seconds) on log(sizes): time grows as size to this power (None where a
+    tier has no time)."""
+    if any(not s for s in seconds) or len(sizes) < 2:
+        return None
+    x = [math.log(v) for v in sizes]
+    y = [math.log(v) for v in seconds]
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    return sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / sum((a - mx) ** 2 for a in x)
+
+
 def write_table() -> str:
     """The Markdown of every tier saved so far, with growth exponents between consecutive tiers."""
     saved = {t: json.loads(p.read_text()) for t in TIERS if (p := RESULTS / f"night_scale_{t}.json").exists()}
@@ -281,8 +292,9 @@ def write_table() -> str:
         "Raw data to a published snapshot with `nightrec run --data`, one process (local Spark, MLflow on "
         "SQLite, a local object store); night 2 is the same home on the same data plus one more day (the "
         "generator's own next day: the same users, catalog and tastes). Peak "
-        "memory is the resident memory of the whole process tree, the Spark JVM included. The exponent is "
-        "log(time ratio) / log(events ratio) against the tier before (1 = linear in events).",
+        "memory is the resident memory of the whole process tree, the Spark JVM included. A pairwise exponent "
+        "is log(time ratio) / log(events ratio) against the tier before (1 = linear in events); the fitted one "
+        "is the least-squares slope of log(time) on log(events) across every tier measured.",
         "",
     ]
     for t, s in saved.items():
@@ -324,6 +336,7 @@ def write_table() -> str:
     for t in tiers:
         head += [f"{t} s", f"{t} peak GiB", f"{t} rows in"]
     head += [f"exp {a}→{b}" for a, b in zip(tiers, tiers[1:], strict=False)]
+    head += [f"exp fit {tiers[0]}–{tiers[-1]}"] if len(tiers) > 2 else []
     head += [f"{t} night 2 s" for t in tiers]
     lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for stage in [*STAGES, "whole night"]:
@@ -345,6 +358,9 @@ def write_table() -> str:
         ):
             ea, eb = saved[a]["data"]["events"], saved[b]["data"]["events"]
             row.append(f"{math.log(sb / sa) / math.log(eb / ea):.2f}" if sa and sb else "")
+        if len(tiers) > 2:
+            fit = growth_exponent([saved[t]["data"]["events"] for t in tiers], secs)
+            row.append(f"{fit:.2f}" if fit is not None else "")
         for t in tiers:
             n2 = saved[t].get("night2") or {"stages": {}}
             st = n2["stages"].get(stage, {}) if stage != "whole night" else n2

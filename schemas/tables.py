@@ -290,7 +290,9 @@ RANKING_FIELDS = ("user_idx", "segment_idx", "item_idx", "category_idx", "price_
 
 RANKING_EXAMPLES = Table(
     "ranking_examples",
-    "Labelled examples for DeepFM: engaged (1), shown without engagement or drawn from the same day's engaged items (0).",
+    "Labelled (user, item, day) pairs: engaged (1), shown without engagement (0), and with "
+    "features.negatives_per_positive > 0 items drawn from the same day's engaged items (0). DeepFM reads the "
+    "positives.",
     (
         _c("split", "string", "train or valid (temporal).", allowed=("train", "valid")),
         _c("label", "float", "1 engaged, 0 not.", min_value=0.0, max_value=1.0),

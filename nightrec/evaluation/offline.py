@@ -52,13 +52,16 @@ def eval_data(
     t_rows = np.repeat(np.arange(len(users)), np.diff(truth.indptr))
     codes = t_rows.astype(np.int64) * len(items) + truth.indices
     s_rows = np.repeat(np.arange(len(users)), np.diff(seen_all.indptr))
-    fresh = ~np.isin(codes, s_rows.astype(np.int64) * len(items) + seen_all.indices)
+    # The seen index's codes come sorted (rows ascending, items ascending within a row).
+    fresh = ~metrics.isin_sorted(codes, s_rows.astype(np.int64) * len(items) + seen_all.indices)
     n_rel = np.bincount(t_rows[fresh], minlength=len(users))
     keep = np.flatnonzero(n_rel > 0)
     cap = settings.promotion.max_eval_users
     if cap is not None and len(keep) > cap:
         keep = np.sort(np.random.default_rng(settings.promotion.eval_seed).choice(keep, cap, replace=False))
-        fresh &= np.isin(t_rows, keep)
+        sampled = np.zeros(len(users), dtype=bool)
+        sampled[keep] = True
+        fresh &= sampled[t_rows]
     remap = np.full(len(users), -1)
     remap[keep] = np.arange(len(keep))
     sub_users = users.take(keep)
@@ -66,12 +69,19 @@ def eval_data(
     return EvalData(sub_users, items, seen_sub, remap[t_rows[fresh]], truth.indices[fresh], n_rel[keep])
 
 
-def score_lists(scorer: Scorer, data: EvalData, chunk: int) -> np.ndarray:
-    out = []
+def score_lists(
+    scorer: Scorer, data: EvalData, chunk: int, rerank_weights: list[float | None] = (None,)
+) -> list[np.ndarray]:
+    """The evaluation users' lists, one array per re-rank weight (``Scorer.score_each``)."""
+    out: list[list[np.ndarray]] = [[] for _ in rerank_weights]
     for start in range(0, len(data.users), chunk):
         part = data.users.take(slice(start, start + chunk))
-        out.append(scorer.score(part, data.seen, start).items)
-    return np.concatenate(out) if out else np.zeros((0, scorer.cfg.top_k), dtype=np.int64)
+        for lists, result in zip(
+            out, scorer.score_each(part, data.seen, start, list(rerank_weights)), strict=True
+        ):
+            lists.append(result.items)
+    empty = np.zeros((0, scorer.cfg.top_k), dtype=np.int64)
+    return [np.concatenate(lists) if lists else empty for lists in out]
 
 
 TUNE_USERS = 20_000  # validation users EASE's grid is tuned on (a seeded sample where there are more)
@@ -115,7 +125,7 @@ def tune_ease(
     sr, sc = pairs(before)
     tr, tc = pairs(baselines.engaged_pairs(window))
     n = len(items)
-    fresh = ~np.isin(tr.astype(np.int64) * n + tc, sr.astype(np.int64) * n + sc)
+    fresh = ~metrics.isin_sorted(tr.astype(np.int64) * n + tc, np.sort(sr.astype(np.int64) * n + sc))
     tr, tc = tr[fresh], tc[fresh]
     n_rel = np.bincount(tr, minlength=len(users))
     evaluated = np.flatnonzero(n_rel > 0)
@@ -176,11 +186,22 @@ def measure_lists(lists: np.ndarray, data: EvalData, ks: list[int]) -> Measured:
 def measure(settings: Settings, ds: date, data: EvalData, retrieval, ranking) -> Measured:
     """The held-out metrics of the lists the production scorer makes with ``retrieval`` (a two-tower model or a
     baseline) and ``ranking`` (or None), for the evaluation users as of the holdout start."""
+    return measure_each(settings, data, retrieval, ranking, [None])[0]
+
+
+def measure_each(
+    settings: Settings, data: EvalData, retrieval, ranking, rerank_weights: list[float | None]
+) -> list[Measured]:
+    """:func:`measure` once per re-rank weight (None = the scorer's own, 0 = the retrieval order alone), from
+    one retrieval pass over the catalog."""
     ks = settings.promotion.k_eval
     sc = settings.scoring
     cfg = ScoringConfig.from_settings(sc, top_k=max(ks))
     scorer = Scorer(retrieval, ranking, data.items, cfg)
-    return measure_lists(score_lists(scorer, data, sc.user_chunk_size), data, ks)
+    return [
+        measure_lists(lists, data, ks)
+        for lists in score_lists(scorer, data, sc.user_chunk_size, rerank_weights)
+    ]
 
 
 def evaluate_models(settings: Settings, ds: date, data: EvalData, retrieval, ranking) -> dict[str, float]:

@@ -167,11 +167,11 @@ def measure_candidates(
             _load(settings, ds, RETRIEVAL, challenger.params["retrieval"]),
             _load(settings, ds, RANKING, challenger.params["ranking"]),
         )
-        measured[CHALLENGER] = offline.measure(settings, ds, data, *models)
+        # The same candidates with and without the ranker: what re-ranking adds, at one retrieval pass.
+        measured[CHALLENGER], measured["challenger_retrieval_only"] = offline.measure_each(
+            settings, data, *models, [None, 0.0]
+        )
         candidates[CHALLENGER] = challenger
-        no_rerank = settings.model_copy(deep=True)
-        no_rerank.scoring.rerank_weight = 0.0
-        measured["challenger_retrieval_only"] = offline.measure(no_rerank, ds, data, models[0], None)
     p = settings.promotion
     for w in p.popularity_windows:
         policy = Policy("popularity", {"window_days": int(w)})

@@ -75,7 +75,8 @@ class IvfTopN:
         seen_rows, cols = seen_rows[keep], cols[keep]
         extra = int(np.bincount(seen_rows, minlength=b).max()) if len(seen_rows) else 0
         k = min(self.n_ok, n + extra)
-        dist, idx = self.index.search(np.ascontiguousarray(users.float().numpy()), k)
+        dense = users.to_dense() if users.layout == torch.sparse_csr else users  # EASE's rows come sparse
+        dist, idx = self.index.search(np.ascontiguousarray(dense.float().numpy()), k)
         # Drop seen items (and FAISS's -1 padding), then keep each row's first n survivors in score order.
         width = max(self.n_ok, 1)
         seen_codes = seen_rows.astype(np.int64) * width + cols

@@ -34,8 +34,14 @@ class Baseline:
         raise NotImplementedError
 
     def user_vectors(self, users: UserTable) -> torch.Tensor:
-        """float32 [B, D] for a chunk of the user table."""
+        """float32 [B, D] for a chunk of the user table (dense, or sparse CSR)."""
         raise NotImplementedError
+
+    def shared_scores(self) -> np.ndarray | None:
+        """float32 [N]: where every user's scores are the same item scores (popularity), those; else None.
+        The scorer then walks that one order past each user's seen items instead of multiplying out users x
+        items (``retrieve.RankedTopN``)."""
+        return None
 
 
 class PopularityBaseline(Baseline):
@@ -47,6 +53,7 @@ class PopularityBaseline(Baseline):
         order = np.lexsort((items.item_id, -engagement))
         rank_score = np.empty(len(items), dtype=np.float32)
         rank_score[order] = np.arange(len(items), 0, -1, dtype=np.float32)
+        self._scores = rank_score
         self._items = torch.from_numpy(rank_score)[:, None]
 
     def item_vectors(self) -> torch.Tensor:
@@ -54,6 +61,9 @@ class PopularityBaseline(Baseline):
 
     def user_vectors(self, users: UserTable) -> torch.Tensor:
         return torch.ones((len(users), 1))
+
+    def shared_scores(self) -> np.ndarray:
+        return self._scores
 
 
 class EaseBaseline(Baseline):
@@ -90,9 +100,10 @@ class EaseBaseline(Baseline):
         return torch.cat([self.weights.T, self.prior[:, None]], dim=1)
 
     def user_vectors(self, users: UserTable) -> torch.Tensor:
+        """Sparse CSR rows: each user's engaged items (1), and the prior's column (1) where there is one."""
         n_items = self.weights.shape[0]
         rows = inputs.positions(users.user_id, self.user_ids)
-        x = torch.zeros((len(users), n_items))
+        r = c = np.zeros(0, dtype=np.int64)
         known = np.flatnonzero(rows >= 0)
         if len(known):
             lo, hi = self.engaged.indptr[rows[known]], self.engaged.indptr[rows[known] + 1]
@@ -102,10 +113,12 @@ class EaseBaseline(Baseline):
             if self.subset is not None:
                 c = self._column[c]
                 r, c = r[c >= 0], c[c >= 0]
-            x[torch.from_numpy(r), torch.from_numpy(c)] = 1.0
+        width = n_items
         if self.prior is not None:
-            x = torch.cat([x, torch.ones((len(users), 1))], dim=1)
-        return x
+            r = np.concatenate([r, np.arange(len(users))])
+            c = np.concatenate([c, np.full(len(users), n_items)])
+            width += 1
+        return ease.binary_rows(r, c, len(users), width)
 
 
 def window_engagement(pairs: pa.Table, items: ItemTable) -> np.ndarray:

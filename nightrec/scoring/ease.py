@@ -15,6 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from nightrec.scoring.retrieve import csr
+
 # Steck's value for the large public data sets. Small, sparse logs want far more shrinkage (toward popularity),
 # so the promotion gate chooses L2 from DEFAULT_L2_GRID on the validation window each night.
 DEFAULT_L2 = 500.0
@@ -79,17 +81,31 @@ def column_of(columns: np.ndarray, n_items: int) -> np.ndarray:
 
 
 def weights_from_gram(g: torch.Tensor, l2: float) -> torch.Tensor:
-    """EASE weights for one ridge penalty from a :func:`gram` matrix (which is left unchanged)."""
-    p = torch.linalg.inv(g + l2 * torch.eye(g.shape[0], dtype=torch.float64))
+    """EASE weights for one ridge penalty from a :func:`gram` matrix (which is left unchanged).
+
+    ``G + lambda I`` is symmetric positive definite for ``lambda > 0``, so the inverse goes through its
+    Cholesky factor: half the work of a general (LU) inverse, 1.8 s against 3.3 s at 5,000 items on 2 cores,
+    and the promotion gate inverts once per L2 it tries.
+    """
+    a = g + l2 * torch.eye(g.shape[0], dtype=torch.float64)
+    factor, info = torch.linalg.cholesky_ex(a)
+    p = torch.cholesky_inverse(factor) if int(info) == 0 else torch.linalg.inv(a)
     b = -p / torch.diagonal(p)[None, :]
     b.fill_diagonal_(0.0)
     return b.float()
 
 
-def _binary(rows: np.ndarray, cols: np.ndarray, n_users: int, n_items: int) -> torch.Tensor:
-    x = torch.zeros((n_users, n_items), dtype=torch.float32)
-    x[torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)] = 1.0
-    return x
+def binary_rows(rows: np.ndarray, cols: np.ndarray, n_users: int, n_items: int) -> torch.Tensor:
+    """The binary user-item matrix of (row, column) pairs as a float32 sparse CSR tensor (duplicates count once).
+
+    Sparse because a user engages with a few dozen of thousands of items: the product with the weights costs
+    their pairs times the items, half the time of the dense product at 1.6% density (bench at 5,000 items).
+    """
+    codes = np.unique(np.asarray(rows, dtype=np.int64) * n_items + np.asarray(cols, dtype=np.int64))
+    r = codes // n_items
+    crow = np.searchsorted(r, np.arange(n_users + 1))
+    values = torch.ones(len(codes), dtype=torch.float32)
+    return csr(torch.from_numpy(crow), torch.from_numpy(codes % n_items), values, (n_users, n_items))
 
 
 def recommend(
@@ -144,9 +160,8 @@ def recommend_each(
     for i, lo in enumerate(range(0, n_users, chunk)):
         hi = min(lo + chunk, n_users)
         r, c = rows[bounds[i] : bounds[i + 1]] - lo, cols[bounds[i] : bounds[i + 1]]
-        x = _binary(r, c, hi - lo, n_items)
-        product = x @ weights
-        product[x > 0] = -torch.inf
+        product = torch.mm(binary_rows(r, c, hi - lo, n_items), weights)
+        product[torch.from_numpy(r), torch.from_numpy(c)] = -torch.inf
         for mask, out in zip(masks, outs, strict=True):
             top_scores, top = torch.topk(product + mask, kk, dim=1)
             out[lo:hi, :kk] = np.where(torch.isfinite(top_scores).numpy(), top.numpy(), -1)

@@ -15,7 +15,7 @@ from nightrec.models import ranker_inputs
 from nightrec.scoring import ease
 from nightrec.scoring.baselines import Baseline
 from nightrec.scoring.inputs import ItemTable, SeenIndex, UserTable
-from nightrec.scoring.retrieve import ExactTopN, MatmulDtype
+from nightrec.scoring.retrieve import ExactTopN, MatmulDtype, RankedTopN
 from nightrec.scoring.rules import Rules, popular_order
 
 DEFAULT_RERANK_WEIGHT = 0.5  # for a ranker trained before blend weights were chosen on validation
@@ -85,7 +85,10 @@ class Scorer:
             retrieval, "subset", None
         )  # a baseline over some items only (EASE on a large catalog)
         searched = ok if subset is None else ok[subset]
-        if cfg.index == "ivf":
+        shared = retrieval.shared_scores() if self.baseline else None
+        if shared is not None:
+            self.index = RankedTopN(shared, searched)  # one order for everyone: exact whatever cfg.index says
+        elif cfg.index == "ivf":
             from nightrec.scoring.ann import IvfTopN  # faiss is optional
 
             self.index = IvfTopN(self.item_vecs, searched, cfg.ivf_lists, cfg.ivf_probe)
@@ -117,26 +120,43 @@ class Scorer:
 
     def score(self, users: UserTable, seen: SeenIndex, start: int) -> ChunkResult:
         """Score users ``start .. start+len(users)-1`` of the table the seen index was built for."""
+        return self.score_each(users, seen, start, [self.rerank_weight])[0]
+
+    def score_each(
+        self, users: UserTable, seen: SeenIndex, start: int, rerank_weights: list[float | None]
+    ) -> list[ChunkResult]:
+        """:meth:`score` once per re-rank weight (None = the scorer's own, 0 = the retrieval order alone), from
+        one candidate search: the offline gate measures the learned pair with and without its ranker."""
         b, k = len(users), self.cfg.top_k
         cold = users.n_events == 0
-        items_out = np.full((b, k), -1, dtype=np.int64)
-        scores_out = np.zeros((b, k), dtype=np.float32)
+        weights = [self.rerank_weight if w is None else w for w in rerank_weights]
+        items_out = [np.full((b, k), -1, dtype=np.int64) for _ in weights]
+        scores_out = [np.zeros((b, k), dtype=np.float32) for _ in weights]
         rows, cols = seen.rows(start, start + b)
         warm = np.flatnonzero(~cold)
         if len(warm):
-            it, sc = self._score_warm(users.take(warm), rows, cols, warm)
-            items_out[warm], scores_out[warm] = it, sc
+            for out_i, out_s, (it, sc) in zip(
+                items_out,
+                scores_out,
+                self._score_warm(users.take(warm), rows, cols, warm, weights),
+                strict=True,
+            ):
+                out_i[warm], out_s[warm] = it, sc
         for segment in np.unique(users.segment_idx[cold]):
             members = cold & (users.segment_idx == segment)
-            items_out[members], scores_out[members] = self._fallback(int(segment))
+            fallback = self._fallback(int(segment))
+            for out_i, out_s in zip(items_out, scores_out, strict=True):
+                out_i[members], out_s[members] = fallback
         # "Cold" means no engagement, not nothing seen: a user whose every rating was low has seen items, and
         # the fallback list must leave them out as the model path does.
         for u in np.unique(rows[cold[rows]]) if len(rows) else ():
             lo, hi = np.searchsorted(rows, [u, u + 1])  # CSR rows come sorted
             seen_u = cols[lo:hi]
-            if np.isin(items_out[u], seen_u).any():
-                items_out[u], scores_out[u] = self._fallback(int(users.segment_idx[u]), seen_u)
-        return ChunkResult(items_out, scores_out, cold)
+            if np.isin(items_out[0][u], seen_u).any():
+                fallback = self._fallback(int(users.segment_idx[u]), seen_u)
+                for out_i, out_s in zip(items_out, scores_out, strict=True):
+                    out_i[u], out_s[u] = fallback
+        return [ChunkResult(i, s, cold) for i, s in zip(items_out, scores_out, strict=True)]
 
     def _fallback(self, segment: int, seen: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         top = self.rules.segment_popular.get(segment, self.popular)
@@ -152,7 +172,9 @@ class Scorer:
         return it, sc
 
     @torch.inference_mode()
-    def _score_warm(self, users: UserTable, rows: np.ndarray, cols: np.ndarray, warm: np.ndarray):
+    def _score_warm(
+        self, users: UserTable, rows: np.ndarray, cols: np.ndarray, warm: np.ndarray, weights: list[float]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         if self.baseline:
             u = self.retrieval.user_vectors(users).float()
         else:
@@ -168,9 +190,14 @@ class Scorer:
         r = remap[rows[keep]]
         ok = r >= 0
         cand_scores, cand = self.index.search(u, self.cfg.n_candidates, r[ok], cols[keep][ok])
-        n_cand = cand.shape[1]
         cand = cand.clamp(min=0)  # -1 (no item) only where the score is -inf, which drops out below
-        final = self._blend(users, cand, cand_scores)
+        return [self._top(cand, cand_scores, self._blend(users, cand, cand_scores, w)) for w in weights]
+
+    def _top(
+        self, cand: torch.Tensor, cand_scores: torch.Tensor, final: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The top-K of the candidates by their final scores, after boosts and the category cap."""
+        n_cand = cand.shape[1]
         if self.boost is not None:
             final = ranker_inputs.zscore(final, cand_scores) + self.boost[cand]
         final = final.masked_fill(~torch.isfinite(cand_scores), float("-inf"))
@@ -180,13 +207,14 @@ class Scorer:
         top_scores, top_pos = torch.topk(final, k, dim=1)
         items = torch.gather(cand, 1, top_pos).numpy()
         items = np.where(np.isfinite(top_scores.numpy()), items, -1)
-        out_items = np.full((len(users), self.cfg.top_k), -1, dtype=np.int64)
-        out_scores = np.zeros((len(users), self.cfg.top_k), dtype=np.float32)
+        out_items = np.full((len(cand), self.cfg.top_k), -1, dtype=np.int64)
+        out_scores = np.zeros((len(cand), self.cfg.top_k), dtype=np.float32)
         out_items[:, :k], out_scores[:, :k] = items, np.nan_to_num(top_scores.numpy(), neginf=0.0)
         return out_items, out_scores
 
-    def _blend(self, users: UserTable, cand: torch.Tensor, cand_scores: torch.Tensor) -> torch.Tensor:
-        w = self.rerank_weight
+    def _blend(
+        self, users: UserTable, cand: torch.Tensor, cand_scores: torch.Tensor, w: float
+    ) -> torch.Tensor:
         if self.ranking is None or w == 0.0:
             return cand_scores
         b, c = cand.shape

@@ -44,7 +44,8 @@ while spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() < 3:
     assert time.monotonic() < deadline, "executors did not register"
     time.sleep(0.5)
 summary = build.build_features(spark, raw, lake_root, date.fromisoformat(ds),
-                               FeatureSettings(holdout_days={holdout}, valid_days={valid}))
+                               FeatureSettings(holdout_days={holdout}, valid_days={valid},
+                                               negatives_per_positive={neg}))
 print("WRITTEN", ",".join(summary.written))
 spark.stop()
 """
@@ -79,7 +80,9 @@ def cluster_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
 
 
 def _build_on(master: str, raw, lake_root: str, env: dict, work: Path) -> None:
-    code = textwrap.dedent(_CLUSTER_RUN.format(holdout=CFG.holdout_days, valid=CFG.valid_days))
+    code = textwrap.dedent(
+        _CLUSTER_RUN.format(holdout=CFG.holdout_days, valid=CFG.valid_days, neg=CFG.negatives_per_positive)
+    )
     proc = subprocess.run(
         [sys.executable, "-c", code, str(raw), lake_root, RUN_DATE.isoformat(), str(work), master],
         env=env,

@@ -42,7 +42,8 @@ settings = Settings(home=Path(home), spark=SparkSettings(remote=url))
 report = validate_raw(spark, raw, settings, date.fromisoformat(ds))
 print("RAW GATE", json.dumps({{r.suite: r.success for r in report.results}}))
 summary = build.build_features(spark, raw, lake_root, date.fromisoformat(ds),
-                               FeatureSettings(holdout_days={holdout}, valid_days={valid}))
+                               FeatureSettings(holdout_days={holdout}, valid_days={valid},
+                                               negatives_per_positive={neg}))
 print("WRITTEN", ",".join(summary.written))
 """
 
@@ -62,7 +63,9 @@ def test_raw_gate_and_features_through_spark_connect_equal_local_mode(
     tmp_path,
 ):
     lake_root = str(tmp_path / "lake")
-    code = textwrap.dedent(_CLIENT.format(holdout=CFG.holdout_days, valid=CFG.valid_days))
+    code = textwrap.dedent(
+        _CLIENT.format(holdout=CFG.holdout_days, valid=CFG.valid_days, neg=CFG.negatives_per_positive)
+    )
     proc = subprocess.run(
         [
             sys.executable,

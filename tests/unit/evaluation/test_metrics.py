@@ -38,3 +38,11 @@ def test_recall_at_k_caps_the_denominator_at_k():
 
 def test_coverage_counts_distinct_items():
     assert metrics.coverage(np.array([[0, 1], [1, -1]]), n_items=4) == pytest.approx(0.5)
+
+
+def test_isin_sorted_equals_numpy_isin_including_values_outside_the_set():
+    rng = np.random.default_rng(5)
+    pool = np.sort(np.unique(rng.integers(0, 10_000, 3_000)))
+    values = np.concatenate([rng.integers(-5, 10_010, 5_000), pool[:3], [pool[-1], pool[-1] + 1]])
+    np.testing.assert_array_equal(metrics.isin_sorted(values, pool), np.isin(values, pool))
+    assert not metrics.isin_sorted(values, pool[:0]).any()

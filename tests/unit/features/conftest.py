@@ -15,7 +15,8 @@ from schemas.results import FeaturesBuilt
 
 # Two days before the end of the tiny data, so there are real events on and after the run date to edit.
 RUN_DATE = date(2026, 11, 20)
-CFG = FeatureSettings(holdout_days=5, valid_days=5)
+# Drawn negatives on (they are off by default) so their rules stay tested with every other feature rule.
+CFG = FeatureSettings(holdout_days=5, valid_days=5, negatives_per_positive=2)
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,8 @@ from nightrec.io.spark import get_spark
 from nightrec.settings import FeatureSettings, SparkSettings
 spark = get_spark(SparkSettings(master="local[2]", driver_memory="1g", shuffle_partitions=2))
 build.build_features(spark, sys.argv[1], sys.argv[2], date.fromisoformat(sys.argv[3]),
-                     FeatureSettings(holdout_days={holdout}, valid_days={valid}))
+                     FeatureSettings(holdout_days={holdout}, valid_days={valid},
+                     negatives_per_positive={neg}))
 """
 
 
@@ -97,7 +98,9 @@ def test_sigkill_mid_write_then_rerun_equals_a_clean_run(spark, tiny_raw, clean_
         lake.FAULT_ENV: "features.during_write:kill:item_features",
         "SPARK_LOCAL_IP": "127.0.0.1",
     }
-    code = textwrap.dedent(_KILLED_RUN.format(holdout=CFG.holdout_days, valid=CFG.valid_days))
+    code = textwrap.dedent(
+        _KILLED_RUN.format(holdout=CFG.holdout_days, valid=CFG.valid_days, neg=CFG.negatives_per_positive)
+    )
     proc = subprocess.run(
         [sys.executable, "-c", code, str(tiny_raw), lake_root, RUN_DATE.isoformat()],
         env=env,

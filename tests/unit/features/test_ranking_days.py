@@ -124,3 +124,27 @@ def test_negatives_are_items_engaged_that_day_and_never_the_users_own(clean_buil
     # A draw of an item the user engaged that day was dropped: no pair is both a positive and a negative.
     keys = {(u, d, i) for u, d, i in zip(pos["user_id"], pos["day"], pos["item_idx"], strict=True)}
     assert not any(k in keys for k in zip(neg["user_id"], neg["day"], neg["item_idx"], strict=True))
+
+
+def test_by_default_no_negatives_are_drawn_and_every_row_is_one_of_the_users_own_pairs(spark, clean_build):
+    from nightrec.features import examples
+    from nightrec.settings import FeatureSettings
+
+    default = FeatureSettings()
+    assert default.negatives_per_positive == 0
+    interactions = spark.read.parquet(
+        str(Path(clean_build.lake) / "interactions" / f"ds={RUN_DATE.isoformat()}")
+    )
+    rows = examples.ranking_base(
+        interactions, clean_build.cut, default.negatives_per_positive, default.seed, default.history_len
+    ).toPandas()
+    drawn = examples.ranking_base(
+        interactions, clean_build.cut, 2, default.seed, default.history_len
+    ).toPandas()
+    inter = interactions.select("user_id", "item_idx", "ts").toPandas()
+    shown = set(zip(inter["user_id"], inter["ts"].dt.date, inter["item_idx"], strict=True))
+    keys = list(zip(rows["user_id"], rows["day"], rows["item_idx"], strict=True))
+    assert len(keys) == len(set(keys)) and set(keys) <= shown  # one row per pair, every one the user's own
+    assert (rows["label"] == 0).any()  # shown without engagement stays a labelled negative
+    # The drawn rows are exactly what the default leaves out.
+    assert len(drawn) > len(rows) and len(drawn[drawn["label"] > 0]) == len(rows[rows["label"] > 0])

@@ -1,4 +1,5 @@
-"""Exact top-N search against a brute-force reference: two-level top-k, bf16 + rescoring, sub-blocks, masks."""
+"""Exact top-N search against a brute-force reference: two-level top-k, bf16 + rescoring, sub-blocks, masks,
+sparse user rows, and the shared-order search of user-independent scores."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from nightrec.scoring import inputs
-from nightrec.scoring.retrieve import ExactTopN
+from nightrec.scoring import ease, inputs
+from nightrec.scoring.retrieve import ExactTopN, RankedTopN, row_slice
 
 
 def _case(n_items, n_users, d=16, seen=5, seed=0, avail=0.9):
@@ -114,6 +115,51 @@ def test_fewer_allowed_unseen_items_than_n_pad_with_minus_one():
     assert found.shape == (3, 3)  # n is capped at the number of allowed items
     assert set(found[0].tolist()) == {3, 11, -1} and torch.isinf(scores[0, 2])
     assert set(found[1].tolist()) == {3, 7, 11}
+
+
+@pytest.mark.parametrize("buffer_bytes", [1 << 30, 40_000])
+def test_sparse_user_rows_give_the_dense_rows_answer(buffer_bytes):
+    rng = np.random.default_rng(3)
+    n_items, n_users = 600, 50
+    items = torch.from_numpy(rng.standard_normal((n_items, n_items), dtype=np.float32))  # EASE-like: D = N
+    dense = torch.from_numpy((rng.random((n_users, n_items)) < 0.02).astype(np.float32))
+    dense[7] = 0.0  # a user with no engaged item: an empty sparse row
+    allowed = rng.random(n_items) < 0.9
+    rows, cols = np.nonzero(dense.numpy())
+    index = ExactTopN(items, allowed, "float32", max_buffer_bytes=buffer_bytes)
+    assert buffer_bytes > 1 << 20 or index.rows_per_block < n_users  # the sparse rows are sliced into blocks
+    want_scores, want_items = index.search(dense, 20, rows, cols)
+    sparse = ease.binary_rows(
+        np.r_[rows, rows[:9]], np.r_[cols, cols[:9]], n_users, n_items
+    )  # repeats count once
+    got_scores, got_items = index.search(sparse, 20, rows, cols)
+    torch.testing.assert_close(got_scores, want_scores)
+    assert torch.equal(got_items, want_items)
+    torch.testing.assert_close(row_slice(sparse, 5, 9).to_dense(), dense[5:9])
+
+
+@pytest.mark.parametrize("n", [1, 25, 400])
+def test_shared_order_search_equals_the_exact_search_of_the_same_scores(n):
+    rng = np.random.default_rng(4)
+    n_items, n_users = 400, 60
+    scores = rng.permutation(n_items).astype(np.float32) + 1  # unique, like popularity's rank scores
+    allowed = rng.random(n_items) < 0.8
+    # Users who saw none, some, or most of the top of the order (the search must reach past all of them),
+    # and one who saw every allowed item (an all -inf / -1 row).
+    top = np.argsort(-scores)
+    pairs = [(0, int(c)) for c in top[:300]] + [(59, int(c)) for c in np.flatnonzero(allowed)]
+    others = rng.integers(1, 59, 800), rng.integers(0, n_items, 800)
+    pairs += [(int(u), int(c)) for u, c in zip(*others, strict=True)]
+    rows, cols = np.array(pairs).T
+    users = torch.ones((n_users, 1))
+    want_scores, want_items = ExactTopN(torch.from_numpy(scores)[:, None], allowed, "float32").search(
+        users, n, rows, cols
+    )
+    got_scores, got_items = RankedTopN(scores, allowed).search(users, n, rows, cols)
+    torch.testing.assert_close(got_scores, want_scores)
+    assert torch.equal(got_items, want_items)
+    assert (got_items[59] == -1).all() and torch.isinf(got_scores[59]).all()
+    assert (got_items[0] >= 0).sum() == min(n, int(allowed.sum()) - int(allowed[top[:300]].sum()))
 
 
 def test_ivf_index_finds_most_of_the_exact_top_n_and_never_a_seen_or_unavailable_item():

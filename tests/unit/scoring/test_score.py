@@ -74,6 +74,22 @@ def test_reranker_changes_the_order_within_candidates():
     assert res.items[0].tolist() == [4, 5]
 
 
+def test_lists_with_and_without_the_ranker_from_one_search_equal_two_separate_scorers():
+    items, users = _items(), _users([2, 1, 1], [5, 5, 0])
+    # u2 is cold but has seen popular items: its fallback list skips them in both variants.
+    pairs = pd.DataFrame({"user_id": ["u0", "u1", "u2", "u2"], "item_id": ["i7", "i0", "i7", "i6"]})
+    seen = inputs.build_seen(pairs, users, items)
+    cfg = ScoringConfig(top_k=3, n_candidates=6, rerank_weight=1.0)
+    both = Scorer(CategoryModel(), PreferLowIds(), items, cfg).score_each(users, seen, 0, [None, 0.0])
+    ranked = Scorer(CategoryModel(), PreferLowIds(), items, cfg).score(users, seen, 0)
+    plain = Scorer(CategoryModel(), None, items, cfg).score(users, seen, 0)
+    for got, want in zip(both, [ranked, plain], strict=True):
+        np.testing.assert_array_equal(got.items, want.items)
+        np.testing.assert_array_equal(got.scores, want.scores)
+        np.testing.assert_array_equal(got.fallback, want.fallback)
+    assert not np.array_equal(both[0].items[:2], both[1].items[:2])  # the ranker does reorder the warm users
+
+
 def test_category_cap_limits_items_per_category():
     items, users = _items(), _users([1], [5])
     seen = inputs.build_seen(pd.DataFrame({"user_id": [], "item_id": []}), users, items)
