@@ -21,6 +21,7 @@ ORDER = [
     "etl",
     "etl_100m",
     "night_scale",
+    "evaluate_stage",
     "stack",
 ]
 HEADER = """# Benchmark results

@@ -2,6 +2,7 @@
 
 Usage: NIGHTREC_HOME=<a home a night ran in> .venv/bin/python bench/evaluate_stage.py --tier M --ds 2026-11-22
        [--label after] [--out bench/results/evaluate_stage.md]
+       .venv/bin/python bench/evaluate_stage.py --table   (rebuild the table from the saved runs)
 
 Runs what `evaluate_and_promote` spends its time on (loading the evaluation users, then
 `promotion.measure_candidates`: the learned pair with and without its ranker, each popularity window, EASE with
@@ -59,14 +60,17 @@ def measure(ds: date) -> dict:
 
 def _commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
         return out.stdout.strip() or "?"
     except OSError:
         return "?"
 
 
 def write_table(path: Path) -> str:
-    runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("evaluate_stage_*.json"))]
+    runs = [json.loads(p.read_text()) for p in RESULTS.glob("evaluate_stage_*.json")]
+    runs.sort(key=lambda r: (r["tier"], r["label"] != "before", r["measured"]))
     lines = [
         "## The promotion gate's measurements (`bench/evaluate_stage.py`)",
         "",
@@ -90,12 +94,16 @@ def write_table(path: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tier", required=True)
-    ap.add_argument("--ds", required=True, type=date.fromisoformat)
+    ap.add_argument("--tier")
+    ap.add_argument("--ds", type=date.fromisoformat)
     ap.add_argument("--label", default="current")
     ap.add_argument("--commit", default=None, help="the code's commit (default: git HEAD of this checkout)")
     ap.add_argument("--out", type=Path, default=RESULTS / "evaluate_stage.md")
+    ap.add_argument("--table", action="store_true", help="only rebuild the table from the saved runs")
     args = ap.parse_args()
+    if args.table or not (args.tier and args.ds):
+        print(write_table(args.out))
+        return
     result = measure(args.ds) | {
         "tier": args.tier,
         "ds": args.ds.isoformat(),
@@ -106,7 +114,9 @@ def main() -> None:
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
     }
     print(json.dumps(result, indent=2))
-    (RESULTS / f"evaluate_stage_{args.tier}_{args.label}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"evaluate_stage_{args.tier}_{args.label}.json").write_text(
+        json.dumps(result, indent=2) + "\n"
+    )
     print(write_table(args.out))
 
 
