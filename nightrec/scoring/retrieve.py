@@ -160,9 +160,8 @@ class ExactTopN:
     def _block(self, users: torch.Tensor, n: int, rows: np.ndarray, cols: np.ndarray):
         b = users.shape[0]
         if users.layout == torch.sparse_csr and self.dtype != torch.float32:
-            users = (
-                users.to_dense()
-            )  # bf16 rescoring gathers dense rows; sparse rows come from fp32 baselines
+            # bf16 rescoring gathers dense rows; sparse rows come from fp32 baselines.
+            users = users.to_dense()
         buf = self._scores_buffer(b)
         torch.mm(users.to(self.dtype), self.weights_t, out=buf)
         buf[:, self.n_ok :] = float("-inf")
@@ -264,9 +263,8 @@ class RankedTopN:
             width = need
         inside = place < width
         slot = torch.arange(width).expand(b, width).clone()
-        slot[torch.from_numpy(rows[inside]), torch.from_numpy(place[inside])] = (
-            width  # seen: after every slot
-        )
+        # A seen item's slot moves past every other, so the first n slots left are the unseen ones.
+        slot[torch.from_numpy(rows[inside]), torch.from_numpy(place[inside])] = width
         first = torch.topk(slot, n, dim=1, largest=False).values  # each row's first n unseen places, in order
         found = first < width
         first = first.clamp(max=self.n_ok - 1)

@@ -130,33 +130,29 @@ class Scorer:
         b, k = len(users), self.cfg.top_k
         cold = users.n_events == 0
         weights = [self.rerank_weight if w is None else w for w in rerank_weights]
-        items_out = [np.full((b, k), -1, dtype=np.int64) for _ in weights]
-        scores_out = [np.zeros((b, k), dtype=np.float32) for _ in weights]
+        # The cold users' fallback lists do not depend on the weight: filled once, copied into each result.
+        items_out = np.full((b, k), -1, dtype=np.int64)
+        scores_out = np.zeros((b, k), dtype=np.float32)
         rows, cols = seen.rows(start, start + b)
-        warm = np.flatnonzero(~cold)
-        if len(warm):
-            for out_i, out_s, (it, sc) in zip(
-                items_out,
-                scores_out,
-                self._score_warm(users.take(warm), rows, cols, warm, weights),
-                strict=True,
-            ):
-                out_i[warm], out_s[warm] = it, sc
         for segment in np.unique(users.segment_idx[cold]):
             members = cold & (users.segment_idx == segment)
-            fallback = self._fallback(int(segment))
-            for out_i, out_s in zip(items_out, scores_out, strict=True):
-                out_i[members], out_s[members] = fallback
+            items_out[members], scores_out[members] = self._fallback(int(segment))
         # "Cold" means no engagement, not nothing seen: a user whose every rating was low has seen items, and
         # the fallback list must leave them out as the model path does.
         for u in np.unique(rows[cold[rows]]) if len(rows) else ():
             lo, hi = np.searchsorted(rows, [u, u + 1])  # CSR rows come sorted
             seen_u = cols[lo:hi]
-            if np.isin(items_out[0][u], seen_u).any():
-                fallback = self._fallback(int(users.segment_idx[u]), seen_u)
-                for out_i, out_s in zip(items_out, scores_out, strict=True):
-                    out_i[u], out_s[u] = fallback
-        return [ChunkResult(i, s, cold) for i, s in zip(items_out, scores_out, strict=True)]
+            if np.isin(items_out[u], seen_u).any():
+                items_out[u], scores_out[u] = self._fallback(int(users.segment_idx[u]), seen_u)
+        warm = np.flatnonzero(~cold)
+        if not len(warm):
+            return [ChunkResult(items_out.copy(), scores_out.copy(), cold) for _ in weights]
+        results = []
+        for it, sc in self._score_warm(users.take(warm), rows, cols, warm, weights):
+            items, scores = items_out.copy(), scores_out.copy()
+            items[warm], scores[warm] = it, sc
+            results.append(ChunkResult(items, scores, cold))
+        return results
 
     def _fallback(self, segment: int, seen: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         top = self.rules.segment_popular.get(segment, self.popular)
